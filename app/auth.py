@@ -1,0 +1,239 @@
+"""Who is asking: browser sessions, HTTP Basic, bearer tokens, and the guard in front of every route.
+
+Only the login page, `GET /api/health` and NiceGUI's static assets are public. API and
+DICOMweb clients without valid credentials get 401; a browser gets redirected to the login
+page. Failed logins are rate-limited per user and address (and per address over all
+users), on the login page and for Basic credentials alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import threading
+import time
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable
+
+from urllib.parse import quote
+
+from fastapi import Depends, HTTPException, Request
+from nicegui import app as nicegui_app
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.responses import JSONResponse, RedirectResponse, Response
+
+from app.runtime import current_services
+from core import accounts
+from core.accounts import Principal
+from core.models import User
+
+PUBLIC_PATHS = frozenset({"/login", "/api/health", "/favicon.ico"})
+GUARDED_NICEGUI_PREFIXES = ("/_nicegui/client/", "/_nicegui/auto/")
+MACHINE_PREFIXES = ("/api", "/dicomweb")
+SESSION_KEY = "vireo"
+
+
+class TooManyAttempts(Exception):
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed logins; try again in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class LoginThrottle:
+    """Sliding-window limits on failed logins: per (user, address) and per address."""
+
+    def __init__(self, per_user: int = 5, per_address: int = 20, window: float = 900.0) -> None:
+        self.per_user = per_user
+        self.per_address = per_address
+        self.window = window
+        self._failures: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def check(self, username: str, address: str) -> None:
+        """Raise TooManyAttempts while either limit is reached."""
+        now = time.monotonic()
+        with self._lock:
+            for key, limit in (((username, address), self.per_user), (("", address), self.per_address)):
+                failures = self._prune(key, now)
+                if len(failures) >= limit:
+                    raise TooManyAttempts(max(1, int(failures[0] + self.window - now)))
+
+    def failed(self, username: str, address: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            self._failures[(username, address)].append(now)
+            self._failures[("", address)].append(now)
+
+    def succeeded(self, username: str, address: str) -> None:
+        with self._lock:
+            self._failures.pop((username, address), None)
+
+    def _prune(self, key: tuple[str, str], now: float) -> deque[float]:
+        failures = self._failures[key]
+        while failures and failures[0] <= now - self.window:
+            failures.popleft()
+        return failures
+
+
+class CredentialCache:
+    """Remembers verified Basic credentials for a minute: argon2 is slow on purpose, API clients call often."""
+
+    def __init__(self, ttl: float = 60.0) -> None:
+        self.ttl = ttl
+        self._entries: dict[str, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(username: str, password: str) -> str:
+        return hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
+
+    def get(self, key: str) -> Principal | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[1] < time.monotonic():
+                self._entries.pop(key, None)
+                return None
+            return entry[0]
+
+    def put(self, key: str, principal: Principal) -> None:
+        with self._lock:
+            self._entries[key] = (principal, time.monotonic() + self.ttl)
+
+    def clear(self) -> None:
+        """Forget everything: called whenever a user is changed, disabled or removed."""
+        with self._lock:
+            self._entries.clear()
+
+
+throttle = LoginThrottle()
+credentials = CredentialCache()
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def login(username: str, password: str, address: str) -> Principal | None:
+    """Check a password under the throttle (blocking: call from a thread)."""
+    throttle.check(username, address)
+    with current_services().db.session() as session:
+        user = accounts.authenticate(session, username, password)
+        if user is None:
+            throttle.failed(username, address)
+            return None
+        throttle.succeeded(username, address)
+        return accounts.principal(user)
+
+
+def _basic(header: str, address: str) -> Principal | None:
+    try:
+        decoded = base64.b64decode(header, validate=True).decode()
+        username, password = decoded.split(":", 1)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    key = CredentialCache.key(username, password)
+    cached = credentials.get(key)
+    if cached is not None:
+        return cached
+    principal = login(username, password, address)
+    if principal is not None:
+        credentials.put(key, principal)
+    return principal
+
+
+def _bearer(token: str) -> Principal | None:
+    with current_services().db.session() as session:
+        user = accounts.user_for_token(session, token.strip())
+        return accounts.principal(user) if user else None
+
+
+def _session() -> Principal | None:
+    data = nicegui_app.storage.user.get(SESSION_KEY)
+    if not isinstance(data, dict):
+        return None
+    if data.get("expires", 0) < time.time():
+        nicegui_app.storage.user.pop(SESSION_KEY, None)
+        return None
+    with current_services().db.session() as session:
+        user = session.get(User, data.get("user_id"))
+        if user is None or user.disabled or user.username != data.get("username"):
+            return None
+        return accounts.principal(user)
+
+
+def start_session(principal: Principal) -> None:
+    hours = current_services().settings.session_hours
+    nicegui_app.storage.user[SESSION_KEY] = {
+        "user_id": principal.user_id,
+        "username": principal.username,
+        "expires": time.time() + hours * 3600,
+    }
+
+
+def end_session() -> None:
+    nicegui_app.storage.user.pop(SESSION_KEY, None)
+
+
+def identify(request: Request) -> Principal | None:
+    """The principal behind a request, from its Authorization header or its browser session (blocking)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "basic":
+        return _basic(value.strip(), client_address(request))
+    if scheme.lower() == "bearer":
+        return _bearer(value)
+    return _session()
+
+
+def is_public(path: str) -> bool:
+    if path in PUBLIC_PATHS:
+        return True
+    if path.startswith("/_nicegui/"):
+        return not path.startswith(GUARDED_NICEGUI_PREFIXES)
+    return path.startswith("/_nicegui_ws/")
+
+
+def is_machine_route(path: str) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in MACHINE_PREFIXES)
+
+
+class AuthMiddleware(BaseHTTPMiddleware):
+    """Guards every route but the public ones, before any route code runs."""
+
+    async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        path = request.url.path
+        if is_public(path):
+            return await call_next(request)
+        try:
+            principal = await run_in_threadpool(identify, request)
+        except TooManyAttempts as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)})
+        if principal is None:
+            if is_machine_route(path):
+                return JSONResponse(
+                    {"detail": "authentication required: HTTP Basic or a bearer API token"},
+                    status_code=401,
+                    headers={"WWW-Authenticate": 'Basic realm="Vireo"'},
+                )
+            target = path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
+        request.state.principal = principal
+        return await call_next(request)
+
+
+def current_principal(request: Request) -> Principal:
+    """FastAPI dependency: the authenticated principal (the middleware has checked it)."""
+    principal = getattr(request.state, "principal", None)
+    if principal is None:
+        raise HTTPException(401, "authentication required")
+    return principal
+
+
+def admin_principal(principal: Principal = Depends(current_principal)) -> Principal:
+    if not principal.is_admin:
+        raise HTTPException(403, "only administrators may do this")
+    return principal
+
+

@@ -1,0 +1,49 @@
+"""Wires Vireo into NiceGUI's app: middleware, routers, pages, and the services' life cycle."""
+
+from __future__ import annotations
+
+import logging
+
+from nicegui import app, ui
+
+from app.api import accounts as accounts_api
+from app.api import datasets as datasets_api
+from app.api import health, series
+from app.auth import AuthMiddleware
+from app.runtime import set_services
+from app.services import Services, build_services, storage_secret
+from app.settings import Settings
+from pages import login, series_list, settings
+
+log = logging.getLogger(__name__)
+
+
+def build_app(settings_: Settings) -> Services:
+    """Register everything on NiceGUI's app; the services start with the server."""
+    services = build_services(settings_)
+    set_services(services)
+    app.add_middleware(AuthMiddleware)
+    for router in (health.router, series.router, datasets_api.router, accounts_api.router):
+        app.include_router(router)
+    login.register()
+    series_list.register()
+    settings.register()
+    app.on_startup(services.start)
+    app.on_shutdown(services.stop)
+    return services
+
+
+def serve(settings_: Settings) -> None:
+    """Run Vireo until interrupted: web UI, API and DICOM receiver in this one process."""
+    build_app(settings_)
+    log.info("Vireo on http://%s:%d, DICOM on port %d", settings_.host, settings_.http_port, settings_.dicom_port)
+    ui.run(
+        host=settings_.host,
+        port=settings_.http_port,
+        title="Vireo",
+        storage_secret=storage_secret(settings_),
+        reload=False,
+        show=False,
+        favicon="🐦",
+        show_welcome_message=False,
+    )

@@ -1,0 +1,110 @@
+"""The composition root: builds Vireo's services from its settings, starts and stops them.
+
+Everything long-lived in the process lives on one `Services` object — the database, the
+PACS store, the index writer, the DICOM receiver, the thumbnail painter and the event bus —
+so routers and pages reach them the same way and tests can start a whole Vireo in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.settings import Settings
+from core import accounts
+from core.db import Database
+from core.events import SERIES_CHANGED, EventBus
+from core.pacs_store import PacsStore
+from ingest.indexer import IndexWriter
+from ingest.receiver import DicomReceiver, ReceiverConfig
+from ingest.reindex import recover
+from ingest.thumbnail_service import ThumbnailService
+
+log = logging.getLogger(__name__)
+
+RUNNING_MARKER = "vireo.running"
+
+
+@dataclass
+class Services:
+    settings: Settings
+    db: Database
+    store: PacsStore
+    bus: EventBus
+    indexer: IndexWriter
+    thumbnails: ThumbnailService
+    receiver: DicomReceiver
+    generated_admin_password: str | None = None
+    started: bool = field(default=False)
+
+    @property
+    def running_marker(self) -> Path:
+        return self.settings.data_dir / RUNNING_MARKER
+
+    def start(self) -> None:
+        """Migrate, recover from an unclean stop, then open the DICOM port."""
+        self.db.migrate()
+        with self.db.session() as session:
+            self.generated_admin_password = accounts.ensure_admin(session, self.settings.admin_password)
+        if self.generated_admin_password:
+            print(f"Vireo: created user 'admin' with password: {self.generated_admin_password}  (shown once)", flush=True)
+        self.indexer.start()
+        self._recover_after_unclean_stop()
+        self.running_marker.touch()
+        self.thumbnails.start()
+        self.receiver.start()
+        self.started = True
+
+    def stop(self) -> None:
+        self.receiver.stop()
+        self.indexer.stop()
+        self.thumbnails.stop()
+        self.running_marker.unlink(missing_ok=True)
+        self.db.dispose()
+        self.started = False
+
+    def _recover_after_unclean_stop(self) -> None:
+        self.store.clean_incoming()
+        if not self.running_marker.exists():
+            return
+        since = self.running_marker.stat().st_mtime - 60
+        report = recover(self.store, self.indexer, since)
+        log.warning("previous run stopped uncleanly: re-indexed %d files (%d unreadable)", report.indexed, len(report.unreadable))
+
+
+def build_services(settings: Settings) -> Services:
+    data_dir = settings.data_dir
+    data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(settings.sqlalchemy_url)
+    store = PacsStore(data_dir / "pacs")
+    bus = EventBus()
+    indexer = IndexWriter(db, heartbeat=data_dir / RUNNING_MARKER)
+    thumbnails = ThumbnailService(db, store, data_dir / "thumbnails", bus, settings.thumbnail_quiet_seconds)
+    indexer.add_listener(thumbnails.touch)
+    indexer.add_listener(lambda uids: bus.publish(SERIES_CHANGED, series_uids=sorted(uids)))
+    receiver = DicomReceiver(
+        ReceiverConfig(
+            host=settings.dicom_host or settings.host,
+            port=settings.dicom_port,
+            ae_title=settings.dicom_ae_title,
+            max_associations=settings.dicom_max_associations,
+            allowed_calling_aets=settings.allowed_calling_aets,
+        ),
+        store,
+        indexer,
+    )
+    return Services(settings, db, store, bus, indexer, thumbnails, receiver)
+
+
+def storage_secret(settings: Settings) -> str:
+    """The secret signing browser sessions: configured, or generated once and kept in the data dir."""
+    if settings.storage_secret:
+        return settings.storage_secret
+    path = settings.data_dir / "session.secret"
+    if not path.exists():
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()

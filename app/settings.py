@@ -1,0 +1,91 @@
+"""Vireo's settings: one typed object filled from `VIREO_*` variables and command-line options.
+
+Every option has an environment variable of the same name (`--http-port` ↔ `VIREO_HTTP_PORT`),
+so a container, a systemd unit and a developer's shell all configure Vireo the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "VIREO_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that configures one Vireo process."""
+
+    data_dir: Path = field(default=Path("./data"), metadata={"help": "database, PACS files, thumbnails, uploads, job folders"})
+    host: str = field(default="127.0.0.1", metadata={"help": "address of the web UI, /api and /dicomweb"})
+    http_port: int = field(default=8080, metadata={"help": "HTTP port of the web UI, /api and /dicomweb"})
+    dicom_port: int = field(default=11112, metadata={"help": "DICOM receiver port (0 picks a free one)"})
+    dicom_host: str = field(default="", metadata={"help": "address the DICOM receiver binds to (default: --host)"})
+    dicom_ae_title: str = field(default="VIREO", metadata={"help": "this node's own AE title"})
+    dicom_max_associations: int = field(default=16, metadata={"help": "concurrent DICOM associations accepted"})
+    dicom_allowed_calling_aets: str = field(default="", metadata={"help": "comma-separated calling AE titles allowed to send (empty: anyone)"})
+    database_url: str = field(default="", metadata={"help": "SQLAlchemy URL, e.g. postgresql+psycopg://… (default: SQLite in the data dir)"})
+    instance_name: str = field(default_factory=socket.gethostname, metadata={"help": "this instance's name in a federation"})
+    admin_password: str = field(default="", metadata={"help": "password of user admin, set on first start (default: generated and printed once)"})
+    dask_scheduler: str = field(default="", metadata={"help": "address of a Dask scheduler to run jobs on"})
+    session_hours: float = field(default=12.0, metadata={"help": "a login session expires after this many hours"})
+    thumbnail_quiet_seconds: float = field(default=3.0, metadata={"help": "a series' thumbnail is drawn once it has been quiet this long"})
+    storage_secret: str = field(default="", metadata={"help": "secret signing browser sessions (default: generated and kept in the data dir)"})
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL, defaulting to a SQLite file inside the data dir."""
+        return self.database_url or f"sqlite:///{(self.data_dir / 'vireo.db').resolve()}"
+
+    @property
+    def allowed_calling_aets(self) -> frozenset[str]:
+        return frozenset(a.strip() for a in self.dicom_allowed_calling_aets.split(",") if a.strip())
+
+
+def _env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _convert(kind: Any, raw: str) -> Any:
+    if kind in (int, "int"):
+        return int(raw)
+    if kind in (float, "float"):
+        return float(raw)
+    if kind in (Path, "Path"):
+        return Path(raw)
+    return raw
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one `--option` per setting, documenting its environment variable and default."""
+    for f in fields(Settings):
+        default = None if f.default is MISSING else f.default
+        shown = "" if f.name in ("admin_password", "storage_secret") else f" (default: {default})" if default not in (None, "") else ""
+        parser.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            default=None,
+            metavar=_env_name(f.name),
+            help=f"{f.metadata.get('help', '')}{shown}; env {_env_name(f.name)}",
+        )
+
+
+def load_settings(options: argparse.Namespace | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Settings from options over environment over defaults, with clear errors for bad values."""
+    environ = dict(os.environ) if environ is None else environ
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = getattr(options, f.name, None) if options is not None else None
+        if raw is None:
+            raw = environ.get(_env_name(f.name))
+        if raw is None or raw == "":
+            continue
+        try:
+            values[f.name] = _convert(f.type, raw)
+        except ValueError as exc:
+            raise SystemExit(f"invalid value for {_env_name(f.name)} / --{f.name.replace('_', '-')}: {raw!r} ({exc})") from exc
+    return Settings(**values)

@@ -1,0 +1,98 @@
+"""Datasets: named groups of series. A series can be in many; deleting a dataset never deletes series."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from sqlalchemy import delete, func
+from sqlmodel import select
+from sqlmodel import Session
+
+from core.models import Dataset, DatasetSeries, Series
+from core.timeutil import isoformat, utcnow
+
+_FORBIDDEN = re.compile(r"[/\\\x00-\x1f]")
+
+
+class DatasetError(ValueError):
+    """A dataset request that cannot be honoured; the message says why."""
+
+
+class DatasetExists(DatasetError):
+    pass
+
+
+def check_name(name: str) -> str:
+    if not name or name != name.strip() or len(name) > 128 or _FORBIDDEN.search(name):
+        raise DatasetError("a dataset name is 1–128 characters, without slashes, control characters or surrounding spaces")
+    return name
+
+
+def _counts(session: Session) -> dict[int, int]:
+    query = select(DatasetSeries.dataset_id, func.count()).group_by(DatasetSeries.dataset_id)  # type: ignore[arg-type]
+    return dict(session.execute(query).all())  # type: ignore[arg-type]
+
+
+def describe(dataset: Dataset, series_count: int) -> dict[str, Any]:
+    return {"name": dataset.name, "series": series_count, "created": isoformat(dataset.created), "updated": isoformat(dataset.updated), "username": dataset.username}
+
+
+def list_datasets(session: Session) -> list[dict[str, Any]]:
+    counts = _counts(session)
+    return [describe(d, counts.get(d.id or 0, 0)) for d in session.exec(select(Dataset).order_by(Dataset.name))]
+
+
+def get_dataset(session: Session, name: str) -> Dataset:
+    dataset = session.exec(select(Dataset).where(Dataset.name == name)).first()
+    if dataset is None:
+        raise LookupError(f"no dataset {name!r}")
+    return dataset
+
+
+def series_count(session: Session, dataset: Dataset) -> int:
+    return session.execute(select(func.count()).select_from(DatasetSeries).where(DatasetSeries.dataset_id == dataset.id)).scalar_one()
+
+
+def _check_series(session: Session, uids: list[str]) -> None:
+    known: set[str] = set()
+    for start in range(0, len(uids), 500):
+        chunk = uids[start : start + 500]
+        known.update(session.execute(select(Series.series_uid).where(Series.series_uid.in_(chunk))).scalars())  # type: ignore[attr-defined]
+    unknown = [uid for uid in uids if uid not in known]
+    if unknown:
+        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise DatasetError(f"unknown series: {shown}")
+
+
+def create_dataset(session: Session, name: str, series: list[str], username: str = "") -> Dataset:
+    check_name(name)
+    if session.exec(select(Dataset).where(Dataset.name == name)).first() is not None:
+        raise DatasetExists(f"dataset {name!r} exists already")
+    uids = list(dict.fromkeys(series))
+    _check_series(session, uids)
+    dataset = Dataset(name=name, username=username)
+    session.add(dataset)
+    session.flush()
+    session.add_all([DatasetSeries(dataset_id=dataset.id, series_uid=uid) for uid in uids])  # type: ignore[arg-type]
+    return dataset
+
+
+def change_members(session: Session, name: str, add: list[str], remove: list[str]) -> Dataset:
+    dataset = get_dataset(session, name)
+    add = list(dict.fromkeys(add))
+    _check_series(session, add)
+    present = set(session.execute(select(DatasetSeries.series_uid).where(DatasetSeries.dataset_id == dataset.id)).scalars())
+    session.add_all([DatasetSeries(dataset_id=dataset.id, series_uid=uid) for uid in add if uid not in present])  # type: ignore[arg-type]
+    if remove:
+        session.execute(delete(DatasetSeries).where(DatasetSeries.dataset_id == dataset.id, DatasetSeries.series_uid.in_(remove)))  # type: ignore[attr-defined]
+    dataset.updated = utcnow()
+    session.add(dataset)
+    session.flush()
+    return dataset
+
+
+def delete_dataset(session: Session, name: str) -> None:
+    dataset = get_dataset(session, name)
+    session.execute(delete(DatasetSeries).where(DatasetSeries.dataset_id == dataset.id))  # type: ignore[arg-type]
+    session.delete(dataset)

@@ -1,0 +1,125 @@
+"""The index tables: patients, studies, series, instances, datasets, tags and users.
+
+The database is an index of the files under `pacs/` (they can always be re-read), plus the
+things only the database knows: datasets, tags, users and tokens. Every series-level
+query the UI and API make is answered from `series` (with its study and patient) without
+touching `instance`, which only the ingest path and thumbnails read.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+from sqlalchemy import JSON, Column, ForeignKey, String
+from sqlmodel import Field, SQLModel
+
+from core.timeutil import UTCDateTime, utcnow
+
+UID = 64  # the longest UID DICOM allows
+
+
+def _utc_column(nullable: bool = False, index: bool = False) -> Any:
+    return Field(default_factory=utcnow if not nullable else None, sa_type=UTCDateTime, nullable=nullable, index=index)
+
+
+class Patient(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    patient_id: str = Field(max_length=128, unique=True, description="PatientID as sent ('' when absent)")
+    patient_name: str = Field(default="", max_length=256)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created: datetime = _utc_column()
+
+
+class Study(SQLModel, table=True):
+    study_uid: str = Field(primary_key=True, max_length=UID)
+    patient_pk: int = Field(sa_column=Column(ForeignKey("patient.id", ondelete="CASCADE"), nullable=False, index=True))
+    study_date: str = Field(default="", max_length=16, index=True)
+    study_description: str = Field(default="", max_length=256)
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created: datetime = _utc_column()
+
+
+class Series(SQLModel, table=True):
+    series_uid: str = Field(primary_key=True, max_length=UID)
+    study_uid: str = Field(sa_column=Column(String(UID), ForeignKey("study.study_uid", ondelete="CASCADE"), nullable=False, index=True))
+    modality: str = Field(default="", max_length=16, index=True)
+    series_description: str = Field(default="", max_length=256)
+    series_number: Optional[int] = None
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    arrived: datetime = _utc_column(index=True)
+    updated: datetime = _utc_column(index=True)
+    instance_count: int = 0
+    size_bytes: int = 0
+    min_instance_number: Optional[int] = None
+    max_instance_number: Optional[int] = None
+    missing_instance_numbers: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    is_complete: bool = True
+    referenced_series_uid: Optional[str] = Field(default=None, max_length=UID, index=True, description="the image series a SEG/RTSTRUCT annotates")
+    thumbnail_at: Optional[datetime] = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class Instance(SQLModel, table=True):
+    sop_instance_uid: str = Field(primary_key=True, max_length=UID)
+    series_uid: str = Field(sa_column=Column(String(UID), ForeignKey("series.series_uid", ondelete="CASCADE"), nullable=False, index=True))
+    sop_class_uid: str = Field(max_length=UID)
+    transfer_syntax_uid: str = Field(max_length=UID)
+    instance_number: Optional[int] = None
+    slice_position: Optional[float] = Field(default=None, description="position along the slice normal, for ordering")
+    number_of_frames: int = 1
+    path: str = Field(max_length=512, description="relative to the PACS root")
+    size_bytes: int = 0
+    calling_aet: str = Field(default="", max_length=16)
+    called_aet: str = Field(default="", max_length=16)
+    peer_address: str = Field(default="", max_length=64)
+    received: datetime = _utc_column()
+
+
+class Dataset(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, unique=True)
+    username: str = Field(default="", max_length=128)
+    created: datetime = _utc_column()
+    updated: datetime = _utc_column()
+
+
+class DatasetSeries(SQLModel, table=True):
+    __tablename__ = "dataset_series"
+    dataset_id: int = Field(sa_column=Column(ForeignKey("dataset.id", ondelete="CASCADE"), primary_key=True))
+    series_uid: str = Field(sa_column=Column(String(UID), ForeignKey("series.series_uid", ondelete="CASCADE"), primary_key=True, index=True))
+    added: datetime = _utc_column()
+
+
+class SeriesTag(SQLModel, table=True):
+    """One row per (series, tag): adding and removing are single-row statements, never read-modify-write."""
+
+    __tablename__ = "series_tag"
+    series_uid: str = Field(sa_column=Column(String(UID), ForeignKey("series.series_uid", ondelete="CASCADE"), primary_key=True))
+    tag: str = Field(sa_column=Column(String(128), primary_key=True, index=True))
+    added: datetime = _utc_column()
+
+
+class User(SQLModel, table=True):
+    id: Optional[int] = Field(default=None, primary_key=True)
+    username: str = Field(max_length=128, unique=True)
+    password_hash: str = Field(max_length=256)
+    is_admin: bool = False
+    disabled: bool = False
+    created: datetime = _utc_column()
+    last_login: Optional[datetime] = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+
+class ApiToken(SQLModel, table=True):
+    """A bearer token; only its SHA-256 is stored, the token itself is shown once."""
+
+    __tablename__ = "api_token"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    user_id: int = Field(sa_column=Column(ForeignKey("user.id", ondelete="CASCADE"), nullable=False, index=True))
+    name: str = Field(max_length=128)
+    token_hash: str = Field(max_length=64, unique=True)
+    prefix: str = Field(max_length=16, description="first characters, to recognise a token in a list")
+    created: datetime = _utc_column()
+    last_used: Optional[datetime] = Field(default=None, sa_type=UTCDateTime, nullable=True)
+    revoked: Optional[datetime] = Field(default=None, sa_type=UTCDateTime, nullable=True)
+
+

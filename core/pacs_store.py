@@ -1,0 +1,135 @@
+"""The PACS file store: `pacs/<StudyUID>/<SeriesUID>/<SOPInstanceUID>.dcm`, written atomically.
+
+A file is written under `pacs/.incoming/`, flushed to disk, then hard-linked to its final
+name and the directory flushed too. Linking (not renaming) refuses to replace an existing
+file, so two senders of the same instance store it exactly once, and a crash can never
+leave a half-written file under a final name: only stray `.incoming` parts, removed at
+start-up.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+_UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
+INCOMING = ".incoming"
+
+
+class InvalidUID(ValueError):
+    """A UID that is not a dotted string of digits cannot name a file safely."""
+
+
+def clean_uid(value: object) -> str:
+    """A UID stripped of DICOM padding, checked to be safe as a file name."""
+    text = str(value or "").strip("\x00 ")
+    if not text or len(text) > 64 or not _UID.match(text):
+        raise InvalidUID(f"{text!r} is not a valid UID")
+    return text
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    relative_path: str
+    size: int
+    created: bool  # False when the instance was stored before
+
+
+class PacsStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.incoming = root / INCOMING
+        self.incoming.mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def relative_path(study_uid: str, series_uid: str, sop_uid: str) -> str:
+        return f"{study_uid}/{series_uid}/{sop_uid}.dcm"
+
+    def path(self, relative_path: str) -> Path:
+        return self.root / relative_path
+
+    def store(self, study_uid: str, series_uid: str, sop_uid: str, content: bytes) -> StoredFile:
+        """Durably store one instance; returns once the file and its directory entry are on disk."""
+        relative = self.relative_path(clean_uid(study_uid), clean_uid(series_uid), clean_uid(sop_uid))
+        final = self.root / relative
+        if final.exists():
+            return StoredFile(relative, final.stat().st_size, created=False)
+        part = self.incoming / f"{uuid.uuid4().hex}.part"
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(content)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fdatasync(fd)
+        finally:
+            os.close(fd)
+        try:
+            self._ensure_dir(final.parent)
+            try:
+                os.link(part, final)
+                created = True
+            except FileExistsError:
+                created = False  # another association stored the same instance first
+            if created:
+                _fsync_dir(final.parent)
+        finally:
+            os.unlink(part)
+        return StoredFile(relative, len(content) if created else final.stat().st_size, created)
+
+    def remove(self, relative_path: str) -> None:
+        """Remove a file (used when its index row could not be written)."""
+        try:
+            os.unlink(self.root / relative_path)
+        except FileNotFoundError:
+            pass
+
+    def clean_incoming(self) -> int:
+        """Delete parts left by a crash; none of them was ever acknowledged to a sender."""
+        count = 0
+        for part in self.incoming.glob("*.part"):
+            part.unlink(missing_ok=True)
+            count += 1
+        return count
+
+    def walk(self) -> Iterator[Path]:
+        """Every stored instance file, study by study."""
+        for study in sorted(self.root.iterdir()):
+            if study.name == INCOMING or not study.is_dir():
+                continue
+            for series in sorted(study.iterdir()):
+                if series.is_dir():
+                    yield from sorted(series.glob("*.dcm"))
+
+    def series_dirs_changed_since(self, timestamp: float) -> Iterator[Path]:
+        """Series folders that gained a file at or after `timestamp` (a folder's mtime moves when a file is linked in)."""
+        for study in self.root.iterdir():
+            if study.name == INCOMING or not study.is_dir():
+                continue
+            for series in study.iterdir():
+                if series.is_dir() and series.stat().st_mtime >= timestamp:
+                    yield series
+
+    def _ensure_dir(self, directory: Path) -> None:
+        if directory.is_dir():
+            return
+        created = []
+        for parent in (directory.parent, directory):
+            try:
+                parent.mkdir()
+                created.append(parent)
+            except FileExistsError:
+                pass
+        for parent in created:
+            _fsync_dir(parent.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

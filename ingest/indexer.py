@@ -1,0 +1,242 @@
+"""The series index writer: group commit of stored instances into the database.
+
+Receiver threads hand over instances whose files are already durable and wait for the
+commit that indexes them, so a sender hears Success only when its instance is both on disk
+and searchable. One writer thread commits whatever has queued up since its last commit in a
+single transaction: one association pays one small commit per instance, ten associations
+share commits. Index rows are written only after their files exist (never the other way).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from core.db import Database, insert_ignoring_duplicates
+from core.models import Dataset, DatasetSeries, Instance, Patient, Series, Study
+from core.pacs_store import StoredFile
+from core.timeutil import utcnow
+from ingest.metadata import InstanceMetadata
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 1000
+
+
+@dataclass
+class IncomingInstance:
+    """A stored instance on its way into the index, with where it came from."""
+
+    meta: InstanceMetadata
+    stored: StoredFile
+    transfer_syntax_uid: str
+    dataset: str | None = None
+    calling_aet: str = ""
+    called_aet: str = ""
+    peer_address: str = ""
+    received: datetime = field(default_factory=utcnow)
+
+
+SeriesListener = Callable[[set[str]], None]
+
+
+class IndexWriter:
+    """Owns the one thread that writes ingest rows, so SQLite never sees two ingest writers."""
+
+    def __init__(self, db: Database, heartbeat: Path | None = None) -> None:
+        self.db = db
+        self.heartbeat = heartbeat
+        self._queue: queue.Queue[tuple[IncomingInstance, Future[None]] | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._known_series: set[str] = set()
+        self._known_lock = threading.Lock()
+        self._listeners: list[SeriesListener] = []
+        self._last_beat = 0.0
+
+    def add_listener(self, listener: SeriesListener) -> None:
+        """Called (in the writer thread) with the series UIDs each commit changed."""
+        self._listeners.append(listener)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="vireo-index-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def knows_series(self, series_uid: str) -> bool:
+        """Whether the series exists in the index already (then its attributes need not be extracted again)."""
+        with self._known_lock:
+            if series_uid in self._known_series:
+                return True
+        with self.db.engine.connect() as conn:
+            exists = conn.execute(select(Series.series_uid).where(Series.series_uid == series_uid)).first() is not None
+        if exists:
+            self._remember(series_uid)
+        return exists
+
+    def submit(self, item: IncomingInstance) -> Future[None]:
+        future: Future[None] = Future()
+        self._queue.put((item, future))
+        return future
+
+    def _remember(self, series_uid: str) -> None:
+        with self._known_lock:
+            if len(self._known_series) > 100_000:
+                self._known_series.clear()
+            self._known_series.add(series_uid)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            try:
+                self.write([item for item, _ in batch])
+            except Exception as exc:
+                log.exception("indexing %d instances failed", len(batch))
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for _, future in batch:
+                future.set_result(None)
+
+    def write(self, items: list[IncomingInstance]) -> set[str]:
+        """Index `items` in one transaction; returns the series UIDs that changed."""
+        if not items:
+            return set()
+        with self.db.engine.begin() as conn:
+            touched = _write_batch(self.db, conn, items)
+        for uid in touched:
+            self._remember(uid)
+        for listener in self._listeners:
+            try:
+                listener(touched)
+            except Exception:
+                log.exception("series listener failed")
+        self._beat()
+        return touched
+
+    def _beat(self) -> None:
+        """Touch the heartbeat file now and then: crash recovery only rescans series changed since."""
+        if self.heartbeat is None:
+            return
+        now = utcnow().timestamp()
+        if now - self._last_beat >= 5:
+            self._last_beat = now
+            self.heartbeat.touch()
+
+
+def _write_batch(db: Database, conn: Connection, items: list[IncomingInstance]) -> set[str]:
+    now = utcnow()
+    engine = db.engine
+    patients = {i.meta.patient_id: i.meta for i in items}
+    conn.execute(
+        insert_ignoring_duplicates(engine, Patient.__table__),  # type: ignore[arg-type]
+        [{"patient_id": m.patient_id, "patient_name": m.patient_name, "attributes": m.patient_attributes, "created": now} for m in patients.values()],
+    )
+    patient_pk = dict(conn.execute(select(Patient.patient_id, Patient.id).where(Patient.patient_id.in_(patients))).all())  # type: ignore[attr-defined, call-overload]
+
+    studies = {i.meta.study_uid: i.meta for i in items}
+    conn.execute(
+        insert_ignoring_duplicates(engine, Study.__table__),  # type: ignore[arg-type]
+        [{"study_uid": uid, "patient_pk": patient_pk[m.patient_id], "study_date": m.study_date[:16], "study_description": m.study_description[:256],
+          "attributes": m.study_attributes, "created": now} for uid, m in studies.items()],
+    )
+    series: dict[str, IncomingInstance] = {}
+    for item in items:
+        series.setdefault(item.meta.series_uid, item)
+    conn.execute(
+        insert_ignoring_duplicates(engine, Series.__table__),  # type: ignore[arg-type]
+        [_series_row(item, now) for item in series.values()],
+    )
+    conn.execute(
+        insert_ignoring_duplicates(engine, Instance.__table__),  # type: ignore[arg-type]
+        [_instance_row(item) for item in items],
+    )
+    _add_to_datasets(db, conn, items, now)
+    refresh_series_counts(conn, set(series), now)
+    return set(series)
+
+
+def _series_row(item: IncomingInstance, now: datetime) -> dict[str, object]:
+    m = item.meta
+    return {
+        "series_uid": m.series_uid, "study_uid": m.study_uid, "modality": m.modality[:16],
+        "series_description": m.series_description[:256], "series_number": m.series_number,
+        "attributes": m.series_attributes, "arrived": item.received, "updated": now, "instance_count": 0,
+        "size_bytes": 0, "missing_instance_numbers": [], "is_complete": True,
+        "referenced_series_uid": m.referenced_series_uid,
+    }
+
+
+def _instance_row(item: IncomingInstance) -> dict[str, object]:
+    m = item.meta
+    return {
+        "sop_instance_uid": m.sop_instance_uid, "series_uid": m.series_uid, "sop_class_uid": m.sop_class_uid,
+        "transfer_syntax_uid": item.transfer_syntax_uid, "instance_number": m.instance_number,
+        "slice_position": m.slice_position, "number_of_frames": m.number_of_frames,
+        "path": item.stored.relative_path, "size_bytes": item.stored.size, "calling_aet": item.calling_aet[:16],
+        "called_aet": item.called_aet[:16], "peer_address": item.peer_address[:64], "received": item.received,
+    }
+
+
+def _add_to_datasets(db: Database, conn: Connection, items: Iterable[IncomingInstance], now: datetime) -> None:
+    pairs = {(i.dataset, i.meta.series_uid) for i in items if i.dataset}
+    if not pairs:
+        return
+    names = {name for name, _ in pairs}
+    conn.execute(
+        insert_ignoring_duplicates(db.engine, Dataset.__table__),  # type: ignore[arg-type]
+        [{"name": name, "username": "", "created": now, "updated": now} for name in names],
+    )
+    ids = dict(conn.execute(select(Dataset.name, Dataset.id).where(Dataset.name.in_(names))).all())  # type: ignore[attr-defined, call-overload]
+    conn.execute(
+        insert_ignoring_duplicates(db.engine, DatasetSeries.__table__),  # type: ignore[arg-type]
+        [{"dataset_id": ids[name], "series_uid": uid, "added": now} for name, uid in pairs],
+    )
+
+
+def refresh_series_counts(conn: Connection, series_uids: set[str], now: datetime) -> None:
+    """Instance count, size and completeness of each touched series, from its instance rows."""
+    stats = conn.execute(
+        select(
+            Instance.series_uid, func.count(), func.coalesce(func.sum(Instance.size_bytes), 0),
+            func.min(Instance.instance_number), func.max(Instance.instance_number), func.count(Instance.instance_number),
+        ).where(Instance.series_uid.in_(series_uids)).group_by(Instance.series_uid)  # type: ignore[attr-defined]
+    ).all()
+    for uid, count, size, low, high, numbered in stats:
+        missing: list[int] = []
+        if low is not None and high is not None and numbered < high - low + 1:
+            present = set(conn.execute(select(Instance.instance_number).where(Instance.series_uid == uid)).scalars())
+            missing = [n for n in range(low, high + 1) if n not in present][:10_000]
+        conn.execute(
+            update(Series).where(Series.series_uid == uid).values(  # type: ignore[arg-type]
+                instance_count=count, size_bytes=size, min_instance_number=low, max_instance_number=high,
+                missing_instance_numbers=missing, is_complete=not missing, updated=now,
+            )
+        )

@@ -1,0 +1,52 @@
+"""`/login`: the one page that needs no login."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from fastapi import Request
+from nicegui import run, ui
+
+from app.auth import TooManyAttempts, client_address, login, start_session
+
+
+def safe_next(target: str) -> str:
+    """Only same-site paths: a login link must not bounce the user to another site."""
+    parsed = urlparse(target or "/")
+    if parsed.scheme or parsed.netloc or not (parsed.path or "/").startswith("/") or target.startswith("//"):
+        return "/"
+    return target or "/"
+
+
+def register() -> None:
+    @ui.page("/login")
+    def login_page(request: Request, next: str = "/") -> None:
+        address = client_address(request)
+        target = safe_next(next)
+        ui.page_title("Log in · Vireo")
+        ui.colors(primary="#2f5d50")
+
+        async def attempt() -> None:
+            error.set_text("")
+            try:
+                principal = await run.io_bound(login, username.value.strip(), password.value, address)
+            except TooManyAttempts as exc:
+                error.set_text(f"Too many failed logins. Try again in {exc.retry_after} seconds.")
+                return
+            if principal is None:
+                error.set_text("Wrong user name or password.")
+                password.set_value("")
+                return
+            start_session(principal)
+            ui.navigate.to(target)
+
+        with ui.card().classes("absolute-center w-80"):
+            with ui.row().classes("items-center gap-2"):
+                ui.icon("blur_on", size="lg", color="primary")
+                ui.label("Vireo").classes("text-2xl font-bold")
+            username = ui.input("User name").classes("w-full").props("autofocus autocomplete=username").mark("username")
+            password = ui.input("Password", password=True, password_toggle_button=True).classes("w-full").props("autocomplete=current-password").mark("password")
+            password.on("keydown.enter", attempt)
+            username.on("keydown.enter", lambda: password.run_method("focus"))
+            error = ui.label("").classes("text-negative").mark("login-error")
+            ui.button("Log in", on_click=attempt).classes("w-full").mark("login-button")

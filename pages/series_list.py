@@ -1,0 +1,98 @@
+"""`/`: the series the PACS holds, by dataset, newest first, updating as series arrive.
+
+The full Datasets browser (search, filters, tags, gallery, dashboard) replaces this page
+in its own issue; this is the foundation's view of what was received.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nicegui import run, ui
+
+from app.runtime import current_services
+from components.frame import frame
+from core import catalog, datasets
+from core.events import SERIES_CHANGED, THUMBNAIL_READY
+
+PAGE_SIZE = 100
+ALL = "__all__"
+
+COLUMNS = [
+    {"name": "thumbnail", "label": "", "field": "thumbnail"},
+    {"name": "PatientID", "label": "Patient ID", "field": "PatientID", "sortable": False, "align": "left"},
+    {"name": "PatientName", "label": "Patient", "field": "PatientName", "align": "left"},
+    {"name": "StudyDate", "label": "Study date", "field": "StudyDate", "align": "left"},
+    {"name": "Modality", "label": "Modality", "field": "Modality", "align": "left"},
+    {"name": "SeriesDescription", "label": "Series", "field": "SeriesDescription", "align": "left"},
+    {"name": "instances", "label": "Instances", "field": "instances"},
+    {"name": "datasets", "label": "Datasets", "field": "datasets_text", "align": "left"},
+    {"name": "arrived", "label": "Arrived", "field": "arrived", "align": "left"},
+]
+
+
+def _load(dataset: str | None, limit: int) -> tuple[catalog.Page, list[dict[str, Any]]]:
+    with current_services().db.session() as session:
+        return catalog.list_series(session, dataset=dataset, limit=limit), datasets.list_datasets(session)
+
+
+def register() -> None:
+    @ui.page("/")
+    async def series_page(dataset: str = ALL) -> None:
+        state = {"dataset": dataset, "limit": PAGE_SIZE}
+        with frame("Datasets"):
+            with ui.row().classes("items-center gap-4"):
+                chooser = ui.select({ALL: "All series"}, value=ALL, label="Dataset").classes("w-64").mark("dataset-select")
+                summary = ui.label("").mark("series-summary")
+            table = ui.table(columns=COLUMNS, rows=[], row_key="SeriesInstanceUID").classes("w-full").mark("series-table")
+            table.add_slot(
+                "body-cell-thumbnail",
+                '<q-td :props="props"><img :src="props.value" loading="lazy" style="width:64px;height:64px;object-fit:contain;background:#000"/></q-td>',
+            )
+            more = ui.button("Load more", on_click=lambda: load_more()).props("flat").mark("load-more")
+
+        async def refresh() -> None:
+            chosen = None if state["dataset"] == ALL else state["dataset"]
+            try:
+                page, dataset_list = await run.io_bound(_load, chosen, state["limit"])
+            except LookupError:
+                state["dataset"] = ALL
+                page, dataset_list = await run.io_bound(_load, None, state["limit"])
+            chooser.set_options({ALL: "All series", **{d["name"]: f"{d['name']} ({d['series']})" for d in dataset_list}}, value=state["dataset"])
+            table.rows = [{**item, "datasets_text": ", ".join(item["datasets"]), "thumbnail": f"{item['thumbnail']}?v={item['updated']}"} for item in page.items]
+            table.update()
+            summary.set_text(f"{page.total} series")
+            more.set_visibility(page.total > len(page.items))
+
+        async def load_more() -> None:
+            state["limit"] += PAGE_SIZE
+            await refresh()
+
+        async def choose(event: Any) -> None:
+            state["dataset"] = event.value or ALL
+            state["limit"] = PAGE_SIZE
+            ui.navigate.history.replace(f"/?dataset={state['dataset']}" if state["dataset"] != ALL else "/")
+            await refresh()
+
+        chooser.on_value_change(choose)
+        await refresh()
+        _refresh_on_events(refresh)
+
+
+def _refresh_on_events(refresh: Any) -> None:
+    """Refresh (at most once a second) when series change or thumbnails are drawn."""
+    client = ui.context.client
+    dirty = {"value": False}
+
+    def mark(_topic: str, _payload: dict[str, Any]) -> None:
+        dirty["value"] = True
+
+    async def tick() -> None:
+        if dirty["value"]:
+            dirty["value"] = False
+            await refresh()
+
+    bus = current_services().bus
+    unsubscribe = [bus.subscribe(SERIES_CHANGED, mark), bus.subscribe(THUMBNAIL_READY, mark)]
+    ui.timer(1.0, tick)
+    client.on_delete(lambda: [u() for u in unsubscribe])

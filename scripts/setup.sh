@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs what Vireo needs on a fresh Debian machine: system packages (as root, or with
+# sudo), a virtual environment in .venv, and Vireo itself (editable) with its Python deps.
+#   scripts/setup.sh          what running Vireo needs
+#   scripts/setup.sh --test   plus what the test suite needs (DCMTK, dicom3tools, PostgreSQL, Chromium)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_tests=0
+[ "${1:-}" = "--test" ] && want_tests=1
+
+run_packages=(ca-certificates)
+test_packages=(dcmtk dicom3tools postgresql chromium iproute2 util-linux procps)
+
+missing=()
+packages=("${run_packages[@]}")
+[ "$want_tests" = 1 ] && packages+=("${test_packages[@]}")
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
+done
+PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
+  missing+=(python3-venv)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing system packages: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.vireo-installed
+extras=""
+[ "$want_tests" = 1 ] && extras="[test]"
+if [ ! -f "$stamp$extras" ] || [ pyproject.toml -nt "$stamp$extras" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".$extras"
+  touch "$stamp$extras"
+fi

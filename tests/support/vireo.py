@@ -1,0 +1,110 @@
+"""A real Vireo process for tests: `python main.py` on free ports with its own data dir."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+ADMIN_PASSWORD = "test-admin-pw"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class VireoProcess:
+    """Starts, kills and restarts one Vireo on the same data dir and ports."""
+
+    def __init__(self, data_dir: Path, **env: str) -> None:
+        self.data_dir = data_dir
+        self.http_port = free_port()
+        self.dicom_port = free_port()
+        self.extra_env = env
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{data_dir.name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return ("admin", ADMIN_PASSWORD)
+
+    def client(self, **kwargs: object) -> httpx.Client:
+        kwargs.setdefault("auth", self.auth)
+        return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
+
+    def start(self, timeout: float = 60) -> VireoProcess:
+        env = {
+            **os.environ,
+            "VIREO_DATA_DIR": str(self.data_dir),
+            "VIREO_HTTP_PORT": str(self.http_port),
+            "VIREO_DICOM_PORT": str(self.dicom_port),
+            "VIREO_ADMIN_PASSWORD": ADMIN_PASSWORD,
+            "VIREO_THUMBNAIL_QUIET_SECONDS": "1",
+            **self.extra_env,
+        }
+        for inherited in ("NICEGUI_USER_SIMULATION", "PYTEST_CURRENT_TEST"):
+            env.pop(inherited, None)  # NiceGUI would think it runs inside a test
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen([sys.executable, str(ROOT / "main.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"Vireo exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200 and self._dicom_open():
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError(f"Vireo did not start within {timeout} s:\n{self.log()}")
+
+    def _dicom_open(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.dicom_port), timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:] if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no clean-up at all, as a power cut of the process."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def series(self, **params: object) -> dict:
+        with self.client() as c:
+            response = c.get("/api/series", params={"limit": 1000, **params})
+            response.raise_for_status()
+            return response.json()
+
+    def wait_for_instances(self, expected: int, timeout: float = 30, **params: object) -> dict:
+        deadline = time.monotonic() + timeout
+        page = self.series(**params)
+        while sum(i["instances"] for i in page["items"]) < expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+            page = self.series(**params)
+        return page
