@@ -98,7 +98,7 @@ async def _tokens_card(principal: Principal) -> None:
         table.add_slot("body-cell-actions", '<q-td :props="props"><q-btn flat dense color="negative" label="Revoke" @click="$parent.$emit(\'revoke\', props.row)"/></q-td>')
 
         async def reload() -> None:
-            table.rows = await run.io_bound(_tokens, principal)
+            table.rows = await run.io_bound(_tokens, principal) or []
             table.update()
 
         async def revoke(event: Any) -> None:
@@ -141,7 +141,7 @@ async def _users_card(principal: Principal) -> None:
             </q-td>''')
 
         async def reload() -> None:
-            table.rows = await run.io_bound(_users)
+            table.rows = await run.io_bound(_users) or []
             table.update()
 
         async def act(action: str, username: str, password: str = "", is_admin: bool = False) -> bool:
