@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
+import io
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pydicom
+from PIL import Image
 from pydicom.uid import ExplicitVRLittleEndian
 import pytest
 
@@ -117,15 +119,15 @@ def test_dcmsend_into_two_datasets_then_resend_stores_nothing_twice(vireo: Vireo
     assert len(pacs_files(vireo)) == total
 
 
-def test_four_concurrent_associations(vireo: VireoProcess, tmp_path: Path) -> None:
-    groups = [write_series(tmp_path / f"c{n}", modality="CT", slices=40, rows=64, columns=64, patient_id=f"C{n}", seed=100 + n) for n in range(4)]
+def test_ten_concurrent_associations(vireo: VireoProcess, tmp_path: Path) -> None:
+    groups = [write_series(tmp_path / f"c{n}", modality="CT", slices=20, rows=64, columns=64, patient_id=f"C{n}", seed=100 + n) for n in range(10)]
     senders = [subprocess.Popen(["storescu", "-aec", "CONCURRENT", "127.0.0.1", str(vireo.dicom_port), *map(str, g.paths)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for g in groups]
     for sender in senders:
         assert sender.wait(timeout=120) == 0, sender.stdout.read() if sender.stdout else ""
     page = vireo.series(dataset="CONCURRENT")
-    assert page["total"] == 4
-    assert all(item["instances"] == 40 for item in page["items"])
+    assert page["total"] == 10
+    assert all(item["instances"] == 20 for item in page["items"])
 
 
 def test_transfer_syntaxes_are_stored_as_received(vireo: VireoProcess, tmp_path: Path) -> None:
@@ -179,6 +181,25 @@ def test_storage_sop_classes(vireo: VireoProcess, tmp_path: Path) -> None:
             assert response.status_code == 200 and response.content.startswith(b"\x89PNG"), uid
 
 
+def test_seg_thumbnail_is_redrawn_when_its_reference_arrives(vireo: VireoProcess, tmp_path: Path) -> None:
+    image = write_series(tmp_path / "img", modality="CT", slices=12, rows=64, columns=64, patient_id="LATE", seed=350)
+    seg = write_seg(tmp_path / "seg", image)
+    seg_uid = pydicom.dcmread(seg, stop_before_pixels=True).SeriesInstanceUID
+    dcmsend(vireo.dicom_port, "LATEREF", seg.parent)
+    with vireo.client() as c:
+        alone = c.get(f"/api/series/{seg_uid}/thumbnail").content  # drawn on demand: the mask on black
+    dcmsend(vireo.dicom_port, "LATEREF", image.paths[0].parent)
+    thumbnail = vireo.data_dir / "thumbnails" / f"{seg_uid}.png"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and thumbnail.read_bytes() == alone:
+        time.sleep(0.3)
+    redrawn = thumbnail.read_bytes()
+    assert redrawn != alone
+    rgb = np.asarray(Image.open(io.BytesIO(redrawn)).convert("RGB")).astype(int)
+    grey = (rgb[..., 0] == rgb[..., 1]) & (rgb[..., 1] == rgb[..., 2]) & (rgb[..., 0] > 40)
+    assert grey.sum() > 1000  # the CT slice is now under the overlay
+
+
 def test_calling_and_peer_recorded(vireo: VireoProcess, tmp_path: Path) -> None:
     series = write_series(tmp_path, modality="MR", slices=2, rows=32, columns=32, patient_id="REC", seed=400)
     dcmsend(vireo.dicom_port, "RECORDED", tmp_path, calling="MODALITY7")
@@ -198,3 +219,14 @@ def test_unknown_series_is_404(vireo: VireoProcess) -> None:
         assert c.get("/api/series", params={"limit": -1}).status_code == 422
 
 
+
+
+def test_calling_ae_allow_list(tmp_path: Path) -> None:
+    guarded = VireoProcess(tmp_path / "data", VIREO_DICOM_ALLOWED_CALLING_AETS="SCANNER1,SCANNER2").start()
+    try:
+        refused = subprocess.run(["echoscu", "-aet", "STRANGER", "127.0.0.1", str(guarded.dicom_port)], capture_output=True, text=True, timeout=30)
+        assert refused.returncode != 0 and "Rejected" in refused.stdout + refused.stderr
+        allowed = subprocess.run(["echoscu", "-aet", "SCANNER2", "127.0.0.1", str(guarded.dicom_port)], capture_output=True, text=True, timeout=30)
+        assert allowed.returncode == 0
+    finally:
+        guarded.stop()
