@@ -290,10 +290,45 @@ def _status_kb(pid: int, key: str) -> int:
 
 
 def machine_busy_seconds() -> float:
+    """CPU time spent by this machine (not steal: that is another VM's)."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
-    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+    user, nice, system, idle, iowait, irq, softirq = (v + [0] * 7)[:7]
+    return (user + nice + system + irq + softirq) / CLK_TCK
+
+
+def cpu_snapshot() -> dict[int, tuple[str, float]]:
+    """Every process's CPU so far (own + reaped children's), to name who else was busy."""
+    snap = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    raw = f.read()
+            except OSError:
+                continue
+            comm = raw[raw.find("(") + 1 : raw.rfind(")")]
+            fl = raw.rsplit(")", 1)[1].split()
+            snap[int(entry)] = (comm, (int(fl[11]) + int(fl[12])) / CLK_TCK)  # own threads only
+    return snap
+
+
+def busiest(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], exclude: set[int],
+            top: int = 4) -> list[tuple[str, float]]:
+    used: Counter[int] = Counter()
+    for pid, (comm, cpu) in after.items():
+        if pid not in exclude:
+            used[pid] += cpu - before.get(pid, (comm, 0.0))[1]
+    out = []
+    for pid, v in used.most_common(top):
+        if v >= 0.05:
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
+            except OSError:
+                cmd = after[pid][0]
+            out.append((f"{pid} {cmd or after[pid][0]}", round(v, 2)))
+    return out
 
 
 def self_cpu_seconds() -> float:
@@ -604,6 +639,9 @@ def run_once(target: str, sender_env: str, rep: int, ds: Dataset, args: argparse
         cmd = ["dcmsend", "-v", "127.0.0.1", str(server.dicom_port), "--scan-directories", "--call", server.aet,
                "--scan-pattern", "*.dcm", "--recurse", str(ds.path)]
         env = child_env(sender_env == "nodelay")
+        # Whether there is an index; the query also warms the HTTP path so the first poll is not a cold request.
+        has_index = server.searchable(ds) is not None
+        snap0 = cpu_snapshot()
         cpu0, busy0, self0 = tree_cpu_seconds(server.pid), machine_busy_seconds(), self_cpu_seconds()
         log(f"{tag}: dcmsend ({'TCP_NODELAY=1' if sender_env == 'nodelay' else 'no TCP_NODELAY'}) "
             f"-> {target} :{server.dicom_port}")
@@ -620,9 +658,11 @@ def run_once(target: str, sender_env: str, rep: int, ds: Dataset, args: argparse
         seconds = t1 - t0
         check_dcmsend(sender_log.read_text(errors="replace"), sender.returncode, ds.instances, tag)
         searchable_s: float | None = None
-        if server.searchable(ds) is not None:
+        polls = 0
+        if has_index:
             deadline = t1 + args.searchable_timeout
             while True:
+                polls += 1
                 ok = server.searchable(ds)
                 now = time.perf_counter()
                 if ok:
@@ -635,15 +675,18 @@ def run_once(target: str, sender_env: str, rep: int, ds: Dataset, args: argparse
         server_cpu = cpu1 - cpu0
         sender_cpu = usage.ru_utime + usage.ru_stime
         foreign = max(0.0, (busy1 - busy0) - server_cpu - sender_cpu - (self1 - self0))
+        others = busiest(snap0, cpu_snapshot(), set(tree_pids(server.pid)) | {os.getpid(), sender.pid})
         if target == "vireo" and args.settle > 0:
             time.sleep(args.settle)  # let post-ingest work (thumbnails) run before reading peak RSS
         memory = sampler.stop()
         run = Run(target, sender_env, rep, seconds, ds.instances, ds.bytes / 1e6, searchable_s, server_cpu,
-                  sender_cpu, foreign, memory, server.env_note, str(sender_log), profiled=profile_dir is not None)
+                  sender_cpu, foreign, memory, server.env_note, str(sender_log), profiled=profile_dir is not None,
+                  extra={"searchable_polls": polls, "other_processes_cpu_s": others})
         rss = f", peak RSS {memory['peak_rss_mb']:.0f} MB" if target == "vireo" else ""
         srch = f", searchable +{searchable_s:.3f} s" if searchable_s is not None else ""
         log(f"{tag}: {seconds:.1f} s = {run.rate:.1f} inst/s{srch}{rss}, server CPU "
-            f"{1000 * server_cpu / ds.instances:.2f} ms/inst, foreign CPU {foreign:.1f} s")
+            f"{1000 * server_cpu / ds.instances:.2f} ms/inst, foreign CPU {foreign:.1f} s"
+            + (f" (busiest others: {others})" if foreign > 1.0 else ""))
         return run
     finally:
         if spy is not None:
@@ -697,14 +740,16 @@ def summarize_profile(path: Path, top: int = 20) -> str:
         count = int(n)
         frames = stack.split(";")
         total += count
-        per_thread[frames[0]] += count
-        frames = [f for f in frames[1:] if not f.startswith("process ")] or frames
+        thread = next((f for f in frames[:2] if f.startswith("thread ")), "?")
+        per_thread[re.sub(r"^thread \(\w+\):?\s*", "", thread) or "?"] += count
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))] or frames
         self_t[_short(frames[-1])] += count
         for f in {_short(f) for f in frames}:
             incl[f] += count
     if not total:
         return "(empty profile)"
-    lines = [f"py-spy: {total} samples (100 Hz, all threads incl. idle) in {path}"]
+    lines = [f"py-spy: {total} samples (100 Hz per thread, idle threads excluded by py-spy) in {path}"]
+    lines.append("  threads: " + ", ".join(f"{t or '?'} {100 * c / total:.0f}%" for t, c in per_thread.most_common(8)))
     lines.append("  top self:")
     lines += [f"    {100 * c / total:5.1f}%  {f}" for f, c in self_t.most_common(top)]
     lines.append("  top inclusive (Vireo code and pynetdicom/pydicom/sqlalchemy):")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +24,21 @@ def vireo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VireoProcess]:
     process = VireoProcess(tmp_path_factory.mktemp("vireo") / "data").start()
     yield process
     process.stop()
+
+
+@pytest.fixture
+def start_vireo(tmp_path: Path) -> Iterator[Callable[..., VireoProcess]]:
+    """Start extra Vireo processes (with settings as VIREO_* keywords); all are killed after the test, pass or fail."""
+    started: list[VireoProcess] = []
+
+    def start(**env: str) -> VireoProcess:
+        process = VireoProcess(tmp_path / f"data{len(started)}", **env)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.kill()
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -77,19 +77,16 @@ def test_bad_requests_get_reasons(vireo: VireoProcess) -> None:
         assert c.get("/api/series", params={"q": "Modality:CT"}).status_code == 400
 
 
-def test_failed_logins_are_rate_limited(tmp_path: Path) -> None:
-    vireo = VireoProcess(tmp_path / "data").start()
-    try:
-        with vireo.client() as admin:
-            assert admin.post("/api/users", json={"username": "frank", "password": "frank-password"}).status_code == 201
-        for _ in range(5):
-            assert httpx.get(f"{vireo.url}/api/series", auth=("frank", "guess-guess")).status_code == 401
-        blocked = httpx.get(f"{vireo.url}/api/series", auth=("frank", "frank-password"))
-        assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
-        # other users from the same address are not locked out by frank's failures
-        assert httpx.get(f"{vireo.url}/api/series", auth=("admin", ADMIN_PASSWORD)).status_code == 200
-    finally:
-        vireo.stop()
+def test_failed_logins_are_rate_limited(start_vireo: Callable[..., VireoProcess]) -> None:
+    vireo = start_vireo()
+    with vireo.client() as admin:
+        assert admin.post("/api/users", json={"username": "frank", "password": "frank-password"}).status_code == 201
+    for _ in range(5):
+        assert httpx.get(f"{vireo.url}/api/series", auth=("frank", "guess-guess")).status_code == 401
+    blocked = httpx.get(f"{vireo.url}/api/series", auth=("frank", "frank-password"))
+    assert blocked.status_code == 429 and int(blocked.headers["retry-after"]) > 0
+    # other users from the same address are not locked out by frank's failures
+    assert httpx.get(f"{vireo.url}/api/series", auth=("admin", ADMIN_PASSWORD)).status_code == 200
 
 
 @pytest.mark.parametrize("header", ["Basic !!!", "Basic " + "YWRtaW4="])  # not base64 / no colon

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
-import pytest
 from pynetdicom import AE
 from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 
@@ -14,15 +14,8 @@ from tests.factories import write_series
 from tests.support.vireo import VireoProcess
 
 
-@pytest.fixture
-def fresh_vireo(tmp_path: Path) -> VireoProcess:
-    process = VireoProcess(tmp_path / "data").start()
-    yield process
-    process.kill()
-
-
-def test_sigkill_mid_transfer_loses_nothing_acknowledged(fresh_vireo: VireoProcess, tmp_path: Path) -> None:
-    vireo = fresh_vireo
+def test_sigkill_mid_transfer_loses_nothing_acknowledged(start_vireo: Callable[..., VireoProcess], tmp_path: Path) -> None:
+    vireo = start_vireo()
     series = write_series(tmp_path / "src", modality="CT", slices=300, rows=256, columns=256, patient_id="KILL", seed=600)
     acknowledged: list[str] = []
     enough = threading.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -221,12 +222,9 @@ def test_unknown_series_is_404(vireo: VireoProcess) -> None:
 
 
 
-def test_calling_ae_allow_list(tmp_path: Path) -> None:
-    guarded = VireoProcess(tmp_path / "data", VIREO_DICOM_ALLOWED_CALLING_AETS="SCANNER1,SCANNER2").start()
-    try:
-        refused = subprocess.run(["echoscu", "-aet", "STRANGER", "127.0.0.1", str(guarded.dicom_port)], capture_output=True, text=True, timeout=30)
-        assert refused.returncode != 0 and "Rejected" in refused.stdout + refused.stderr
-        allowed = subprocess.run(["echoscu", "-aet", "SCANNER2", "127.0.0.1", str(guarded.dicom_port)], capture_output=True, text=True, timeout=30)
-        assert allowed.returncode == 0
-    finally:
-        guarded.stop()
+def test_calling_ae_allow_list(start_vireo: Callable[..., VireoProcess]) -> None:
+    guarded = start_vireo(VIREO_DICOM_ALLOWED_CALLING_AETS="SCANNER1,SCANNER2")
+    refused = subprocess.run(["echoscu", "-aet", "STRANGER", "127.0.0.1", str(guarded.dicom_port)], capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "Rejected" in refused.stdout + refused.stderr
+    allowed = subprocess.run(["echoscu", "-aet", "SCANNER2", "127.0.0.1", str(guarded.dicom_port)], capture_output=True, text=True, timeout=30)
+    assert allowed.returncode == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pydicom
@@ -15,8 +16,8 @@ from tests.factories import write_seg, write_series
 from tests.support.vireo import ROOT, VireoProcess
 
 
-def test_reindex_rebuilds_the_index_and_reports_unreadable_files(tmp_path: Path) -> None:
-    vireo = VireoProcess(tmp_path / "data").start()
+def test_reindex_rebuilds_the_index_and_reports_unreadable_files(tmp_path: Path, start_vireo: Callable[..., VireoProcess]) -> None:
+    vireo = start_vireo()
     ct = write_series(tmp_path / "in", modality="CT", slices=10, rows=32, columns=32, patient_id="RX", seed=700)
     seg = write_seg(tmp_path / "in", ct)
     subprocess.run(["storescu", "-aec", "REIDX", "127.0.0.1", str(vireo.dicom_port), *map(str, ct.paths)], check=True, timeout=60)

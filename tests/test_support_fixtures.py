@@ -15,8 +15,7 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from tests.support.browser import browser_page, chromium_browser  # noqa: F401
-from tests.support.postgres import PostgresServer, postgres_server, postgres_url  # noqa: F401
+from tests.support.postgres import PostgresServer
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

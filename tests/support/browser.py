@@ -46,7 +46,7 @@ import inspect
 import re
 import shutil
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 
