@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from nicegui import app, ui
+from nicegui.storage import Storage
 
 from app.api import accounts as accounts_api
 from app.api import datasets as datasets_api
@@ -22,6 +23,8 @@ def build_app(settings_: Settings) -> Services:
     """Register everything on NiceGUI's app; the services start with the server."""
     services = build_services(settings_)
     set_services(services)
+    # Login sessions persist with the rest of Vireo's state, not in the working directory.
+    Storage.path = (settings_.data_dir / "sessions").resolve()
     app.add_middleware(AuthMiddleware)
     for router in (health.router, series.router, datasets_api.router, accounts_api.router):
         app.include_router(router)
