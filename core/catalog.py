@@ -136,5 +136,6 @@ def series_document(series: Series, study: Study, patient: Patient, tags: list[s
         is_complete=series.is_complete,
         referenced_series=series.referenced_series_uid,
         thumbnail=f"/api/series/{series.series_uid}/thumbnail",
+        thumbnail_version=isoformat(series.thumbnail_at),
     )
     return doc

@@ -1,6 +1,6 @@
 """pynetdicom's acceptor socket, made fast for bulk C-STORE.
 
-Two changes, both measured on the ingest benchmark:
+Three changes, all measured on the ingest benchmark (bench/ingest.py):
 
 * DCMTK senders keep Nagle's algorithm on unless `TCP_NODELAY=1` is in their environment.
   Their last, short segment of each message then waits for our ACK, which Linux delays by
@@ -9,19 +9,69 @@ Two changes, both measured on the ingest benchmark:
   whatever the sender's settings.
 * pynetdicom reads a PDU 4 KiB at a time into a growing bytearray; reading straight into
   one buffer of the PDU's size costs a fraction of that for 128 KiB PDUs.
+* pynetdicom's DUL thread polls: when idle it sleeps 1 ms and looks again, a thousand
+  wake-ups a second per association that cost a quarter of the receiver's CPU. Here it
+  blocks in `select` on the socket and on a wake-up pipe that the association's outgoing
+  queue writes to, so it wakes the moment there is something to read or to send.
 """
 
 from __future__ import annotations
 
+import queue
+import select
 import socket
 import socketserver
 
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+# Longest idle wait of the DUL thread: bounds how late it notices a timer or a request to stop.
+IDLE_WAIT = 0.05
+
+
+class WakingQueue(queue.Queue):  # type: ignore[type-arg]
+    """The DUL's outgoing queue: every put also wakes the DUL thread out of its select."""
+
+    def __init__(self, wake: socket.socket) -> None:
+        super().__init__()
+        self._wake = wake
+
+    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
+        super().put(item, block, timeout)
+        try:
+            self._wake.send(b"\0")
+        except OSError:  # the pipe is full (a wake-up is pending anyway) or closed
+            pass
 
 
 class BulkAssociationSocket(AssociationSocket):
+    _wake_reader: socket.socket | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Whether data can be read, waiting (up to IDLE_WAIT) until data or an outgoing message arrives."""
+        if self.socket is None or self._is_connected is False:
+            return False
+        watched = [self.socket] if self._wake_reader is None else [self.socket, self._wake_reader]
+        try:
+            readable, _, _ = select.select(watched, [], [], IDLE_WAIT)
+        except (OSError, ValueError):
+            self.event_queue.put("Evt17")  # transport connection closed, as pynetdicom's own check does
+            return False
+        if self._wake_reader is not None and self._wake_reader in readable:
+            try:
+                while self._wake_reader.recv(4096):
+                    pass
+            except OSError:  # drained
+                pass
+        return self.socket in readable
+
+    def close(self) -> None:
+        super().close()
+        for end in (self._wake_reader, getattr(self, "_wake_writer", None)):
+            if end is not None:
+                end.close()
+
     def recv(self, nr_bytes: int) -> bytearray:
         sock = self.socket
         assert sock is not None
@@ -54,7 +104,17 @@ class BulkRequestHandler(RequestHandler):
             pass
         # pynetdicom built the socket already, and building another would announce the connection
         # twice to its state machine: the socket object keeps its state and gains the faster reads.
-        assoc.dul.socket.__class__ = BulkAssociationSocket
+        sock = assoc.dul.socket
+        sock.__class__ = BulkAssociationSocket
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        sock._wake_reader, sock._wake_writer = reader, writer
+        outgoing = WakingQueue(writer)
+        while not assoc.dul.to_provider_queue.empty():
+            outgoing.put(assoc.dul.to_provider_queue.get_nowait())
+        assoc.dul.to_provider_queue = outgoing
+        assoc.dul._run_loop_delay = 0  # idle waiting happens in `ready`, on the socket and the wake-up pipe
         return assoc
 
 

@@ -19,6 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Connection
 
 from core.db import Database, insert_ignoring_duplicates
@@ -93,6 +94,14 @@ class IndexWriter:
         self._queue.put((item, future))
         return future
 
+    def forget(self, series_uids: Iterable[str] | None = None) -> None:
+        """Drop series from the known-series cache (all of them when None): call after deleting series."""
+        with self._known_lock:
+            if series_uids is None:
+                self._known_series.clear()
+            else:
+                self._known_series.difference_update(series_uids)
+
     def _remember(self, series_uid: str) -> None:
         with self._known_lock:
             if len(self._known_series) > 100_000:
@@ -129,8 +138,14 @@ class IndexWriter:
         """Index `items` in one transaction; returns the series UIDs that changed."""
         if not items:
             return set()
-        with self.db.engine.begin() as conn:
-            touched = _write_batch(self.db, conn, items)
+        try:
+            with self.db.engine.begin() as conn:
+                touched = _write_batch(self.db, conn, items, self._known_series)
+        except IntegrityError:
+            # A series the cache remembered is gone from the index (deleted meanwhile): write it anew.
+            self.forget()
+            with self.db.engine.begin() as conn:
+                touched = _write_batch(self.db, conn, items, set())
         for uid in touched:
             self._remember(uid)
         for listener in self._listeners:
@@ -151,8 +166,28 @@ class IndexWriter:
             self.heartbeat.touch()
 
 
-def _write_batch(db: Database, conn: Connection, items: list[IncomingInstance]) -> set[str]:
+def _write_batch(db: Database, conn: Connection, items: list[IncomingInstance], known_series: set[str]) -> set[str]:
+    """One transaction: new patients, studies and series first, then instances, datasets and counts.
+
+    `known_series` are series the index holds already; their patient, study and series rows
+    are not written again (the common case: the 2nd to Nth instance of a series).
+    """
     now = utcnow()
+    series: dict[str, IncomingInstance] = {}
+    for item in items:
+        series.setdefault(item.meta.series_uid, item)
+    new_series = [item for uid, item in series.items() if uid not in known_series]
+    if new_series:
+        _add_series(db, conn, new_series, now)
+    new_items = _not_yet_indexed(conn, items)
+    if new_items:
+        conn.execute(insert_ignoring_duplicates(db.engine, Instance.__table__), [_instance_row(item) for item in new_items])  # type: ignore[arg-type]
+    _add_to_datasets(db, conn, items, now)
+    _count_new_instances(conn, series, new_items, now)
+    return set(series)
+
+
+def _add_series(db: Database, conn: Connection, items: list[IncomingInstance], now: datetime) -> None:
     engine = db.engine
     patients = {i.meta.patient_id: i.meta for i in items}
     conn.execute(
@@ -160,27 +195,52 @@ def _write_batch(db: Database, conn: Connection, items: list[IncomingInstance]) 
         [{"patient_id": m.patient_id, "patient_name": m.patient_name, "attributes": m.patient_attributes, "created": now} for m in patients.values()],
     )
     patient_pk = dict(conn.execute(select(Patient.patient_id, Patient.id).where(Patient.patient_id.in_(patients))).all())  # type: ignore[attr-defined, call-overload]
-
     studies = {i.meta.study_uid: i.meta for i in items}
     conn.execute(
         insert_ignoring_duplicates(engine, Study.__table__),  # type: ignore[arg-type]
         [{"study_uid": uid, "patient_pk": patient_pk[m.patient_id], "study_date": m.study_date[:16], "study_description": m.study_description[:256],
           "attributes": m.study_attributes, "created": now} for uid, m in studies.items()],
     )
-    series: dict[str, IncomingInstance] = {}
-    for item in items:
-        series.setdefault(item.meta.series_uid, item)
-    conn.execute(
-        insert_ignoring_duplicates(engine, Series.__table__),  # type: ignore[arg-type]
-        [_series_row(item, now) for item in series.values()],
-    )
-    conn.execute(
-        insert_ignoring_duplicates(engine, Instance.__table__),  # type: ignore[arg-type]
-        [_instance_row(item) for item in items],
-    )
-    _add_to_datasets(db, conn, items, now)
-    refresh_series_counts(conn, set(series), now)
-    return set(series)
+    conn.execute(insert_ignoring_duplicates(engine, Series.__table__), [_series_row(item, now) for item in items])  # type: ignore[arg-type]
+
+
+def _not_yet_indexed(conn: Connection, items: list[IncomingInstance]) -> list[IncomingInstance]:
+    """The items whose instances the index does not hold yet (a resend is stored and counted once)."""
+    unique = {item.meta.sop_instance_uid: item for item in items}
+    existing = set(conn.execute(select(Instance.sop_instance_uid).where(Instance.sop_instance_uid.in_(unique))).scalars())  # type: ignore[attr-defined]
+    return [item for uid, item in unique.items() if uid not in existing]
+
+
+def _count_new_instances(conn: Connection, series: dict[str, IncomingInstance], new_items: list[IncomingInstance], now: datetime) -> None:
+    """Add the batch's new instances to their series' counts; recount exactly only when numbers have gaps."""
+    added: dict[str, list[IncomingInstance]] = {uid: [] for uid in series}
+    for item in new_items:
+        added[item.meta.series_uid].append(item)
+    rows = conn.execute(
+        select(Series.series_uid, Series.instance_count, Series.size_bytes, Series.min_instance_number, Series.max_instance_number)
+        .where(Series.series_uid.in_(series))  # type: ignore[attr-defined]
+        .with_for_update()
+    ).all()
+    needs_recount: set[str] = set()
+    for uid, count, size, low, high in rows:
+        batch = added[uid]
+        numbers = [i.meta.instance_number for i in batch if i.meta.instance_number is not None]
+        count += len(batch)
+        size += sum(i.stored.size for i in batch)
+        low = min([n for n in (low, *numbers) if n is not None], default=None)
+        high = max([n for n in (high, *numbers) if n is not None], default=None)
+        gapless = low is None or count == high - low + 1  # type: ignore[operator]
+        if not gapless or len(numbers) < len(batch):
+            needs_recount.add(uid)
+            continue
+        conn.execute(
+            update(Series).where(Series.series_uid == uid).values(  # type: ignore[arg-type]
+                instance_count=count, size_bytes=size, min_instance_number=low, max_instance_number=high,
+                missing_instance_numbers=[], is_complete=True, updated=now,
+            )
+        )
+    if needs_recount:
+        refresh_series_counts(conn, needs_recount, now)
 
 
 def _series_row(item: IncomingInstance, now: datetime) -> dict[str, object]:

@@ -36,6 +36,23 @@ def _load(dataset: str | None, limit: int) -> tuple[catalog.Page, list[dict[str,
         return catalog.list_series(session, dataset=dataset, limit=limit), datasets.list_datasets(session)
 
 
+def person_name(value: str) -> str:
+    """DICOM's `Family^Given^Middle^Prefix^Suffix` as people write it: `Family, Given Middle`."""
+    parts = [p.strip() for p in (value or "").split("=")[0].split("^")]
+    family, given = (parts + ["", ""])[:2]
+    rest = " ".join(p for p in [given, *parts[2:3]] if p)
+    return f"{family}, {rest}" if family and rest else family or rest
+
+
+def _row(item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **item,
+        "PatientName": person_name(str(item.get("PatientName", ""))),
+        "datasets_text": ", ".join(item["datasets"]),
+        "thumbnail": f"{item['thumbnail']}?v={item['thumbnail_version']}",
+    }
+
+
 def register() -> None:
     @ui.page("/")
     async def series_page(dataset: str = ALL) -> None:
@@ -59,7 +76,7 @@ def register() -> None:
                 state["dataset"] = ALL
                 page, dataset_list = await run.io_bound(_load, None, state["limit"])
             chooser.set_options({ALL: "All series", **{d["name"]: f"{d['name']} ({d['series']})" for d in dataset_list}}, value=state["dataset"])
-            table.rows = [{**item, "datasets_text": ", ".join(item["datasets"]), "thumbnail": f"{item['thumbnail']}?v={item['updated']}"} for item in page.items]
+            table.rows = [_row(item) for item in page.items]
             table.update()
             summary.set_text(f"{page.total} series")
             more.set_visibility(page.total > len(page.items))

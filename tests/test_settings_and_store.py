@@ -68,3 +68,10 @@ def test_unsafe_uids_never_name_files(uid: str, tmp_path: Path) -> None:
 
 def test_uid_padding_is_stripped() -> None:
     assert clean_uid("1.2.840.10008\x00") == "1.2.840.10008"
+
+
+@pytest.mark.parametrize(("raw", "shown"), [("Doe^Jane", "Doe, Jane"), ("Doe^Jane^Q", "Doe, Jane Q"), ("Doe", "Doe"), ("", ""), ("^Jane", "Jane"), ("Yamada^Tarou=山田^太郎", "Yamada, Tarou")])
+def test_person_names_are_shown_as_people_write_them(raw: str, shown: str) -> None:
+    from pages.series_list import person_name
+
+    assert person_name(raw) == shown
