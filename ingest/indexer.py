@@ -12,25 +12,27 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func, select, update
+from sqlalchemy import JSON, String, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Connection
 
 from core.db import Database, insert_ignoring_duplicates
 from core.models import Dataset, DatasetSeries, Instance, Patient, Series, Study
 from core.pacs_store import StoredFile
-from core.timeutil import utcnow
+from core.timeutil import UTCDateTime, utcnow
 from ingest.metadata import InstanceMetadata
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
+MAX_MISSING = 10_000  # longest list of missing InstanceNumbers kept on a series
 
 
 @dataclass
@@ -62,6 +64,8 @@ class IndexWriter:
         self._known_lock = threading.Lock()
         self._listeners: list[SeriesListener] = []
         self._last_beat = 0.0
+        self._sql = _Statements(db)
+        self._numbers = _NumbersCache()
 
     def add_listener(self, listener: SeriesListener) -> None:
         """Called (in the writer thread) with the series UIDs each commit changed."""
@@ -101,6 +105,7 @@ class IndexWriter:
                 self._known_series.clear()
             else:
                 self._known_series.difference_update(series_uids)
+        self._numbers.clear()
 
     def _remember(self, series_uid: str) -> None:
         with self._known_lock:
@@ -140,12 +145,12 @@ class IndexWriter:
             return set()
         try:
             with self.db.engine.begin() as conn:
-                touched = _write_batch(self.db, conn, items, self._known_series)
+                touched = _write_batch(self.db, conn, items, self._known_series, self._sql, self._numbers)
         except IntegrityError:
             # A series the cache remembered is gone from the index (deleted meanwhile): write it anew.
             self.forget()
             with self.db.engine.begin() as conn:
-                touched = _write_batch(self.db, conn, items, set())
+                touched = _write_batch(self.db, conn, items, set(), self._sql, self._numbers)
         for uid in touched:
             self._remember(uid)
         for listener in self._listeners:
@@ -166,7 +171,43 @@ class IndexWriter:
             self.heartbeat.touch()
 
 
-def _write_batch(db: Database, conn: Connection, items: list[IncomingInstance], known_series: set[str]) -> set[str]:
+class _Statements:
+    """The ingest path's statements, built once per engine: building SQLAlchemy expressions per instance costs more than running them."""
+
+    def __init__(self, db: Database) -> None:
+        engine = db.engine
+        self.insert_patients = insert_ignoring_duplicates(engine, Patient.__table__)  # type: ignore[arg-type]
+        self.insert_studies = insert_ignoring_duplicates(engine, Study.__table__)  # type: ignore[arg-type]
+        self.insert_series = insert_ignoring_duplicates(engine, Series.__table__)  # type: ignore[arg-type]
+        # RETURNING names only the rows really inserted: a resent instance is stored and counted once.
+        self.insert_instances = insert_ignoring_duplicates(engine, Instance.__table__).returning(Instance.sop_instance_uid)  # type: ignore[arg-type]
+        self.insert_datasets = insert_ignoring_duplicates(engine, Dataset.__table__)  # type: ignore[arg-type]
+        member = select(Dataset.id, bindparam("m_series", type_=String), bindparam("m_added", type_=UTCDateTime)).where(Dataset.name == bindparam("m_name"))
+        self.insert_members = insert_ignoring_duplicates(engine, DatasetSeries.__table__).from_select(  # type: ignore[arg-type]
+            ["dataset_id", "series_uid", "added"], member
+        )
+        self.instance_numbers = select(Instance.instance_number).where(
+            Instance.series_uid == bindparam("n_uid"), Instance.instance_number.is_not(None)  # type: ignore[union-attr]
+        )
+        self.series_counts = (
+            select(Series.series_uid, Series.instance_count, Series.size_bytes)
+            .where(Series.series_uid.in_(bindparam("uids", expanding=True)))  # type: ignore[attr-defined]
+            .with_for_update()
+        )
+        self.update_counts = (
+            update(Series)
+            .where(Series.series_uid == bindparam("c_uid"))  # type: ignore[arg-type]
+            .values(
+                instance_count=bindparam("c_count"), size_bytes=bindparam("c_size"), min_instance_number=bindparam("c_low"),
+                max_instance_number=bindparam("c_high"), missing_instance_numbers=bindparam("c_missing", type_=JSON),
+                is_complete=bindparam("c_complete"), updated=bindparam("c_now"),
+            )
+        )
+
+
+def _write_batch(
+    db: Database, conn: Connection, items: list[IncomingInstance], known_series: set[str], sql: _Statements, numbers: _NumbersCache
+) -> set[str]:
     """One transaction: new patients, studies and series first, then instances, datasets and counts.
 
     `known_series` are series the index holds already; their patient, study and series rows
@@ -178,69 +219,105 @@ def _write_batch(db: Database, conn: Connection, items: list[IncomingInstance], 
         series.setdefault(item.meta.series_uid, item)
     new_series = [item for uid, item in series.items() if uid not in known_series]
     if new_series:
-        _add_series(db, conn, new_series, now)
-    new_items = _not_yet_indexed(conn, items)
-    if new_items:
-        conn.execute(insert_ignoring_duplicates(db.engine, Instance.__table__), [_instance_row(item) for item in new_items])  # type: ignore[arg-type]
-    _add_to_datasets(db, conn, items, now)
-    _count_new_instances(conn, series, new_items, now)
+        _add_series(conn, new_series, now, sql)
+    unique = {item.meta.sop_instance_uid: item for item in items}
+    inserted = set(conn.execute(sql.insert_instances, [_instance_row(item) for item in unique.values()]).scalars())
+    new_items = [item for uid, item in unique.items() if uid in inserted]
+    _add_to_datasets(conn, items, now, sql)
+    _count_new_instances(conn, series, new_items, now, sql, numbers)
     return set(series)
 
 
-def _add_series(db: Database, conn: Connection, items: list[IncomingInstance], now: datetime) -> None:
-    engine = db.engine
+def _add_series(conn: Connection, items: list[IncomingInstance], now: datetime, sql: _Statements) -> None:
     patients = {i.meta.patient_id: i.meta for i in items}
     conn.execute(
-        insert_ignoring_duplicates(engine, Patient.__table__),  # type: ignore[arg-type]
+        sql.insert_patients,
         [{"patient_id": m.patient_id, "patient_name": m.patient_name, "attributes": m.patient_attributes, "created": now} for m in patients.values()],
     )
     patient_pk = dict(conn.execute(select(Patient.patient_id, Patient.id).where(Patient.patient_id.in_(patients))).all())  # type: ignore[attr-defined, call-overload]
     studies = {i.meta.study_uid: i.meta for i in items}
     conn.execute(
-        insert_ignoring_duplicates(engine, Study.__table__),  # type: ignore[arg-type]
+        sql.insert_studies,
         [{"study_uid": uid, "patient_pk": patient_pk[m.patient_id], "study_date": m.study_date[:16], "study_description": m.study_description[:256],
           "attributes": m.study_attributes, "created": now} for uid, m in studies.items()],
     )
-    conn.execute(insert_ignoring_duplicates(engine, Series.__table__), [_series_row(item, now) for item in items])  # type: ignore[arg-type]
+    conn.execute(sql.insert_series, [_series_row(item, now) for item in items])
 
 
-def _not_yet_indexed(conn: Connection, items: list[IncomingInstance]) -> list[IncomingInstance]:
-    """The items whose instances the index does not hold yet (a resend is stored and counted once)."""
-    unique = {item.meta.sop_instance_uid: item for item in items}
-    existing = set(conn.execute(select(Instance.sop_instance_uid).where(Instance.sop_instance_uid.in_(unique))).scalars())  # type: ignore[attr-defined]
-    return [item for uid, item in unique.items() if uid not in existing]
+def _add_to_datasets(conn: Connection, items: Iterable[IncomingInstance], now: datetime, sql: _Statements) -> None:
+    """The called AE title names the dataset: created if missing, the series added if not in it yet."""
+    pairs = {(i.dataset, i.meta.series_uid) for i in items if i.dataset}
+    if not pairs:
+        return
+    names = {name for name, _ in pairs}
+    conn.execute(sql.insert_datasets, [{"name": name, "username": "", "created": now, "updated": now} for name in names])
+    conn.execute(sql.insert_members, [{"m_name": name, "m_series": uid, "m_added": now} for name, uid in pairs])
 
 
-def _count_new_instances(conn: Connection, series: dict[str, IncomingInstance], new_items: list[IncomingInstance], now: datetime) -> None:
-    """Add the batch's new instances to their series' counts; recount exactly only when numbers have gaps."""
+@dataclass
+class _SeriesNumbers:
+    """The InstanceNumbers of one series as of `count` indexed instances (for completeness without a recount)."""
+
+    count: int
+    numbers: set[int]
+
+
+class _NumbersCache:
+    """Instance numbers of recently active series, so completeness costs no query per instance."""
+
+    def __init__(self, size: int = 512) -> None:
+        self.size = size
+        self._entries: OrderedDict[str, _SeriesNumbers] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, uid: str) -> _SeriesNumbers | None:
+        with self._lock:
+            entry = self._entries.get(uid)
+            if entry is not None:
+                self._entries.move_to_end(uid)
+            return entry
+
+    def put(self, uid: str, entry: _SeriesNumbers) -> None:
+        with self._lock:
+            self._entries[uid] = entry
+            self._entries.move_to_end(uid)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+def _count_new_instances(
+    conn: Connection, series: dict[str, IncomingInstance], new_items: list[IncomingInstance], now: datetime, sql: _Statements, cache: _NumbersCache
+) -> None:
+    """Add the batch's new instances to their series' counts, size and completeness.
+
+    The set of InstanceNumbers comes from the cache; it is (re)read from the index only
+    when the cache does not know the series or another writer changed it meanwhile.
+    """
     added: dict[str, list[IncomingInstance]] = {uid: [] for uid in series}
     for item in new_items:
         added[item.meta.series_uid].append(item)
-    rows = conn.execute(
-        select(Series.series_uid, Series.instance_count, Series.size_bytes, Series.min_instance_number, Series.max_instance_number)
-        .where(Series.series_uid.in_(series))  # type: ignore[attr-defined]
-        .with_for_update()
-    ).all()
-    needs_recount: set[str] = set()
-    for uid, count, size, low, high in rows:
+    updates = []
+    for uid, count, size in conn.execute(sql.series_counts, {"uids": list(series)}).all():
         batch = added[uid]
-        numbers = [i.meta.instance_number for i in batch if i.meta.instance_number is not None]
+        cached = cache.get(uid)
+        if cached is None or cached.count != count:
+            numbers = set(conn.execute(sql.instance_numbers, {"n_uid": uid}).scalars())  # the batch's rows included
+        else:
+            numbers = cached.numbers | {i.meta.instance_number for i in batch if i.meta.instance_number is not None}
         count += len(batch)
-        size += sum(i.stored.size for i in batch)
-        low = min([n for n in (low, *numbers) if n is not None], default=None)
-        high = max([n for n in (high, *numbers) if n is not None], default=None)
-        gapless = low is None or count == high - low + 1  # type: ignore[operator]
-        if not gapless or len(numbers) < len(batch):
-            needs_recount.add(uid)
-            continue
-        conn.execute(
-            update(Series).where(Series.series_uid == uid).values(  # type: ignore[arg-type]
-                instance_count=count, size_bytes=size, min_instance_number=low, max_instance_number=high,
-                missing_instance_numbers=[], is_complete=True, updated=now,
-            )
-        )
-    if needs_recount:
-        refresh_series_counts(conn, needs_recount, now)
+        cache.put(uid, _SeriesNumbers(count, numbers))
+        low, high = (min(numbers), max(numbers)) if numbers else (None, None)
+        missing = [] if low is None or len(numbers) == high - low + 1 else sorted(set(range(low, high + 1)) - numbers)[:MAX_MISSING]  # type: ignore[operator]
+        updates.append({
+            "c_uid": uid, "c_count": count, "c_size": size + sum(i.stored.size for i in batch), "c_low": low, "c_high": high,
+            "c_missing": missing, "c_complete": not missing, "c_now": now,
+        })
+    if updates:
+        conn.execute(sql.update_counts, updates)
 
 
 def _series_row(item: IncomingInstance, now: datetime) -> dict[str, object]:
@@ -265,22 +342,6 @@ def _instance_row(item: IncomingInstance) -> dict[str, object]:
     }
 
 
-def _add_to_datasets(db: Database, conn: Connection, items: Iterable[IncomingInstance], now: datetime) -> None:
-    pairs = {(i.dataset, i.meta.series_uid) for i in items if i.dataset}
-    if not pairs:
-        return
-    names = {name for name, _ in pairs}
-    conn.execute(
-        insert_ignoring_duplicates(db.engine, Dataset.__table__),  # type: ignore[arg-type]
-        [{"name": name, "username": "", "created": now, "updated": now} for name in names],
-    )
-    ids = dict(conn.execute(select(Dataset.name, Dataset.id).where(Dataset.name.in_(names))).all())  # type: ignore[attr-defined, call-overload]
-    conn.execute(
-        insert_ignoring_duplicates(db.engine, DatasetSeries.__table__),  # type: ignore[arg-type]
-        [{"dataset_id": ids[name], "series_uid": uid, "added": now} for name, uid in pairs],
-    )
-
-
 def refresh_series_counts(conn: Connection, series_uids: set[str], now: datetime) -> None:
     """Instance count, size and completeness of each touched series, from its instance rows."""
     stats = conn.execute(
@@ -293,7 +354,7 @@ def refresh_series_counts(conn: Connection, series_uids: set[str], now: datetime
         missing: list[int] = []
         if low is not None and high is not None and numbered < high - low + 1:
             present = set(conn.execute(select(Instance.instance_number).where(Instance.series_uid == uid)).scalars())
-            missing = [n for n in range(low, high + 1) if n not in present][:10_000]
+            missing = [n for n in range(low, high + 1) if n not in present][:MAX_MISSING]
         conn.execute(
             update(Series).where(Series.series_uid == uid).values(  # type: ignore[arg-type]
                 instance_count=count, size_bytes=size, min_instance_number=low, max_instance_number=high,

@@ -185,3 +185,26 @@ def test_accounts_and_tokens(db: Database) -> None:
         accounts.remove_user(session, admin, "alice")
     with db.session() as session:
         assert [u.username for u in accounts.list_users(session)] == ["admin"]
+
+
+def test_completeness_when_instances_arrive_one_by_one_out_of_order(db: Database, tmp_path: Path) -> None:
+    store = PacsStore(tmp_path / "pacs")
+    s = write_series(tmp_path / "in", modality="CT", slices=6, rows=16, columns=16, patient_id="OOO", seed=8)
+    writer = IndexWriter(db)
+    order = [5, 0, 3, 1, 4, 2]  # instance numbers 6, 1, 4, 2, 5, 3
+    expected_missing = [[], [2, 3, 4, 5], [2, 3, 5], [3, 5], [3], []]
+    for step, index in enumerate(order):
+        path = s.paths[index]
+        stored = store.store(*_uids(path), path.read_bytes())
+        writer.write([read_instance(store, store.path(stored.relative_path))])
+        with db.session() as session:
+            doc = catalog.get_series(session, s.series_uid)
+        assert doc["missing_instance_numbers"] == expected_missing[step], step
+        assert doc["instances"] == step + 1 and doc["is_complete"] == (not expected_missing[step])
+    # a second writer (as a reindex) changes the series behind the first one's cache: counts stay exact
+    other = IndexWriter(db)
+    other.write([read_instance(store, store.path(store.relative_path(*_uids(s.paths[0]))))])
+    writer.write([read_instance(store, store.path(store.relative_path(*_uids(s.paths[1]))))])
+    with db.session() as session:
+        doc = catalog.get_series(session, s.series_uid)
+    assert doc["instances"] == 6 and doc["is_complete"] and doc["min_instance_number"] == 1 and doc["max_instance_number"] == 6
