@@ -13,6 +13,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from io import BytesIO
+
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
@@ -31,7 +32,6 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
-PROCESSING_FAILURE = 0x0110
 
 # DCMTK caps the PDUs it sends at 128 KiB; offering that much cuts per-PDU overhead 8x against the 16 KiB default.
 MAX_PDU = 131072

@@ -228,3 +228,17 @@ def test_calling_ae_allow_list(start_vireo: Callable[..., VireoProcess]) -> None
     assert refused.returncode != 0 and "Rejected" in refused.stdout + refused.stderr
     allowed = subprocess.run(["echoscu", "-aet", "SCANNER2", "127.0.0.1", str(guarded.dicom_port)], capture_output=True, text=True, timeout=30)
     assert allowed.returncode == 0
+
+
+def test_receiver_on_postgresql(start_vireo: Callable[..., VireoProcess], postgres_url: str, small_study: list[SeriesFiles]) -> None:
+    """The same process, index on a real PostgreSQL server."""
+    vireo = start_vireo(VIREO_DATABASE_URL=postgres_url)
+    folder = small_study[0].paths[0].parents[1]
+    total = sum(len(s.paths) for s in small_study)
+    assert f"with status SUCCESS  : {total}" in dcmsend(vireo.dicom_port, "ON-POSTGRES", folder)
+    dcmsend(vireo.dicom_port, "ON-POSTGRES", folder)  # again: stored and counted once
+    page = vireo.series(dataset="ON-POSTGRES")
+    assert page["total"] == len(small_study)
+    assert sum(i["instances"] for i in page["items"]) == total
+    assert all(i["is_complete"] for i in page["items"])
+    assert not (vireo.data_dir / "vireo.db").exists()
