@@ -144,11 +144,17 @@ class DicomReceiver:
             meta=meta,
             stored=stored,
             transfer_syntax_uid=transfer_syntax,
-            dataset=called or None,
+            dataset=dataset_name(called),
             calling_aet=_calling(event),
             called_aet=called,
             peer_address=str(event.assoc.requestor.address),
         )
+
+
+def dataset_name(called_ae_title: str) -> str | None:
+    """The dataset a called AE title names; slashes (legal in AE titles) would not fit in a URL path."""
+    name = called_ae_title.strip().replace("/", "_").replace("\\", "_")
+    return name or None
 
 
 def parse_dataset(content: bytes) -> Dataset:
