@@ -13,7 +13,7 @@ import binascii
 import hashlib
 import threading
 import time
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
 
 from urllib.parse import quote
@@ -42,38 +42,48 @@ class TooManyAttempts(Exception):
 
 
 class LoginThrottle:
-    """Sliding-window limits on failed logins: per (user, address) and per address."""
+    """Sliding-window limits on failed logins: per (user, address) and per address.
+
+    An attempt counts as failed from the moment it starts, so a burst of parallel guesses
+    is limited as strictly as one after another; a success takes its attempt back.
+    """
 
     def __init__(self, per_user: int = 5, per_address: int = 20, window: float = 900.0) -> None:
         self.per_user = per_user
         self.per_address = per_address
         self.window = window
-        self._failures: dict[tuple[str, str], deque[float]] = defaultdict(deque)
+        self._failures: dict[tuple[str, str], deque[float]] = {}
         self._lock = threading.Lock()
 
-    def check(self, username: str, address: str) -> None:
-        """Raise TooManyAttempts while either limit is reached."""
+    def attempt(self, username: str, address: str) -> float:
+        """Start an attempt; raises TooManyAttempts while either limit is reached. Returns its stamp."""
         now = time.monotonic()
+        pair, anyone = (username, address), ("", address)
         with self._lock:
-            for key, limit in (((username, address), self.per_user), (("", address), self.per_address)):
+            for key, limit in ((pair, self.per_user), (anyone, self.per_address)):
                 failures = self._prune(key, now)
                 if len(failures) >= limit:
                     raise TooManyAttempts(max(1, int(failures[0] + self.window - now)))
+            for key in (pair, anyone):
+                self._failures.setdefault(key, deque()).append(now)
+        return now
 
-    def failed(self, username: str, address: str) -> None:
-        now = time.monotonic()
-        with self._lock:
-            self._failures[(username, address)].append(now)
-            self._failures[("", address)].append(now)
-
-    def succeeded(self, username: str, address: str) -> None:
+    def succeeded(self, username: str, address: str, stamp: float) -> None:
+        """The attempt was right: forget this user's failures from here and take the attempt back."""
         with self._lock:
             self._failures.pop((username, address), None)
+            failures = self._failures.get(("", address))
+            if failures is not None and stamp in failures:
+                failures.remove(stamp)
 
     def _prune(self, key: tuple[str, str], now: float) -> deque[float]:
-        failures = self._failures[key]
+        failures = self._failures.get(key)
+        if failures is None:
+            return deque()
         while failures and failures[0] <= now - self.window:
             failures.popleft()
+        if not failures:
+            del self._failures[key]  # never keep an entry per name a stranger tried
         return failures
 
 
@@ -117,13 +127,12 @@ def client_address(request: Request) -> str:
 
 def login(username: str, password: str, address: str) -> Principal | None:
     """Check a password under the throttle (blocking: call from a thread)."""
-    throttle.check(username, address)
+    stamp = throttle.attempt(username, address)
     with current_services().db.session() as session:
         user = accounts.authenticate(session, username, password)
         if user is None:
-            throttle.failed(username, address)
             return None
-        throttle.succeeded(username, address)
+        throttle.succeeded(username, address, stamp)
         return accounts.principal(user)
 
 
@@ -154,8 +163,7 @@ def _session() -> Principal | None:
     if not isinstance(data, dict):
         return None
     if data.get("expires", 0) < time.time():
-        nicegui_app.storage.user.pop(SESSION_KEY, None)
-        return None
+        return None  # expired (left in place: storage must only be changed on the event loop)
     with current_services().db.session() as session:
         user = session.get(User, data.get("user_id"))
         if user is None or user.disabled or user.username != data.get("username"):

@@ -53,6 +53,8 @@ class Services:
         self.indexer.start()
         self._recover_after_unclean_stop()
         self.running_marker.touch()
+        # Only now does the writer keep the marker fresh: a recovery cut short must find the same window again.
+        self.indexer.heartbeat = self.running_marker
         self.thumbnails.start()
         self.receiver.start()
         self.started = True
@@ -66,8 +68,8 @@ class Services:
         self.started = False
 
     def _recover_after_unclean_stop(self) -> None:
-        self.store.clean_incoming()
         if not self.running_marker.exists():
+            self.store.clean_incoming()
             return
         since = self.running_marker.stat().st_mtime - 60
         report = recover(self.store, self.indexer, since)
@@ -80,7 +82,7 @@ def build_services(settings: Settings) -> Services:
     db = Database(settings.sqlalchemy_url)
     store = PacsStore(data_dir / "pacs")
     bus = EventBus()
-    indexer = IndexWriter(db, heartbeat=data_dir / RUNNING_MARKER)
+    indexer = IndexWriter(db)
     thumbnails = ThumbnailService(db, store, data_dir / "thumbnails", bus, settings.thumbnail_quiet_seconds)
     indexer.add_listener(thumbnails.touch)
     indexer.add_listener(lambda uids: bus.publish(SERIES_CHANGED, series_uids=sorted(uids)))

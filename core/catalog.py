@@ -110,7 +110,8 @@ def _documents(session: Session, rows: list[Any]) -> list[dict[str, Any]]:
 
 
 def series_document(series: Series, study: Study, patient: Patient, tags: list[str], datasets: list[str]) -> dict[str, Any]:
-    doc: dict[str, Any] = {**patient.attributes, **study.attributes, **series.attributes}
+    # A study carries its patient's attributes as that study recorded them (PatientIDs can be empty or shared).
+    doc: dict[str, Any] = {**study.attributes, **series.attributes}
     doc.update(
         PatientID=patient.patient_id,
         StudyInstanceUID=study.study_uid,

@@ -24,8 +24,8 @@ class DatasetExists(DatasetError):
 
 
 def check_name(name: str) -> str:
-    if not name or name != name.strip() or len(name) > 128 or _FORBIDDEN.search(name):
-        raise DatasetError("a dataset name is 1–128 characters, without slashes, control characters or surrounding spaces")
+    if not name or name != name.strip() or len(name) > 128 or _FORBIDDEN.search(name) or name.startswith("."):
+        raise DatasetError("a dataset name is 1–128 characters, without slashes, control characters, surrounding spaces or a leading dot")
     return name
 
 

@@ -1,8 +1,8 @@
 """A small in-process event bus: producers (ingest threads, the engine) tell, pages listen.
 
-Handlers run in the publisher's thread, so a UI handler must hand over to the event loop
-itself (pages do this with `loop.call_soon_threadsafe`). A failing handler is logged and
-never breaks the publisher.
+Handlers run in the publisher's thread, so a UI handler must not touch the page there: it
+notes the change (the series page sets a flag its `ui.timer` picks up). A failing handler
+is logged and never breaks the publisher.
 """
 
 from __future__ import annotations

@@ -80,13 +80,6 @@ class PacsStore:
             os.unlink(part)
         return StoredFile(relative, len(content) if created else final.stat().st_size, created)
 
-    def remove(self, relative_path: str) -> None:
-        """Remove a file (used when its index row could not be written)."""
-        try:
-            os.unlink(self.root / relative_path)
-        except FileNotFoundError:
-            pass
-
     def clean_incoming(self) -> int:
         """Delete parts left by a crash; none of them was ever acknowledged to a sender."""
         count = 0

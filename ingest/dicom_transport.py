@@ -25,6 +25,8 @@ import socketserver
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
+# A PDU longer than this is read pynetdicom's way (growing as data arrives): lengths come from the peer.
+MAX_PREALLOCATED = 1 << 20
 # Longest idle wait of the DUL thread: bounds how late it notices a timer or a request to stop.
 IDLE_WAIT = 0.05
 
@@ -66,13 +68,17 @@ class BulkAssociationSocket(AssociationSocket):
                 pass
         return self.socket in readable
 
-    def close(self) -> None:
-        super().close()
+    def _shutdown_socket(self) -> None:
+        """Close the wake-up pipe with the socket (every way an association ends passes here)."""
+        super()._shutdown_socket()
         for end in (self._wake_reader, getattr(self, "_wake_writer", None)):
             if end is not None:
                 end.close()
 
     def recv(self, nr_bytes: int) -> bytearray:
+        if nr_bytes > MAX_PREALLOCATED:
+            # The length comes from the peer: never allocate more than a real PDU needs up front.
+            return super().recv(nr_bytes)
         sock = self.socket
         assert sock is not None
         buffer = bytearray(nr_bytes)

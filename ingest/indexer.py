@@ -132,9 +132,19 @@ class IndexWriter:
             try:
                 self.write([item for item, _ in batch])
             except Exception as exc:
-                log.exception("indexing %d instances failed", len(batch))
-                for _, future in batch:
-                    future.set_exception(exc)
+                if len(batch) == 1:
+                    log.exception("indexing %s failed", batch[0][0].stored.relative_path)
+                    batch[0][1].set_exception(exc)
+                    continue
+                # One bad row must not fail the others that shared its transaction: retry them one by one.
+                for item, future in batch:
+                    try:
+                        self.write([item])
+                    except Exception as single:
+                        log.exception("indexing %s failed", item.stored.relative_path)
+                        future.set_exception(single)
+                    else:
+                        future.set_result(None)
                 continue
             for _, future in batch:
                 future.set_result(None)
@@ -229,17 +239,19 @@ def _write_batch(
 
 
 def _add_series(conn: Connection, items: list[IncomingInstance], now: datetime, sql: _Statements) -> None:
-    patients = {i.meta.patient_id: i.meta for i in items}
+    patients = {_text(i.meta.patient_id, 128): i.meta for i in items}
     conn.execute(
         sql.insert_patients,
-        [{"patient_id": m.patient_id, "patient_name": m.patient_name, "attributes": m.patient_attributes, "created": now} for m in patients.values()],
+        [{"patient_id": pid, "patient_name": _text(m.patient_name, 256), "attributes": m.patient_attributes, "created": now} for pid, m in patients.items()],
     )
     patient_pk = dict(conn.execute(select(Patient.patient_id, Patient.id).where(Patient.patient_id.in_(patients))).all())  # type: ignore[attr-defined, call-overload]
     studies = {i.meta.study_uid: i.meta for i in items}
     conn.execute(
         sql.insert_studies,
-        [{"study_uid": uid, "patient_pk": patient_pk[m.patient_id], "study_date": m.study_date[:16], "study_description": m.study_description[:256],
-          "attributes": m.study_attributes, "created": now} for uid, m in studies.items()],
+        [{"study_uid": uid, "patient_pk": patient_pk[_text(m.patient_id, 128)], "study_date": _text(m.study_date, 16),
+          "study_description": _text(m.study_description, 256),
+          # the patient's attributes as this study saw them: an empty or shared PatientID must not borrow another's name
+          "attributes": {**m.patient_attributes, **m.study_attributes}, "created": now} for uid, m in studies.items()],
     )
     conn.execute(sql.insert_series, [_series_row(item, now) for item in items])
 
@@ -311,7 +323,7 @@ def _count_new_instances(
         count += len(batch)
         cache.put(uid, _SeriesNumbers(count, numbers))
         low, high = (min(numbers), max(numbers)) if numbers else (None, None)
-        missing = [] if low is None or len(numbers) == high - low + 1 else sorted(set(range(low, high + 1)) - numbers)[:MAX_MISSING]  # type: ignore[operator]
+        missing = missing_numbers(numbers)
         updates.append({
             "c_uid": uid, "c_count": count, "c_size": size + sum(i.stored.size for i in batch), "c_low": low, "c_high": high,
             "c_missing": missing, "c_complete": not missing, "c_now": now,
@@ -320,26 +332,53 @@ def _count_new_instances(
         conn.execute(sql.update_counts, updates)
 
 
+def _text(value: str, length: int) -> str:
+    """Text as every backend stores it: no NUL (PostgreSQL refuses it), cut to the column's length."""
+    return value.replace("\x00", "")[:length]
+
+
+def _int32(value: int | None) -> int | None:
+    """An integer column's value; out-of-range numbers (IS allows them) are dropped, not fatal."""
+    return value if value is not None and -(2**31) <= value < 2**31 else None
+
+
 def _series_row(item: IncomingInstance, now: datetime) -> dict[str, object]:
     m = item.meta
+    reference = m.referenced_series_uid if m.referenced_series_uid and len(m.referenced_series_uid) <= 64 else None
     return {
-        "series_uid": m.series_uid, "study_uid": m.study_uid, "modality": m.modality[:16],
-        "series_description": m.series_description[:256], "series_number": m.series_number,
+        "series_uid": m.series_uid, "study_uid": m.study_uid, "modality": _text(m.modality, 16),
+        "series_description": _text(m.series_description, 256), "series_number": _int32(m.series_number),
         "attributes": m.series_attributes, "arrived": item.received, "updated": now, "instance_count": 0,
-        "size_bytes": 0, "missing_instance_numbers": [], "is_complete": True,
-        "referenced_series_uid": m.referenced_series_uid,
+        "size_bytes": 0, "missing_instance_numbers": [], "is_complete": True, "referenced_series_uid": reference,
     }
 
 
 def _instance_row(item: IncomingInstance) -> dict[str, object]:
     m = item.meta
     return {
-        "sop_instance_uid": m.sop_instance_uid, "series_uid": m.series_uid, "sop_class_uid": m.sop_class_uid,
-        "transfer_syntax_uid": item.transfer_syntax_uid, "instance_number": m.instance_number,
-        "slice_position": m.slice_position, "number_of_frames": m.number_of_frames,
-        "path": item.stored.relative_path, "size_bytes": item.stored.size, "calling_aet": item.calling_aet[:16],
-        "called_aet": item.called_aet[:16], "peer_address": item.peer_address[:64], "received": item.received,
+        "sop_instance_uid": m.sop_instance_uid, "series_uid": m.series_uid, "sop_class_uid": _text(m.sop_class_uid, 64),
+        "transfer_syntax_uid": _text(item.transfer_syntax_uid, 64), "instance_number": _int32(m.instance_number),
+        "slice_position": m.slice_position, "number_of_frames": _int32(m.number_of_frames) or 1,
+        "path": item.stored.relative_path, "size_bytes": item.stored.size, "calling_aet": _text(item.calling_aet, 16),
+        "called_aet": _text(item.called_aet, 16), "peer_address": _text(item.peer_address, 64), "received": item.received,
     }
+
+
+def missing_numbers(numbers: set[int]) -> list[int]:
+    """The gaps between the lowest and highest InstanceNumber, at most MAX_MISSING of them.
+
+    Never builds the whole range: one instance numbered 2,147,483,647 must not cost gigabytes.
+    """
+    if not numbers or len(numbers) == max(numbers) - min(numbers) + 1:
+        return []
+    missing: list[int] = []
+    ordered = sorted(numbers)
+    for previous, current in zip(ordered, ordered[1:], strict=False):
+        if current > previous + 1:
+            missing.extend(range(previous + 1, min(current, previous + 1 + MAX_MISSING - len(missing))))
+            if len(missing) >= MAX_MISSING:
+                break
+    return missing
 
 
 def refresh_series_counts(conn: Connection, series_uids: set[str], now: datetime) -> None:
@@ -353,8 +392,8 @@ def refresh_series_counts(conn: Connection, series_uids: set[str], now: datetime
     for uid, count, size, low, high, numbered in stats:
         missing: list[int] = []
         if low is not None and high is not None and numbered < high - low + 1:
-            present = set(conn.execute(select(Instance.instance_number).where(Instance.series_uid == uid)).scalars())
-            missing = [n for n in range(low, high + 1) if n not in present][:MAX_MISSING]
+            present = conn.execute(select(Instance.instance_number).where(Instance.series_uid == uid, Instance.instance_number.is_not(None))).scalars()  # type: ignore[union-attr]
+            missing = missing_numbers(set(present))
         conn.execute(
             update(Series).where(Series.series_uid == uid).values(  # type: ignore[arg-type]
                 instance_count=count, size_bytes=size, min_instance_number=low, max_instance_number=high,

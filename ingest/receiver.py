@@ -106,9 +106,9 @@ class DicomReceiver:
         try:
             self.indexer.submit(item).result(timeout=60)
         except Exception as exc:
+            # The file stays: it is whole and durable, another sender may rely on it, and a resend or
+            # `reindex` indexes it. Only the sender's Success is withheld.
             log.exception("C-STORE could not be indexed")
-            if item.stored.created:
-                self.store.remove(item.stored.relative_path)
             return _status(OUT_OF_RESOURCES, f"indexing failed: {exc}")
         return SUCCESS
 
@@ -152,8 +152,8 @@ class DicomReceiver:
 
 
 def dataset_name(called_ae_title: str) -> str | None:
-    """The dataset a called AE title names; slashes (legal in AE titles) would not fit in a URL path."""
-    name = called_ae_title.strip().replace("/", "_").replace("\\", "_")
+    """The dataset a called AE title names, made a valid dataset name (slashes and leading dots are legal in AE titles)."""
+    name = called_ae_title.strip().replace("/", "_").replace("\\", "_").lstrip(".")
     return name or None
 
 
@@ -210,9 +210,10 @@ def _status(code: int, comment: str) -> Dataset:
 def accepted_transfer_syntaxes() -> list[str]:
     """Every transfer syntax, in the order pynetdicom picks from a proposed context.
 
-    The acceptor's order decides. Explicit VR comes first among the uncompressed (it keeps
-    the VRs); compressed syntaxes come next, so data a sender holds compressed is accepted in
-    its own encoding rather than decompressed; implicit VR and big endian last.
+    The acceptor's order decides within each proposed context. Explicit VR comes first (it
+    keeps the VRs); compressed syntaxes next, ahead of implicit VR and big endian. Senders such
+    as dcmsend and storescu propose a compressed file's own syntax in a context of its own, so
+    compressed data is accepted as it is; a context offering both gets explicit VR.
     """
     uids = [UID(uid) for uid in ALL_TRANSFER_SYNTAXES]
     order = [ExplicitVRLittleEndian, *[u for u in uids if u.is_compressed], DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, *uids]

@@ -58,11 +58,23 @@ def index_files(store: PacsStore, writer: IndexWriter, paths: Iterable[Path], re
             report.unreadable.append((str(path), str(exc) or type(exc).__name__))
             continue
         if len(batch) >= BATCH:
-            writer.write(batch)
-            report.indexed += len(batch)
+            _write(store, writer, batch, report)
             batch = []
-    writer.write(batch)
-    report.indexed += len(batch)
+    _write(store, writer, batch, report)
+
+
+def _write(store: PacsStore, writer: IndexWriter, batch: list[IncomingInstance], report: ReindexReport) -> None:
+    """Index a batch; if it fails, file by file, so one bad file is reported and the others indexed."""
+    try:
+        writer.write(batch)
+        report.indexed += len(batch)
+    except Exception:
+        for item in batch:
+            try:
+                writer.write([item])
+                report.indexed += 1
+            except Exception as exc:
+                report.unreadable.append((str(store.path(item.stored.relative_path)), f"could not be indexed: {exc}"))
 
 
 def reindex(store: PacsStore, writer: IndexWriter) -> ReindexReport:

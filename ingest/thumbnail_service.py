@@ -34,7 +34,6 @@ class ThumbnailService:
         self.quiet_seconds = quiet_seconds
         self._pending: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._render_lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -63,12 +62,22 @@ class ThumbnailService:
     def path(self, series_uid: str) -> Path:
         return self.directory / f"{clean_uid(series_uid)}.png"
 
-    def thumbnail(self, series_uid: str) -> bytes:
-        """The series' thumbnail, drawn now if it has not been drawn yet."""
+    def thumbnail(self, series_uid: str) -> bytes | None:
+        """The series' thumbnail, or None while it is not drawn yet (it is then scheduled).
+
+        Web requests never draw: a page asking for a hundred new thumbnails must not tie up
+        the server's threads, and a series still arriving is drawn once it is quiet.
+        """
         path = self.path(series_uid)
-        if not path.exists():
-            self.render(series_uid)
-        return path.read_bytes()
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            pass
+        with self.db.engine.connect() as conn:
+            if conn.execute(select(Series.series_uid).where(Series.series_uid == series_uid)).first() is None:
+                raise LookupError(f"no series {series_uid}")
+        self.touch({series_uid})
+        return None
 
     def _run(self) -> None:
         while not self._stopping:
@@ -97,16 +106,15 @@ class ThumbnailService:
                 raise LookupError(f"no series {series_uid}")
             paths = self._sorted_paths(conn, series_uid)
             reference = self._sorted_paths(conn, row.referenced_series_uid) if row.referenced_series_uid else []
-        with self._render_lock:
-            try:
-                png = render_series_thumbnail(paths, reference)
-            except ThumbnailError as exc:
-                log.warning("thumbnail of %s: %s", series_uid, exc)
-                png = placeholder_thumbnail(f"{row.modality or 'DICOM'} · no preview")
-            target = self.path(series_uid)
-            part = target.with_suffix(".png.part")
-            part.write_bytes(png)
-            os.replace(part, target)
+        try:
+            png = render_series_thumbnail(paths, reference)
+        except ThumbnailError as exc:
+            log.warning("thumbnail of %s: %s", series_uid, exc)
+            png = placeholder_thumbnail(f"{row.modality or 'DICOM'} · no preview")
+        target = self.path(series_uid)
+        part = target.with_suffix(".png.part")
+        part.write_bytes(png)
+        os.replace(part, target)
         with self.db.engine.begin() as conn:
             conn.execute(update(Series).where(Series.series_uid == series_uid).values(thumbnail_at=utcnow()))  # type: ignore[arg-type]
         self.bus.publish(THUMBNAIL_READY, series_uid=series_uid)

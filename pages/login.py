@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlparse
+import re
 
 from fastapi import Request
 from nicegui import run, ui
@@ -10,12 +10,15 @@ from nicegui import run, ui
 from app.auth import TooManyAttempts, client_address, login, start_session
 
 
+_SAME_SITE_PATH = re.compile(r"^/(?![/\\])[^\\\x00-\x1f]*$")
+
+
 def safe_next(target: str) -> str:
-    """Only same-site paths: a login link must not bounce the user to another site."""
-    parsed = urlparse(target or "/")
-    if parsed.scheme or parsed.netloc or not (parsed.path or "/").startswith("/") or target.startswith("//"):
-        return "/"
-    return target or "/"
+    """Only same-site paths: a login link must not bounce the user to another site.
+
+    Browsers read `\\` as `/`, so `/\\evil.example` would be `//evil.example`: refused like `//…`.
+    """
+    return target if target and _SAME_SITE_PATH.match(target) else "/"
 
 
 def register() -> None:

@@ -7,6 +7,7 @@ in its own issue; this is the foundation's view of what was received.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from nicegui import run, ui
 
@@ -88,7 +89,7 @@ def register() -> None:
         async def choose(event: Any) -> None:
             state["dataset"] = event.value or ALL
             state["limit"] = PAGE_SIZE
-            ui.navigate.history.replace(f"/?dataset={state['dataset']}" if state["dataset"] != ALL else "/")
+            ui.navigate.history.replace(f"/?{urlencode({'dataset': state['dataset']})}" if state["dataset"] != ALL else "/")
             await refresh()
 
         chooser.on_value_change(choose)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from nicegui import run, ui
+from sqlmodel import Session
 
 from app.auth import credentials
 from app.runtime import current_services
@@ -15,10 +16,19 @@ from core.models import User
 from core.timeutil import isoformat
 
 
+def _acting_user(session: Session, principal: Principal, *, admin: bool = False) -> User:
+    """The page's user as the database knows them now: a page left open must not outlive a disabled account."""
+    user = session.get(User, principal.user_id)
+    if user is None or user.disabled:
+        raise AccountError("your account was disabled or removed: log in again")
+    if admin and not user.is_admin:
+        raise AccountError("only administrators may do this")
+    return user
+
+
 def _change_password(principal: Principal, current: str, new: str) -> None:
     with current_services().db.session() as session:
-        user = session.get(User, principal.user_id)
-        assert user is not None
+        user = _acting_user(session, principal)
         if not accounts.password_matches(user.password_hash, current):
             raise AccountError("the current password is wrong")
         accounts.set_password(session, user, new)
@@ -33,11 +43,13 @@ def _tokens(principal: Principal) -> list[dict[str, Any]]:
 
 def _create_token(principal: Principal, name: str) -> str:
     with current_services().db.session() as session:
+        _acting_user(session, principal)
         return accounts.create_token(session, principal.user_id, name)[1]
 
 
 def _revoke_token(principal: Principal, token_id: int) -> None:
     with current_services().db.session() as session:
+        _acting_user(session, principal)
         accounts.revoke_token(session, principal.user_id, token_id)
 
 
@@ -49,6 +61,7 @@ def _users() -> list[dict[str, Any]]:
 
 def _user_action(principal: Principal, action: str, username: str, password: str = "", is_admin: bool = False) -> None:
     with current_services().db.session() as session:
+        _acting_user(session, principal, admin=True)
         if action == "add":
             accounts.create_user(session, username, password, is_admin=is_admin)
         elif action in ("disable", "enable"):
@@ -102,7 +115,11 @@ async def _tokens_card(principal: Principal) -> None:
             table.update()
 
         async def revoke(event: Any) -> None:
-            await run.io_bound(_revoke_token, principal, int(event.args["id"]))
+            try:
+                await run.io_bound(_revoke_token, principal, int(event.args["id"]))
+            except (AccountError, LookupError) as exc:
+                ui.notify(str(exc), type="negative")
+                return
             ui.notify("Token revoked")
             await reload()
 

@@ -107,3 +107,25 @@ def test_garbage_bytes_over_the_wire_are_refused(vireo: VireoProcess, tmp_path: 
         assoc.release()
     assert bad == 0xC000 and ok == 0
     assert vireo.series(dataset="GARBAGE")["items"][0]["instances"] == 1
+
+
+def test_a_pdu_header_announcing_gigabytes_allocates_nothing(vireo: VireoProcess) -> None:
+    """The PDU length comes from the peer: a lie about it must not make Vireo allocate it."""
+    import socket
+    import time
+
+    def rss_mb() -> float:
+        status = Path(f"/proc/{vireo.process.pid}/status").read_text()  # type: ignore[union-attr]
+        return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))) / 1024
+
+    before = rss_mb()
+    peers = []
+    for _ in range(4):
+        peer = socket.create_connection(("127.0.0.1", vireo.dicom_port))
+        peer.sendall(b"\x01\x00\xff\xff\xff\xf0" + b"\x00" * 64)  # A-ASSOCIATE-RQ claiming 4 GiB
+        peers.append(peer)
+    time.sleep(1.5)
+    assert rss_mb() - before < 200
+    for peer in peers:
+        peer.close()
+    assert vireo.series()["total"] >= 0  # still serving

@@ -208,3 +208,34 @@ def test_completeness_when_instances_arrive_one_by_one_out_of_order(db: Database
     with db.session() as session:
         doc = catalog.get_series(session, s.series_uid)
     assert doc["instances"] == 6 and doc["is_complete"] and doc["min_instance_number"] == 1 and doc["max_instance_number"] == 6
+
+
+def test_hostile_values_are_clamped_not_fatal(db: Database, tmp_path: Path) -> None:
+    """Values SQLite would take but PostgreSQL refuses (long IDs, NUL, huge numbers) never stop indexing."""
+    import pydicom
+
+    store = PacsStore(tmp_path / "pacs")
+    s = write_series(tmp_path / "in", modality="CT", slices=2, rows=16, columns=16, patient_id="H", seed=10)
+    odd = pydicom.dcmread(s.paths[1])
+    odd.PatientID = "P" * 200
+    odd.SeriesDescription = "bad\x00name"
+    odd.InstanceNumber = 2**31 + 5
+    odd.save_as(s.paths[1])
+    writer = IndexWriter(db)
+    items = []
+    for path in s.paths:
+        stored = store.store(*_uids(path), path.read_bytes())
+        items.append(read_instance(store, store.path(stored.relative_path)))
+    writer.write(items)
+    with db.session() as session:
+        assert catalog.get_series(session, s.series_uid)["instances"] == 2
+
+
+def test_missing_numbers_never_build_the_whole_range() -> None:
+    from ingest.indexer import MAX_MISSING, missing_numbers
+
+    assert missing_numbers(set()) == []
+    assert missing_numbers({1, 2, 3}) == []
+    assert missing_numbers({1, 4, 6}) == [2, 3, 5]
+    huge = missing_numbers({1, 2**31 - 1})
+    assert len(huge) == MAX_MISSING and huge[:3] == [2, 3, 4]

@@ -187,11 +187,12 @@ def test_seg_thumbnail_is_redrawn_when_its_reference_arrives(vireo: VireoProcess
     seg = write_seg(tmp_path / "seg", image)
     seg_uid = pydicom.dcmread(seg, stop_before_pixels=True).SeriesInstanceUID
     dcmsend(vireo.dicom_port, "LATEREF", seg.parent)
-    with vireo.client() as c:
-        alone = c.get(f"/api/series/{seg_uid}/thumbnail").content  # drawn on demand: the mask on black
-    dcmsend(vireo.dicom_port, "LATEREF", image.paths[0].parent)
     thumbnail = vireo.data_dir / "thumbnails" / f"{seg_uid}.png"
     deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not thumbnail.exists():
+        time.sleep(0.2)
+    alone = thumbnail.read_bytes()  # drawn once quiet: the mask on black
+    dcmsend(vireo.dicom_port, "LATEREF", image.paths[0].parent)
     while time.monotonic() < deadline and thumbnail.read_bytes() == alone:
         time.sleep(0.3)
     redrawn = thumbnail.read_bytes()
@@ -217,7 +218,12 @@ def test_unknown_series_is_404(vireo: VireoProcess) -> None:
         assert c.get("/api/series/1.2.3.4/thumbnail").status_code == 404
         assert c.get("/api/series", params={"dataset": "no-such-dataset"}).status_code == 404
         assert c.get("/api/series", params={"sort": "Nonsense"}).status_code == 400
-        assert c.get("/api/series", params={"limit": -1}).status_code == 422
+        assert c.get("/api/series", params={"limit": -1}).status_code == 400
+        assert c.get("/api/series", params={"limit": "ten"}).status_code == 400
+        assert c.get("/api/series", params={"limit": 5000}).status_code == 400
+        # empty parameters, as a client fills API.md's template, mean "not given"
+        empty = c.get("/api/series", params={"q": "", "dataset": "", "filter": "", "sort": "", "limit": "", "offset": ""})
+        assert empty.status_code == 200 and empty.json()["total"] == c.get("/api/series").json()["total"]
 
 
 

@@ -12,7 +12,7 @@ from ingest.receiver import StoreRefused, accepted_transfer_syntaxes, dataset_na
 from tests.factories import write_series
 
 
-@pytest.mark.parametrize(("called", "name"), [("my-dataset", "my-dataset"), ("  LUNG1 ", "LUNG1"), ("a/b", "a_b"), ("", None), ("   ", None)])
+@pytest.mark.parametrize(("called", "name"), [("my-dataset", "my-dataset"), ("  LUNG1 ", "LUNG1"), ("a/b", "a_b"), ("..", None), (".x", "x"), ("", None), ("   ", None)])
 def test_dataset_names_from_called_ae_titles(called: str, name: str | None) -> None:
     assert dataset_name(called) == name
 
@@ -38,3 +38,14 @@ def test_truncated_streams_are_refused(tmp_path: Path, keep: float) -> None:
 def test_not_dicom_is_refused() -> None:
     with pytest.raises(StoreRefused):
         parse_dataset(b"\0" * 128 + b"DICM" + BytesIO(b"garbage").getvalue())
+
+
+@pytest.mark.parametrize(
+    ("target", "safe"),
+    [("/", "/"), ("/settings?x=1", "/settings?x=1"), ("//evil.example", "/"), ("/\\evil.example", "/"),
+     ("https://evil.example/", "/"), ("", "/"), ("\\\\evil", "/"), ("/a\x01b", "/")],
+)
+def test_login_redirects_stay_on_this_site(target: str, safe: str) -> None:
+    from pages.login import safe_next
+
+    assert safe_next(target) == safe

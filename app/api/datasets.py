@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import IntegrityError
 
 from app.auth import current_principal
 from app.runtime import current_services
@@ -36,6 +37,9 @@ def create_dataset(body: NewDataset, principal: Principal = Depends(current_prin
     with current_services().db.session() as session:
         try:
             dataset = datasets.create_dataset(session, body.name, body.series, principal.username)
+            session.flush()
+        except IntegrityError as exc:  # created at the same moment by a DICOM sender or another client
+            raise HTTPException(409, f"dataset {body.name!r} exists already") from exc
         except datasets.DatasetExists as exc:
             raise HTTPException(409, str(exc)) from exc
         except datasets.DatasetError as exc:
@@ -58,6 +62,8 @@ def change_members(name: str, body: MembershipChange) -> dict[str, Any]:
     with current_services().db.session() as session:
         try:
             dataset = datasets.change_members(session, name, body.add, body.remove)
+        except IntegrityError as exc:  # the same series added at the same moment by a DICOM sender
+            raise HTTPException(409, "the dataset changed at the same time; try again") from exc
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from exc
         except datasets.DatasetError as exc:
