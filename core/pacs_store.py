@@ -57,6 +57,7 @@ class PacsStore:
         relative = self.relative_path(clean_uid(study_uid), clean_uid(series_uid), clean_uid(sop_uid))
         final = self.root / relative
         if final.exists():
+            _fsync_dir(final.parent)  # the sender that linked it may not have flushed the folder yet
             return StoredFile(relative, final.stat().st_size, created=False)
         part = self.incoming / f"{uuid.uuid4().hex}.part"
         fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
@@ -74,8 +75,7 @@ class PacsStore:
                 created = True
             except FileExistsError:
                 created = False  # another association stored the same instance first
-            if created:
-                _fsync_dir(final.parent)
+            _fsync_dir(final.parent)
         finally:
             os.unlink(part)
         return StoredFile(relative, len(content) if created else final.stat().st_size, created)
@@ -107,17 +107,12 @@ class PacsStore:
                     yield series
 
     def _ensure_dir(self, directory: Path) -> None:
+        """Create the study and series folders, their entries flushed (also when another thread made them)."""
         if directory.is_dir():
             return
-        created = []
-        for parent in (directory.parent, directory):
-            try:
-                parent.mkdir()
-                created.append(parent)
-            except FileExistsError:
-                pass
-        for parent in created:
-            _fsync_dir(parent.parent)
+        for folder in (directory.parent, directory):
+            folder.mkdir(exist_ok=True)
+            _fsync_dir(folder.parent)
 
 
 def _fsync_dir(directory: Path) -> None:

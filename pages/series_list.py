@@ -80,10 +80,11 @@ def register() -> None:
             table.rows = [_row(item) for item in page.items]
             table.update()
             summary.set_text(f"{page.total} series")
-            more.set_visibility(page.total > len(page.items))
+            more.set_visibility(page.total > len(page.items) and state["limit"] < catalog.MAX_PAGE)
 
         async def load_more() -> None:
-            state["limit"] += PAGE_SIZE
+            # Up to MAX_PAGE rows here; the Datasets browser (its own issue) scrolls through everything.
+            state["limit"] = min(state["limit"] + PAGE_SIZE, catalog.MAX_PAGE)
             await refresh()
 
         async def choose(event: Any) -> None:
