@@ -76,11 +76,18 @@ class IndexWriter:
         self._thread.start()
 
     def stop(self) -> None:
-        """Finish what is queued, then stop."""
+        """Finish what is queued, then stop; anything submitted later fails at once instead of waiting."""
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout=30)
             self._thread = None
+        while True:
+            try:
+                pending = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if pending is not None:
+                pending[1].set_exception(RuntimeError("Vireo is stopping"))
 
     def knows_series(self, series_uid: str) -> bool:
         """Whether the series exists in the index already (then its attributes need not be extracted again)."""

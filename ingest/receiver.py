@@ -89,8 +89,12 @@ class DicomReceiver:
         log.info("DICOM receiver listening on %s:%d as %s", self.config.host, self.port, self.config.ae_title)
 
     def stop(self) -> None:
+        """Stop listening and abort transfers under way (their senders hear no Success and resend)."""
         if self._server is not None:
+            active = self._server.active_associations
             self._server.shutdown()
+            for association in active:
+                association.abort()
             self._server = None
 
     def handle_store(self, event: evt.Event) -> int | Dataset:

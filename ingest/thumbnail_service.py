@@ -76,7 +76,9 @@ class ThumbnailService:
         with self.db.engine.connect() as conn:
             if conn.execute(select(Series.series_uid).where(Series.series_uid == series_uid)).first() is None:
                 raise LookupError(f"no series {series_uid}")
-        self.touch({series_uid})
+        with self._lock:  # asking again must not postpone it: only new instances do
+            self._pending.setdefault(series_uid, time.monotonic())
+        self._wake.set()
         return None
 
     def _run(self) -> None:
