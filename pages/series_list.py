@@ -11,10 +11,8 @@ from urllib.parse import urlencode
 
 from nicegui import run, ui
 
-from app.runtime import current_services
+from app import series_browsing as browsing
 from components.frame import frame
-from core import catalog, datasets
-from core.events import SERIES_CHANGED, THUMBNAIL_READY
 
 PAGE_SIZE = 100
 ALL = "__all__"
@@ -30,11 +28,6 @@ COLUMNS = [
     {"name": "datasets", "label": "Datasets", "field": "datasets_text", "align": "left"},
     {"name": "arrived", "label": "Arrived", "field": "arrived", "align": "left"},
 ]
-
-
-def _load(dataset: str | None, limit: int) -> tuple[catalog.Page, list[dict[str, Any]]]:
-    with current_services().db.session() as session:
-        return catalog.list_series(session, dataset=dataset, limit=limit), datasets.list_datasets(session)
 
 
 def person_name(value: str) -> str:
@@ -72,19 +65,19 @@ def register() -> None:
         async def refresh() -> None:
             chosen = None if state["dataset"] == ALL else state["dataset"]
             try:
-                page, dataset_list = await run.io_bound(_load, chosen, state["limit"])
+                page, dataset_list = await run.io_bound(browsing.series_and_datasets, chosen, state["limit"])
             except LookupError:
                 state["dataset"] = ALL
-                page, dataset_list = await run.io_bound(_load, None, state["limit"])
+                page, dataset_list = await run.io_bound(browsing.series_and_datasets, None, state["limit"])
             chooser.set_options({ALL: "All series", **{d["name"]: f"{d['name']} ({d['series']})" for d in dataset_list}}, value=state["dataset"])
             table.rows = [_row(item) for item in page.items]
             table.update()
             summary.set_text(f"{page.total} series")
-            more.set_visibility(page.total > len(page.items) and state["limit"] < catalog.MAX_PAGE)
+            more.set_visibility(page.total > len(page.items) and state["limit"] < browsing.MAX_PAGE)
 
         async def load_more() -> None:
             # Up to MAX_PAGE rows here; the Datasets browser (its own issue) scrolls through everything.
-            state["limit"] = min(state["limit"] + PAGE_SIZE, catalog.MAX_PAGE)
+            state["limit"] = min(state["limit"] + PAGE_SIZE, browsing.MAX_PAGE)
             await refresh()
 
         async def choose(event: Any) -> None:
@@ -111,7 +104,7 @@ def _refresh_on_events(refresh: Any) -> None:
             dirty["value"] = False
             await refresh()
 
-    bus = current_services().bus
-    unsubscribe = [bus.subscribe(SERIES_CHANGED, mark), bus.subscribe(THUMBNAIL_READY, mark)]
+    bus = browsing.bus()
+    unsubscribe = [bus.subscribe(browsing.SERIES_CHANGED, mark), bus.subscribe(browsing.THUMBNAIL_READY, mark)]
     ui.timer(1.0, tick)
     client.on_delete(lambda: [u() for u in unsubscribe])

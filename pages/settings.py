@@ -5,70 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from nicegui import run, ui
-from sqlmodel import Session
 
-from app.auth import credentials
-from app.runtime import current_services
+from app import account_actions
+from app.account_actions import AccountError, Principal
 from components.frame import current_principal, frame
-from core import accounts
-from core.accounts import AccountError, Principal
-from core.models import User
-from core.timeutil import isoformat
-
-
-def _acting_user(session: Session, principal: Principal, *, admin: bool = False) -> User:
-    """The page's user as the database knows them now: a page left open must not outlive a disabled account."""
-    user = session.get(User, principal.user_id)
-    if user is None or user.disabled:
-        raise AccountError("your account was disabled or removed: log in again")
-    if admin and not user.is_admin:
-        raise AccountError("only administrators may do this")
-    return user
-
-
-def _change_password(principal: Principal, current: str, new: str) -> None:
-    with current_services().db.session() as session:
-        user = _acting_user(session, principal)
-        if not accounts.password_matches(user.password_hash, current):
-            raise AccountError("the current password is wrong")
-        accounts.set_password(session, user, new)
-    credentials.clear()
-
-
-def _tokens(principal: Principal) -> list[dict[str, Any]]:
-    with current_services().db.session() as session:
-        return [{"id": t.id, "name": t.name, "prefix": t.prefix + "…", "created": isoformat(t.created), "last_used": isoformat(t.last_used) or "never"}
-                for t in accounts.list_tokens(session, principal.user_id)]
-
-
-def _create_token(principal: Principal, name: str) -> str:
-    with current_services().db.session() as session:
-        _acting_user(session, principal)
-        return accounts.create_token(session, principal.user_id, name)[1]
-
-
-def _revoke_token(principal: Principal, token_id: int) -> None:
-    with current_services().db.session() as session:
-        _acting_user(session, principal)
-        accounts.revoke_token(session, principal.user_id, token_id)
-
-
-def _users() -> list[dict[str, Any]]:
-    with current_services().db.session() as session:
-        return [{"username": u.username, "role": "admin" if u.is_admin else "user", "status": "disabled" if u.disabled else "active",
-                 "last_login": isoformat(u.last_login) or "never"} for u in accounts.list_users(session)]
-
-
-def _user_action(principal: Principal, action: str, username: str, password: str = "", is_admin: bool = False) -> None:
-    with current_services().db.session() as session:
-        _acting_user(session, principal, admin=True)
-        if action == "add":
-            accounts.create_user(session, username, password, is_admin=is_admin)
-        elif action in ("disable", "enable"):
-            accounts.set_disabled(session, principal, username, action == "disable")
-        elif action == "remove":
-            accounts.remove_user(session, principal, username)
-    credentials.clear()
 
 
 def register() -> None:
@@ -90,7 +30,7 @@ def _password_card(principal: Principal) -> None:
 
         async def change() -> None:
             try:
-                await run.io_bound(_change_password, principal, current.value, new.value)
+                await run.io_bound(account_actions.change_password, principal, current.value, new.value)
             except AccountError as exc:
                 ui.notify(str(exc), type="negative")
                 return
@@ -111,12 +51,12 @@ async def _tokens_card(principal: Principal) -> None:
         table.add_slot("body-cell-actions", '<q-td :props="props"><q-btn flat dense color="negative" label="Revoke" @click="$parent.$emit(\'revoke\', props.row)"/></q-td>')
 
         async def reload() -> None:
-            table.rows = await run.io_bound(_tokens, principal) or []
+            table.rows = await run.io_bound(account_actions.token_rows, principal) or []
             table.update()
 
         async def revoke(event: Any) -> None:
             try:
-                await run.io_bound(_revoke_token, principal, int(event.args["id"]))
+                await run.io_bound(account_actions.revoke_token, principal, int(event.args["id"]))
             except (AccountError, LookupError) as exc:
                 ui.notify(str(exc), type="negative")
                 return
@@ -129,7 +69,7 @@ async def _tokens_card(principal: Principal) -> None:
 
             async def create() -> None:
                 try:
-                    token = await run.io_bound(_create_token, principal, name.value)
+                    token = await run.io_bound(account_actions.create_token, principal, name.value)
                 except AccountError as exc:
                     ui.notify(str(exc), type="negative")
                     return
@@ -158,12 +98,12 @@ async def _users_card(principal: Principal) -> None:
             </q-td>''')
 
         async def reload() -> None:
-            table.rows = await run.io_bound(_users) or []
+            table.rows = await run.io_bound(account_actions.user_rows) or []
             table.update()
 
         async def act(action: str, username: str, password: str = "", is_admin: bool = False) -> bool:
             try:
-                await run.io_bound(_user_action, principal, action, username, password, is_admin)
+                await run.io_bound(account_actions.user_action, principal, action, username, password, is_admin)
             except (AccountError, LookupError) as exc:
                 ui.notify(str(exc), type="negative")
                 return False

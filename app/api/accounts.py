@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel
 
+from app import account_actions
 from app.auth import admin_principal, credentials, current_principal
 from app.runtime import current_services
 from core import accounts
@@ -55,16 +56,10 @@ def me(principal: Principal = Depends(current_principal)) -> dict[str, Any]:
 
 @router.post("/me/password")
 def change_password(body: PasswordChange, principal: Principal = Depends(current_principal)) -> dict[str, str]:
-    with current_services().db.session() as session:
-        user = session.get(User, principal.user_id)
-        assert user is not None
-        if not accounts.password_matches(user.password_hash, body.current_password):
-            raise HTTPException(400, "the current password is wrong")
-        try:
-            accounts.set_password(session, user, body.new_password)
-        except AccountError as exc:
-            raise HTTPException(400, str(exc)) from exc
-    credentials.clear()
+    try:
+        account_actions.change_password(principal, body.current_password, body.new_password)
+    except AccountError as exc:
+        raise HTTPException(400, str(exc)) from exc
     return {"status": "password changed"}
 
 
