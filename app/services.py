@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.settings import Settings
@@ -36,8 +36,6 @@ class Services:
     indexer: IndexWriter
     thumbnails: ThumbnailService
     receiver: DicomReceiver
-    generated_admin_password: str | None = None
-    started: bool = field(default=False)
 
     @property
     def running_marker(self) -> Path:
@@ -47,9 +45,9 @@ class Services:
         """Migrate, recover from an unclean stop, then open the DICOM port."""
         self.db.migrate()
         with self.db.session() as session:
-            self.generated_admin_password = accounts.ensure_admin(session, self.settings.admin_password)
-        if self.generated_admin_password:
-            print(f"Vireo: created user 'admin' with password: {self.generated_admin_password}  (shown once)", flush=True)
+            generated = accounts.ensure_admin(session, self.settings.admin_password)
+        if generated:
+            print(f"Vireo: created user 'admin' with password: {generated}  (shown once)", flush=True)
         self.indexer.start()
         self._recover_after_unclean_stop()
         self.running_marker.touch()
@@ -57,7 +55,6 @@ class Services:
         self.indexer.heartbeat = self.running_marker
         self.thumbnails.start()
         self.receiver.start()
-        self.started = True
 
     def stop(self) -> None:
         self.receiver.stop()
@@ -65,7 +62,6 @@ class Services:
         self.thumbnails.stop()
         self.running_marker.unlink(missing_ok=True)
         self.db.dispose()
-        self.started = False
 
     def _recover_after_unclean_stop(self) -> None:
         if not self.running_marker.exists():

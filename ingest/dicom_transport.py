@@ -17,6 +17,7 @@ Three changes, all measured on the ingest benchmark (bench/ingest.py):
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import select
 import socket
@@ -40,10 +41,8 @@ class WakingQueue(queue.Queue):  # type: ignore[type-arg]
 
     def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
-        try:
+        with contextlib.suppress(OSError):  # the pipe is full (a wake-up is pending anyway) or closed
             self._wake.send(b"\0")
-        except OSError:  # the pipe is full (a wake-up is pending anyway) or closed
-            pass
 
 
 class BulkAssociationSocket(AssociationSocket):
@@ -61,11 +60,9 @@ class BulkAssociationSocket(AssociationSocket):
             self.event_queue.put("Evt17")  # transport connection closed, as pynetdicom's own check does
             return False
         if self._wake_reader is not None and self._wake_reader in readable:
-            try:
+            with contextlib.suppress(OSError):  # BlockingIOError once drained
                 while self._wake_reader.recv(4096):
-                    pass
-            except OSError:  # drained
-                pass
+                    continue
         return self.socket in readable
 
     def _shutdown_socket(self) -> None:
@@ -86,10 +83,8 @@ class BulkAssociationSocket(AssociationSocket):
         received = 0
         while received < nr_bytes:
             if _QUICKACK is not None:
-                try:
+                with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-                except OSError:
-                    pass
             count = sock.recv_into(view[received:], nr_bytes - received)
             if not count:  # connection closed: return what arrived, as pynetdicom expects
                 del view
@@ -104,10 +99,8 @@ class BulkRequestHandler(RequestHandler):
 
     def _create_association(self):  # type: ignore[no-untyped-def]
         assoc = super()._create_association()
-        try:
+        with contextlib.suppress(OSError):
             self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
         # pynetdicom built the socket already, and building another would announce the connection
         # twice to its state machine: the socket object keeps its state and gains the faster reads.
         sock = assoc.dul.socket
