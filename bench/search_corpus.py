@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -147,14 +148,7 @@ def load(db: Database, items: list[SyntheticSeries]) -> None:
              "series_number": i.series_number, "attributes": i.series_attributes, "arrived": now, "updated": now, "instance_count": i.instances,
              "size_bytes": i.instances * 525_000, "missing_instance_numbers": [], "is_complete": True} for i in items
         ])
-        documents = {}
-        for i in items:
-            patient = Patient(id=known[i.patient_id], patient_id=i.patient_id, patient_name=i.patient_name, attributes=i.patient_attributes)
-            study = Study(study_uid=i.study_uid, patient_pk=known[i.patient_id], study_date=i.study_date, study_description=i.study_description,
-                          attributes={**i.patient_attributes, **i.study_attributes})
-            series = Series(series_uid=i.series_uid, study_uid=i.study_uid, modality=i.modality, series_description=i.series_description,
-                            series_number=i.series_number, attributes=i.series_attributes)
-            documents[i.series_uid] = (i.study_uid, known[i.patient_id], document_values(attribute_values(series, study, patient)))
+        documents = {i.series_uid: (i.study_uid, known[i.patient_id], _values(i)) for i in items}
         write_documents(conn, documents)
         tag_rows = [{"series_uid": i.series_uid, "tag": t, "added": now} for i in items for t in i.tags]
         if tag_rows:
@@ -168,15 +162,20 @@ def load(db: Database, items: list[SyntheticSeries]) -> None:
         conn.execute(insert(DatasetSeries), [{"dataset_id": existing_sets[d], "series_uid": i.series_uid, "added": now} for i in items for d in i.datasets])
 
 
+def _values(i: SyntheticSeries) -> dict[str, list[str]]:
+    """The document of a synthetic series, through the same `attribute_values` the indexer uses (rows as plain objects)."""
+    patient = SimpleNamespace(patient_id=i.patient_id, patient_name=i.patient_name)
+    study = SimpleNamespace(study_uid=i.study_uid, study_date=i.study_date, study_description=i.study_description,
+                            attributes={**i.patient_attributes, **i.study_attributes})
+    series = SimpleNamespace(series_uid=i.series_uid, modality=i.modality, series_description=i.series_description,
+                             series_number=i.series_number, attributes=i.series_attributes)
+    return document_values(attribute_values(series, study, patient))  # type: ignore[arg-type]
+
+
 def reference_documents(items: list[SyntheticSeries]) -> dict[str, dict[str, Any]]:
     """What the plain-Python evaluator searches: values by field, tags, datasets and the instance count."""
     docs: dict[str, dict[str, Any]] = {}
     for i in items:
-        patient = Patient(patient_id=i.patient_id, patient_name=i.patient_name, attributes=i.patient_attributes)
-        study = Study(study_uid=i.study_uid, patient_pk=0, study_date=i.study_date, study_description=i.study_description,
-                      attributes={**i.patient_attributes, **i.study_attributes})
-        series = Series(series_uid=i.series_uid, study_uid=i.study_uid, modality=i.modality, series_description=i.series_description,
-                        series_number=i.series_number, attributes=i.series_attributes)
-        docs[i.series_uid] = {"values": document_values(attribute_values(series, study, patient)), "tags": list(i.tags),
+        docs[i.series_uid] = {"values": _values(i), "tags": list(i.tags),
                               "datasets": list(i.datasets), "instances": i.instances, "study": i.study_uid, "patient": i.patient_id}
     return docs

@@ -27,8 +27,11 @@ FIELD_ALIASES = {"tag": "tags", "dataset": "datasets"}
 COUNTER_FIELDS = ("instances",)
 
 
+@lru_cache(maxsize=65536)
 def fold(text: str) -> str:
     """Case- and accent-insensitive form of `text`: what matching compares."""
+    if text.isascii():
+        return text.lower()
     decomposed = unicodedata.normalize("NFKD", text)
     return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
 
@@ -38,6 +41,11 @@ def words(text: str) -> list[str]:
     return _WORD.findall(fold(text))
 
 
+def folded_words(folded: str) -> list[str]:
+    """The words of an already folded text."""
+    return _WORD.findall(folded)
+
+
 def keyword(folded_value: str) -> str:
     """The whole-value token of an already folded value: hex keeps prefix order and survives any tokenizer."""
     return "_" + folded_value[:MAX_VALUE].encode("utf-8").hex()
@@ -45,6 +53,9 @@ def keyword(folded_value: str) -> str:
 
 def as_strings(value: Any) -> list[str]:
     """The values of a document attribute as text (lists give one entry per item)."""
+    if isinstance(value, str):
+        text = value.strip()
+        return [text[:MAX_VALUE]] if text else []
     if value is None:
         return []
     if isinstance(value, (list, tuple)):

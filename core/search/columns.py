@@ -22,11 +22,21 @@ import numpy as np
 from sqlalchemy import Connection, func, select
 
 from core.models import Dataset, DatasetSeries, SearchChange, SearchDocument, SearchField, SearchValue, Series, SeriesTag
-from core.search.analysis import LABEL_FIELDS, fold
+from core.search.analysis import LABEL_FIELDS, fold, vr_of
 
 FULL_RELOAD = 50_000  # more changed series than this: reload everything (one scan beats many lookups)
 WINDOW = 1_000  # PostgreSQL may commit change rows out of sequence order: look back this far
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+@dataclass
+class Ranking:
+    """Distinct values of a field in order: `rank[value id]`, and the sorted keys themselves."""
+
+    size: int
+    rank: np.ndarray
+    keys: list[Any]
+    numeric: bool
 
 
 @dataclass
@@ -81,7 +91,9 @@ class Columns:
         self._pairs_value = np.zeros(0, np.int32)
         self._overrides: dict[int, np.ndarray] = {}
         self._columns: dict[str, FieldColumn] = {}
-        self._ranks: dict[str, tuple[int, np.ndarray, list[Any]]] = {}
+        self._ranks: dict[str, Ranking] = {}
+        self._sort_keys: dict[str, tuple[int, np.ndarray, list[Any]]] = {}
+        self.version = 0  # counts the changes applied: what cached per-doc arrays are checked against
         self.labels: dict[str, Labels] = {name: Labels() for name in LABEL_FIELDS}
 
     # --- keeping up with the database -------------------------------------------------
@@ -107,6 +119,7 @@ class Columns:
                 self._load_all(conn)
                 return
             self._reload_documents(conn, docs)
+            self.version += 1
 
     def _remember(self, seqs: list[int]) -> None:
         self.last_seq = max([self.last_seq, *seqs])
@@ -137,6 +150,7 @@ class Columns:
         self.last_seq = newest
         self._applied = set()
         self.loaded = True
+        self.version += 1
 
     def _documents_query(self) -> Any:
         return select(
@@ -319,30 +333,63 @@ class Columns:
         selected = selected[selected >= 0]
         return int(np.count_nonzero(np.bincount(selected))) if len(selected) else 0
 
+    def ranking(self, name: str) -> "Ranking":
+        """The order of a field's distinct values: numbers by value, dates and text by folded text."""
+        column = self.column(name)
+        size = len(self.labels[name].names) if name in self.labels else len(self.value_display)
+        cached = self._ranks.get(name)
+        if cached is not None and cached.size == size:
+            return cached
+        ids = np.unique(column.values)
+        displays = [self.display(name, int(i)) for i in ids]
+        numeric = bool(displays) and vr_of(name) not in ("DA", "DT", "TM") and all(_NUMBER.match(d) for d in displays)
+        keys: list[Any] = [float(d) for d in displays] if numeric else [(fold(d), d) for d in displays]
+        order = sorted(range(len(ids)), key=keys.__getitem__)
+        rank = np.full(size, np.nan)
+        rank[ids[order]] = np.arange(len(order), dtype=float)
+        ranking = Ranking(size, rank, [keys[i] for i in order], numeric)
+        self._ranks[name] = ranking
+        return ranking
+
     def sort_keys(self, name: str) -> tuple[np.ndarray, list[Any]]:
         """(per-doc key with NaN for no value, the sorted distinct keys) for ordering by a field."""
         if name in self.counters:
             return self.counters[name], []
+        cached = self._sort_keys.get(name)
+        if cached is not None and cached[0] == self.version:
+            return cached[1], cached[2]
         column = self.column(name)
-        size = len(self.labels[name].names) if name in self.labels else len(self.value_display)
-        cached = self._ranks.get(name)
-        if cached is None or cached[0] != size:
-            ids = np.unique(column.values)
-            displays = [self.display(name, int(i)) for i in ids]
-            numeric = bool(displays) and all(_NUMBER.match(d) for d in displays)
-            order_keys: list[Any] = [float(d) for d in displays] if numeric else [(fold(d), d) for d in displays]
-            order = sorted(range(len(ids)), key=order_keys.__getitem__)
-            rank = np.full(size, np.nan)
-            rank[ids[order]] = np.arange(len(order), dtype=float)
-            cached = (size, rank, [order_keys[i] for i in order])
-            self._ranks[name] = cached
-        _, rank, sorted_keys = cached
+        ranking = self.ranking(name)
         keys = np.full(self.capacity, np.nan)
-        values = rank[column.values]
-        # a series with several values sorts by its smallest
-        order = np.argsort(-values, kind="stable")
-        keys[column.docs[order]] = values[order]
-        return keys, sorted_keys
+        values = ranking.rank[column.values]
+        if len(np.unique(column.docs)) == len(column.docs):
+            keys[column.docs] = values
+        else:  # a series with several values sorts by its smallest
+            order = np.argsort(-values, kind="stable")
+            keys[column.docs[order]] = values[order]
+        self._sort_keys[name] = (self.version, keys, ranking.keys)
+        return keys, ranking.keys
+
+    def docs_with_rank(self, name: str, low: float, high: float) -> np.ndarray:
+        """Series holding a value of the field whose rank lies in [low, high]."""
+        column = self.column(name)
+        ranks = self.ranking(name).rank[column.values]
+        mask = np.zeros(self.capacity, bool)
+        mask[column.docs[(ranks >= low) & (ranks <= high)]] = True
+        return mask & self.alive
+
+    def docs_with_any(self, value_ids: np.ndarray) -> np.ndarray:
+        """Series holding any of these dictionary values, in whatever field (any-field wildcards)."""
+        mask = np.zeros(self.capacity, bool)
+        if not len(value_ids):
+            return mask
+        mask[self._pairs_doc[np.isin(self._pairs_value, value_ids)]] = True
+        if self._overrides:
+            changed = np.fromiter(self._overrides, dtype=np.int32)
+            mask[changed] = False
+            docs, values = self._pairs_of(list(self._overrides))
+            mask[docs[np.isin(values, value_ids)]] = True
+        return mask & self.alive
 
     def field_names(self) -> list[str]:
         return sorted(self.field_ids)

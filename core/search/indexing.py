@@ -10,16 +10,17 @@ copied anywhere: they are read from their own tables, so tagging 10,000 series w
 
 from __future__ import annotations
 
+import json
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, event, func, select, update
 from sqlalchemy.orm import Session
 
 from core.catalog import attribute_values
-from core.db import insert_ignoring_duplicates
+from core.db import executemany, insert_ignoring_duplicates
 from core.models import Patient, SearchChange, SearchDocument, SearchField, SearchValue, Series, Study
 from core.search.analysis import as_strings, fold, is_identifier
 from core.search.text_index import text_index_for
@@ -31,7 +32,9 @@ def document_values(attributes: dict[str, Any]) -> dict[str, list[str]]:
     """The searchable values of a series' attributes, as text, field by field."""
     values: dict[str, list[str]] = {}
     for field, value in attributes.items():
-        strings = list(dict.fromkeys(as_strings(value)))
+        strings = as_strings(value)
+        if len(strings) > 1:
+            strings = list(dict.fromkeys(strings))
         if strings:
             values[field] = strings
     return values
@@ -127,15 +130,18 @@ def write_documents(
             )
         )
         changed_ids.append(doc_id)
+    new_ids: dict[str, int] = {}
     if fresh:
-        conn.execute(
-            insert(SearchDocument),
-            [{"series_uid": uid, "study_uid": st, "patient_pk": p, "attributes": values, "value_ids": blobs[uid]} for uid, (st, p, values) in fresh.items()],
+        executemany(
+            conn,
+            "INSERT INTO search_document (series_uid, study_uid, patient_pk, attributes, value_ids) VALUES (?, ?, ?, ?, ?)",
+            [(uid, st, p, json.dumps(values, separators=(",", ":")), blobs[uid]) for uid, (st, p, values) in fresh.items()],
         )
-        new_ids = dict(conn.execute(select(SearchDocument.series_uid, SearchDocument.id).where(SearchDocument.series_uid.in_(list(fresh)))).all())  # type: ignore[attr-defined, call-overload]
+        uids = list(fresh)
+        for start in range(0, len(uids), CHUNK):
+            chunk = uids[start : start + CHUNK]
+            new_ids.update(conn.execute(select(SearchDocument.series_uid, SearchDocument.id).where(SearchDocument.series_uid.in_(chunk))).all())  # type: ignore[attr-defined, arg-type]
         changed_ids.extend(new_ids.values())
-    else:
-        new_ids = {}
     ids_by_uid = {**{uid: old[0] for uid, old in replaced.items()}, **new_ids}
     texts.insert(conn, [(ids_by_uid[uid], documents[uid][2], fields) for uid in (*replaced, *fresh)])
     _count(conn, new_counts, +1)
@@ -149,15 +155,11 @@ def _ids(blob: bytes) -> array[int]:
 
 
 def _log(conn: Connection, doc_ids: Sequence[int]) -> None:
-    if doc_ids:
-        conn.execute(insert(SearchChange), [{"doc_id": doc_id} for doc_id in doc_ids])
+    executemany(conn, "INSERT INTO search_change (doc_id) VALUES (?)", [(doc_id,) for doc_id in doc_ids])
 
 
 def _count(conn: Connection, counts: Counter[int], sign: int) -> None:
-    if not counts:
-        return
-    statement = update(SearchValue).where(SearchValue.id == bindparam("v_id")).values(count=SearchValue.count + bindparam("v_delta"))  # type: ignore[arg-type]
-    conn.execute(statement, [{"v_id": value_id, "v_delta": sign * n} for value_id, n in counts.items()])
+    executemany(conn, "UPDATE search_value SET count = count + ? WHERE id = ?", [(sign * n, value_id) for value_id, n in counts.items()])
 
 
 def _field_ids(conn: Connection, wanted: set[str] | None = None) -> dict[str, int]:
@@ -170,33 +172,63 @@ def _field_ids(conn: Connection, wanted: set[str] | None = None) -> dict[str, in
     return fields
 
 
+class _ValueIds:
+    """(field id, value) → dictionary id, remembered per engine; forgotten on any rollback,
+    since a rolled-back transaction may have been the one that created an id."""
+
+    def __init__(self) -> None:
+        self.known: dict[tuple[int, str], int] = {}
+
+    def clear(self, *_: Any) -> None:
+        self.known = {}
+
+
+_VALUE_IDS: dict[int, _ValueIds] = {}
+
+
+def _value_cache(conn: Connection) -> _ValueIds:
+    engine = conn.engine
+    cache = _VALUE_IDS.get(id(engine))
+    if cache is None:
+        cache = _VALUE_IDS[id(engine)] = _ValueIds()
+        event.listen(engine, "rollback", cache.clear)
+    return cache
+
+
 def _value_ids(conn: Connection, fields: dict[str, int], documents: list[dict[str, list[str]]]) -> dict[tuple[int, str], int]:
     """(field id, value) → dictionary id for every value of `documents`, adding new values."""
+    cache = _value_cache(conn)
+    known = cache.known
     wanted: dict[int, set[str]] = {}
     for values in documents:
         for field, strings in values.items():
             if not is_identifier(field):
-                wanted.setdefault(fields[field], set()).update(strings)
-    known: dict[tuple[int, str], int] = {}
+                field_id = fields[field]
+                for display in strings:
+                    if (field_id, display) not in known:
+                        wanted.setdefault(field_id, set()).add(display)
+    if not wanted:
+        return known
     query = select(SearchValue.display, SearchValue.id).where(SearchValue.field_id == bindparam("f"), SearchValue.display.in_(bindparam("d", expanding=True)))  # type: ignore[attr-defined]
-    for field_id, strings in wanted.items():
-        items = sorted(strings)
-        for start in range(0, len(items), CHUNK):
-            for display, value_id in conn.execute(query, {"f": field_id, "d": items[start : start + CHUNK]}):
-                known[(field_id, display)] = value_id
+
+    def look_up(items_by_field: dict[int, list[str]]) -> None:
+        for field_id, items in items_by_field.items():
+            for start in range(0, len(items), CHUNK):
+                for display, value_id in conn.execute(query, {"f": field_id, "d": items[start : start + CHUNK]}):
+                    known[(field_id, display)] = value_id
+
+    look_up({f: sorted(v) for f, v in wanted.items()})
     new = [(f, d) for f, strings in wanted.items() for d in strings if (f, d) not in known]
     if new:
-        conn.execute(
-            insert_ignoring_duplicates(conn.engine, SearchValue.__table__),  # type: ignore[arg-type]
-            [{"field_id": f, "display": d, "norm": fold(d)[:256], "count": 0} for f, d in new],
+        executemany(
+            conn,
+            "INSERT INTO search_value (field_id, display, norm, count) VALUES (?, ?, ?, 0) ON CONFLICT DO NOTHING",
+            [(f, d, fold(d)[:256]) for f, d in new],
         )
         by_field: dict[int, list[str]] = {}
         for f, d in new:
             by_field.setdefault(f, []).append(d)
-        for field_id, items in by_field.items():
-            for start in range(0, len(items), CHUNK):
-                for display, value_id in conn.execute(query, {"f": field_id, "d": items[start : start + CHUNK]}):
-                    known[(field_id, display)] = value_id
+        look_up(by_field)
     return known
 
 

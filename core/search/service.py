@@ -254,24 +254,35 @@ class SeriesSearch:
                 return _counter_mask(columns, node.field, lambda v: accept(_format_number(v)))
             if is_identifier(node.field):
                 raise QueryError(f"{node.field} is an identifier: it has no ranges")
+            ranks = _rank_bounds(columns.ranking(node.field), node)
+            if ranks is not None:
+                return columns.docs_with_rank(node.field, *ranks)
             return columns.docs_with(node.field, columns.values_where(node.field, lambda display, _n: accept(display)))
         raise QueryError(f"cannot evaluate {node}")
 
     def _pattern(self, conn: Connection, node: Pattern) -> np.ndarray:
+        """A whole-value wildcard: matched against the distinct values (the dictionary), never every series."""
         columns = self.columns
-        regex = re.compile(fnmatch.translate(node.pattern), re.DOTALL)
-        fields = [node.field] if node.field else [name for name in columns.field_ids if not is_identifier(name)]
-        mask = np.zeros(columns.capacity, bool)
-        for name in fields:
-            if name in COUNTER_FIELDS:
-                mask |= _counter_mask(columns, name, lambda v: bool(regex.match(_format_number(v))))
-            elif is_identifier(name):
-                mask |= self._identifier_pattern(conn, name, node)
-            else:
-                mask |= columns.docs_with(name, columns.values_where(name, lambda _d, norm: bool(regex.match(norm))))
-        if node.field is None:
-            for name in _IDENTIFIER_COLUMNS:
-                mask |= self._identifier_pattern(conn, name, Pattern(name, node.pattern))
+        name = node.field
+        if name in COUNTER_FIELDS:
+            regex = re.compile(fnmatch.translate(node.pattern), re.DOTALL)
+            return _counter_mask(columns, name, lambda v: bool(regex.match(_format_number(v))))
+        if name in LABEL_FIELDS:
+            regex = re.compile(fnmatch.translate(node.pattern), re.DOTALL)
+            return columns.docs_with(name, columns.values_where(name, lambda _d, norm: bool(regex.match(norm))))
+        if name is not None and is_identifier(name):
+            return self._identifier_pattern(conn, name, node)
+        query = select(SearchValue.id).where(_matches_pattern(conn, SearchValue.norm, node.pattern))
+        if name is not None:
+            field_id = columns.field_ids.get(name)
+            if field_id is None:
+                return np.zeros(columns.capacity, bool)
+            value_ids = np.asarray(conn.execute(query.where(SearchValue.field_id == field_id)).scalars().all(), dtype=np.int32)  # type: ignore[arg-type]
+            return columns.docs_with(name, value_ids)
+        value_ids = np.asarray(conn.execute(query).scalars().all(), dtype=np.int32)
+        mask = columns.docs_with_any(value_ids)
+        for identifier in _IDENTIFIER_COLUMNS:  # the series' own UIDs are not in the dictionary
+            mask |= self._identifier_pattern(conn, identifier, Pattern(identifier, node.pattern))
         return mask & columns.alive
 
     def _identifier_pattern(self, conn: Connection, name: str, node: Pattern) -> np.ndarray:
@@ -280,8 +291,7 @@ class SeriesSearch:
         if name not in _IDENTIFIER_COLUMNS:
             return np.zeros(self.columns.capacity, bool)
         column = _IDENTIFIER_COLUMNS[name]
-        like = node.pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")
-        ids = conn.execute(select(SearchDocument.id).where(func.lower(column).like(like, escape="\\"))).scalars().all()
+        ids = conn.execute(select(SearchDocument.id).where(_matches_pattern(conn, func.lower(column), node.pattern))).scalars().all()
         return self.columns.mask_of_ids(np.asarray(ids, dtype=np.int64))
 
     @staticmethod
@@ -366,6 +376,28 @@ def _cursor_threshold(cursor: str, name: str, descending: bool, sorted_keys: lis
     else:
         rank = float(value)
     return (-rank if descending else rank), doc_id
+
+
+def _matches_pattern(conn: Connection, column: Any, pattern: str) -> Any:
+    """`column` matches a folded Lucene wildcard pattern: GLOB on SQLite, LIKE on PostgreSQL (both case-sensitive)."""
+    if conn.dialect.name == "postgresql":
+        like = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")
+        return column.like(like, escape="\\")
+    glob = "".join("[[]" if c == "[" else c for c in pattern)  # * and ? mean the same in GLOB
+    return column.op("GLOB")(glob)
+
+
+def _rank_bounds(ranking: Any, node: Range) -> tuple[float, float] | None:
+    """[low, high] ranks of a range over a field's sorted values, or None when only a value-by-value test is right."""
+    low, high = _normal_bound(node.low), _normal_bound(node.high)
+    wants_numbers = (low is None or parse_number(low) is not None) and (high is None or parse_number(high) is not None) and vr_of(node.field) not in ("DA", "DT", "TM")
+    if ranking.numeric != wants_numbers or not ranking.keys:
+        return None
+    keys = ranking.keys if ranking.numeric else [k[0] for k in ranking.keys]
+    convert = parse_number if ranking.numeric else fold
+    first = 0 if low is None else (bisect.bisect_left if node.include_low else bisect.bisect_right)(keys, convert(low))
+    last = len(keys) - 1 if high is None else (bisect.bisect_right if node.include_high else bisect.bisect_left)(keys, convert(high)) - 1
+    return float(first), float(last)
 
 
 def _aggregation_field(raw: str) -> tuple[str, str, str | None]:

@@ -8,12 +8,14 @@ lookup. Neither engine's own analyser ever sees DICOM text, so both answer alike
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Protocol
 
 import numpy as np
 from sqlalchemy import Connection, bindparam, text
 
-from core.search.analysis import fold, is_identifier, keyword, words
+from core.db import executemany
+from core.search.analysis import fold, folded_words, is_identifier, keyword
 from core.search.query import And, Equals, Node, Not, Or, Pattern, Text, is_label
 
 Row = tuple[int, dict[str, list[str]], dict[str, int]]  # doc id, values by field, field ids
@@ -25,13 +27,21 @@ def document_tokens(values: dict[str, list[str]], fields: dict[str, int]) -> tup
     body: list[str] = []
     fielded: list[str] = []
     for field, strings in values.items():
-        prefix = f"f{fields[field]}_"
+        field_id = fields[field]
         for value in strings:
-            folded = fold(value)
-            tokens = [*words(folded), keyword(folded)]
-            body.extend(tokens)
-            fielded.extend(prefix + t for t in tokens)
+            plain, qualified = _value_tokens(field_id, value)
+            body.extend(plain)
+            fielded.extend(qualified)
     return body, fielded
+
+
+@lru_cache(maxsize=262144)
+def _value_tokens(field_id: int, value: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The tokens of one value, plain and field-qualified (values repeat a lot: cached)."""
+    folded = fold(value)
+    tokens = (*folded_words(folded), keyword(folded))
+    prefix = f"f{field_id}_"
+    return tokens, tuple(prefix + t for t in tokens)
 
 
 def is_textual(node: Node) -> bool:
@@ -67,14 +77,12 @@ class SqliteTextIndex:
     """FTS5, contentless: a delete repeats the document's tokens, which come from search_document."""
 
     def insert(self, conn: Connection, rows: list[Row]) -> None:
-        if rows:
-            params = [{"i": doc_id, "b": " ".join(b), "f": " ".join(f)} for doc_id, values, fields in rows for b, f in [document_tokens(values, fields)]]
-            conn.execute(text("INSERT INTO search_text (rowid, body, fielded) VALUES (:i, :b, :f)"), params)
+        params = [(doc_id, " ".join(b), " ".join(f)) for doc_id, values, fields in rows for b, f in [document_tokens(values, fields)]]
+        executemany(conn, "INSERT INTO search_text (rowid, body, fielded) VALUES (?, ?, ?)", params)
 
     def delete(self, conn: Connection, rows: list[Row]) -> None:
-        if rows:
-            params = [{"i": doc_id, "b": " ".join(b), "f": " ".join(f)} for doc_id, values, fields in rows for b, f in [document_tokens(values, fields)]]
-            conn.execute(text("INSERT INTO search_text (search_text, rowid, body, fielded) VALUES ('delete', :i, :b, :f)"), params)
+        params = [(doc_id, " ".join(b), " ".join(f)) for doc_id, values, fields in rows for b, f in [document_tokens(values, fields)]]
+        executemany(conn, "INSERT INTO search_text (search_text, rowid, body, fielded) VALUES ('delete', ?, ?, ?)", params)
 
     def match(self, conn: Connection, node: Node, fields: dict[str, int]) -> np.ndarray:
         try:
@@ -129,13 +137,13 @@ class PostgresTextIndex:
     """tsvector columns built from our tokens (never `to_tsvector`), GIN-indexed; tsquery built the same way."""
 
     def insert(self, conn: Connection, rows: list[Row]) -> None:
-        if rows:
-            params = [{"i": doc_id, "b": _tsvector(b), "f": _tsvector(f)} for doc_id, values, fields in rows for b, f in [document_tokens(values, fields)]]
-            conn.execute(
-                text("INSERT INTO search_text (id, body, fielded) VALUES (:i, CAST(:b AS tsvector), CAST(:f AS tsvector)) "
-                     "ON CONFLICT (id) DO UPDATE SET body = excluded.body, fielded = excluded.fielded"),
-                params,
-            )
+        params = [(doc_id, _tsvector(b), _tsvector(f)) for doc_id, values, fields in rows for b, f in [document_tokens(values, fields)]]
+        executemany(
+            conn,
+            "INSERT INTO search_text (id, body, fielded) VALUES (?, CAST(? AS tsvector), CAST(? AS tsvector)) "
+            "ON CONFLICT (id) DO UPDATE SET body = excluded.body, fielded = excluded.fielded",
+            params,
+        )
 
     def delete(self, conn: Connection, rows: list[Row]) -> None:
         if rows:
