@@ -10,6 +10,7 @@ tags on a fraction of the series. Deterministic for a seed.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -123,8 +124,11 @@ def generate(count: int, seed: int = 7) -> Iterator[SyntheticSeries]:
                 )
 
 
-def load(db: Database, items: list[SyntheticSeries]) -> None:
-    """Rows for patients, studies and series, then the search index through `write_documents`, tags and datasets."""
+def load(db: Database, items: list[SyntheticSeries]) -> float:
+    """Rows for patients, studies and series, then the search index through `write_documents`, tags and datasets.
+
+    Returns the seconds spent building the search index (`write_documents`), the rest being the rows themselves.
+    """
     now = datetime.now(timezone.utc)
     with db.engine.begin() as conn:
         patients: dict[str, int] = {}
@@ -148,8 +152,10 @@ def load(db: Database, items: list[SyntheticSeries]) -> None:
              "series_number": i.series_number, "attributes": i.series_attributes, "arrived": now, "updated": now, "instance_count": i.instances,
              "size_bytes": i.instances * 525_000, "missing_instance_numbers": [], "is_complete": True} for i in items
         ])
+        started = time.perf_counter()
         documents = {i.series_uid: (i.study_uid, known[i.patient_id], _values(i)) for i in items}
         write_documents(conn, documents)
+        indexing = time.perf_counter() - started
         tag_rows = [{"series_uid": i.series_uid, "tag": t, "added": now} for i in items for t in i.tags]
         if tag_rows:
             conn.execute(insert(SeriesTag), tag_rows)
@@ -160,6 +166,7 @@ def load(db: Database, items: list[SyntheticSeries]) -> None:
             conn.execute(insert(Dataset), [{"name": n, "username": "bench", "created": now, "updated": now} for n in missing])
             existing_sets = dict(conn.execute(Dataset.__table__.select().with_only_columns(Dataset.name, Dataset.id)).all())  # type: ignore[call-overload]
         conn.execute(insert(DatasetSeries), [{"dataset_id": existing_sets[d], "series_uid": i.series_uid, "added": now} for i in items for d in i.datasets])
+    return indexing
 
 
 def _values(i: SyntheticSeries) -> dict[str, list[str]]:

@@ -140,7 +140,7 @@ class SearchValue(SQLModel, table=True):
     """The value dictionary: every distinct (field, value) with the number of series holding it."""
 
     __tablename__ = "search_value"
-    __table_args__ = (UniqueConstraint("field_id", "display"), Index("ix_search_value_field_norm", "field_id", "norm"))
+    __table_args__ = (UniqueConstraint("field_id", "display"), Index("ix_search_value_field_norm", "field_id", "norm"), Index("ix_search_value_norm", "norm"))
     id: Optional[int] = Field(default=None, primary_key=True)
     field_id: int
     display: str = Field(max_length=256)
@@ -149,14 +149,13 @@ class SearchValue(SQLModel, table=True):
 
 
 class SearchDocument(SQLModel, table=True):
-    """One row per series: its attributes as indexed (needed to take them out of the text index again)."""
+    """One row per series: the dictionary ids of its values (the in-memory columns are built from these)."""
 
     __tablename__ = "search_document"
     id: Optional[int] = Field(default=None, primary_key=True)
     series_uid: str = Field(max_length=UID, unique=True)
     study_uid: str = Field(max_length=UID)
     patient_pk: int
-    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     value_ids: bytes = Field(default=b"", sa_column=Column(LargeBinary, nullable=False))
 
 

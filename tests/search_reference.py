@@ -10,9 +10,6 @@ from core.search.analysis import COUNTER_FIELDS, LABEL_FIELDS, fold, is_identifi
 from core.search.query import And, Equals, Everything, Exists, Node, Not, Or, Pattern, Range, Text, parse_filter, parse_query
 from core.search.service import _range_test
 
-INFIX_IDENTIFIERS = {"SeriesInstanceUID", "StudyInstanceUID"}  # identifiers an infix wildcard scans
-
-
 def values_of(doc: dict[str, Any], field: str) -> list[str]:
     if field in LABEL_FIELDS:
         return list(doc[field])
@@ -34,15 +31,14 @@ def matches(doc: dict[str, Any], node: Node) -> bool:
         return bool(values_of(doc, node.field))
     fields = [node.field] if node.field else list(doc["values"])  # type: ignore[union-attr]
     if isinstance(node, Text):
+        # words in order inside one value (identifiers are not split into words), or the whole value as typed
         n = len(node.words)
         return any(
-            any(tuple(w[i : i + n]) == node.words for i in range(len(w) - n + 1))
+            fold(v) == node.whole or (not is_identifier(f) and any(tuple(w[i : i + n]) == node.words for i in range(len(w) - n + 1)))
             for f in fields for v in values_of(doc, f) for w in [words(v)]
         )
     if isinstance(node, Pattern):
         regex = re.compile(fnmatch.translate(node.pattern), re.DOTALL)
-        if node.prefix is None and node.field is None:
-            fields = [f for f in fields if not is_identifier(f) or f in INFIX_IDENTIFIERS]
         return any(regex.match(fold(v)) for f in fields for v in values_of(doc, f))
     if isinstance(node, Equals):
         return any(fold(v) in node.values for v in values_of(doc, node.field))

@@ -241,3 +241,14 @@ def test_deleting_a_series_takes_it_out_of_search_and_datasets(corpus: Any) -> N
     assert search.count(Selection.of(f'SeriesInstanceUID:"{victim.series_uid}"')) == 0
     docs.pop(victim.series_uid)
     items.remove(victim)
+
+
+def test_a_pasted_uid_finds_its_series(corpus: Any) -> None:
+    search, docs, items = corpus
+    target = items[5]
+    for q in (target.series_uid, f'"{target.series_uid}"', f"SeriesInstanceUID:{target.series_uid}", f"StudyInstanceUID:{target.study_uid}",
+              f"SeriesInstanceUID:{target.series_uid[:-3]}*", f"*{target.series_uid[-12:]}", f"{target.study_uid} AND Modality:{target.modality}"):
+        expected = reference_hits(docs, q)
+        assert target.series_uid in expected, q
+        assert set(search.series_uids(Selection.of(q))) == expected, q
+    assert search.count(Selection.of("1.2.826")) == len(reference_hits(docs, "1.2.826")) == 0  # identifiers are not split into words

@@ -21,7 +21,7 @@ from luqum import tree as lq
 from luqum.exceptions import IllegalCharacterError, ParseError
 from luqum.parser import parser
 
-from core.search.analysis import LABEL_FIELDS, canonical_field, fold, is_identifier, suggestion, words
+from core.search.analysis import canonical_field, fold, suggestion, words
 
 MAX_QUERY = 4000
 
@@ -42,10 +42,14 @@ class Everything:
 
 @dataclass(frozen=True)
 class Text:
-    """Consecutive folded words inside one value of `field` (any attribute when None)."""
+    """Consecutive folded words inside one value of `field` (any attribute when None).
+
+    `whole` is the folded term as typed: a value equal to it matches too, which is how a pasted
+    UID finds its series (identifiers are kept whole, not split into words)."""
 
     field: str | None
     words: tuple[str, ...]
+    whole: str = ""
 
 
 @dataclass(frozen=True)
@@ -228,7 +232,7 @@ def _text(field: str | None, value: str) -> Node:
     tokens = tuple(words(value))
     if not tokens:
         return Everything() if field is None else Exists(field)
-    return Text(field, tokens)
+    return Text(field, tokens, fold(value.strip()))
 
 
 def _word(field: str | None, raw: str, pos: int | None) -> Node:
@@ -291,11 +295,3 @@ def fields_of(node: Node) -> set[str]:
         return fields_of(node.child)
     field = getattr(node, "field", None)
     return {field} if field else set()
-
-
-def is_label(field: str | None) -> bool:
-    return field in LABEL_FIELDS
-
-
-def counts_as_identifier(field: str | None) -> bool:
-    return field is not None and is_identifier(field)

@@ -25,12 +25,10 @@ from core.models import Dataset, SearchDocument, SearchField, SearchValue, Serie
 from core.search.analysis import COUNTER_FIELDS, LABEL_FIELDS, canonical_field, fold, is_identifier, vr_of, words
 from core.search.columns import Columns, parse_number
 from core.search.query import And, Equals, Everything, Exists, Node, Not, Or, Pattern, QueryError, Range, Text, field_name, parse_filter, parse_query
-from core.search.text_index import is_textual, text_index_for
+from core.search.value_words import value_words_for
 
 MAX_PAGE = 1000
 DATE_INTERVALS = {"year": 4, "month": 6, "day": 8}
-# Identifiers whose every value is also a column of search_document: infix wildcards can scan them.
-_IDENTIFIER_COLUMNS = {"SeriesInstanceUID": SearchDocument.series_uid, "StudyInstanceUID": SearchDocument.study_uid}
 
 
 @dataclass(frozen=True)
@@ -74,8 +72,8 @@ class SeriesSearch:
 
     def warm(self) -> None:
         """Load the columns now (start-up), not at the first query."""
-        with self.db.engine.connect() as conn:
-            self.columns.sync(conn)
+        with self._reading():
+            pass
 
     # --- answers --------------------------------------------------------------------------
 
@@ -143,13 +141,6 @@ class SeriesSearch:
         name = field_name(field_raw)
         wanted = fold(prefix)
         limit = max(1, min(limit, 1000))
-        if is_identifier(name):
-            if name not in _IDENTIFIER_COLUMNS:
-                return []
-            column = _IDENTIFIER_COLUMNS[name]
-            with self.db.engine.connect() as conn:
-                query = select(column, func.count()).where(column.startswith(prefix, autoescape=True)).group_by(column).order_by(column).limit(limit)  # type: ignore[attr-defined]
-                return [{"value": v, "count": n} for v, n in conn.execute(query)]
         if selection is not None and (selection.q or selection.filters or selection.dataset) or name in LABEL_FIELDS or name in COUNTER_FIELDS:
             with self._reading() as (conn, columns):
                 hits = self._hits(conn, selection or Selection())
@@ -174,7 +165,7 @@ class SeriesSearch:
     def fields(self) -> list[str]:
         """Every field the index holds values of, plus tags and datasets (for a field picker)."""
         with self._reading() as (_, columns):
-            return sorted({*columns.field_names(), *LABEL_FIELDS})
+            return sorted({*columns.known_fields(), *LABEL_FIELDS})
 
     # --- evaluation -------------------------------------------------------------------------
 
@@ -201,98 +192,110 @@ class SeriesSearch:
         columns = self.columns
         if isinstance(node, Everything):
             return columns.alive.copy()
-        if is_textual(node):
-            return columns.mask_of_ids(text_index_for(conn).match(conn, node, columns.field_ids))
         if isinstance(node, Not):
             return columns.alive & ~self._evaluate(conn, node.child)
         if isinstance(node, And):
-            textual = [c for c in node.children if is_textual(c) or (isinstance(c, Not) and is_textual(c.child))]
-            rest = [c for c in node.children if c not in textual]
-            if len(textual) > 1 and is_textual(And(tuple(textual))):
-                masks = [self._evaluate(conn, And(tuple(textual)))]
-            else:
-                masks, rest = [], list(node.children)
-            masks.extend(self._evaluate(conn, c) for c in rest)
-            result = masks[0]
-            for mask in masks[1:]:
-                result &= mask
+            result = self._evaluate(conn, node.children[0])
+            for child in node.children[1:]:
+                if not result.any():
+                    break
+                result &= self._evaluate(conn, child)
             return result
         if isinstance(node, Or):
-            textual = [c for c in node.children if is_textual(c)]
-            rest = [c for c in node.children if not is_textual(c)]
-            masks = [self._evaluate(conn, Or(tuple(textual)))] if len(textual) > 1 else [self._evaluate(conn, c) for c in textual]
-            masks.extend(self._evaluate(conn, c) for c in rest)
-            result = masks[0]
-            for mask in masks[1:]:
-                result |= mask
+            result = self._evaluate(conn, node.children[0])
+            for child in node.children[1:]:
+                result |= self._evaluate(conn, child)
             return result
         return self._leaf(conn, node)
 
     def _leaf(self, conn: Connection, node: Node) -> np.ndarray:
+        """One term: find the matching values (few), then the series holding them (many)."""
         columns = self.columns
+        field = getattr(node, "field", None)
+        if field in COUNTER_FIELDS:
+            return self._counter_leaf(node)
         if isinstance(node, Exists):
-            if node.field in COUNTER_FIELDS:
-                return columns.alive & ~np.isnan(columns.counters[node.field])
-            if is_identifier(node.field):
-                return self._evaluate(conn, Pattern(node.field, "*"))
             return columns.docs_with(node.field, None)
-        if isinstance(node, Text):  # on tags or datasets: words inside one label
-            if node.field in COUNTER_FIELDS:
-                return _counter_mask(columns, node.field, lambda v: v == parse_number(" ".join(node.words) or "x"))
-            return columns.docs_with(node.field, columns.values_where(node.field, lambda _d, norm: _contains(words(norm), node.words)))  # type: ignore[arg-type]
-        if isinstance(node, Equals):
-            wanted = set(node.values)
-            if node.field in COUNTER_FIELDS:
-                numbers = {parse_number(v) for v in wanted}
-                return _counter_mask(columns, node.field, lambda v: v in numbers)
-            return columns.docs_with(node.field, columns.values_where(node.field, lambda _d, norm: norm in wanted))
-        if isinstance(node, Pattern):
-            return self._pattern(conn, node)
         if isinstance(node, Range):
-            accept = _range_test(node)
-            if node.field in COUNTER_FIELDS:
-                return _counter_mask(columns, node.field, lambda v: accept(_format_number(v)))
             if is_identifier(node.field):
                 raise QueryError(f"{node.field} is an identifier: it has no ranges")
             ranks = _rank_bounds(columns.ranking(node.field), node)
             if ranks is not None:
                 return columns.docs_with_rank(node.field, *ranks)
-            return columns.docs_with(node.field, columns.values_where(node.field, lambda display, _n: accept(display)))
+            accept = _range_test(node)
+            return self._docs_for_values(self._value_ids(conn, node.field, lambda d, _n: accept(d)), node.field)
+        if field in LABEL_FIELDS:
+            return columns.docs_with(field, columns.label_ids_where(field, _label_test(node)))
+        if isinstance(node, Text):
+            ids = self._words(conn, node.words)
+            exact = conn.execute(select(SearchValue.id).where(SearchValue.norm == node.whole[:256])).scalars().all() if node.whole else []
+            return self._docs_for_values(np.union1d(ids, np.asarray(exact, dtype=np.int64)), field)
+        if isinstance(node, Equals):
+            query = select(SearchValue.id).where(SearchValue.norm.in_([v[:256] for v in node.values]))  # type: ignore[attr-defined]
+            return self._docs_for_values(self._field_values(conn, query, node.field), node.field)
+        if isinstance(node, Pattern):
+            prefix = node.prefix
+            norm = SearchValue.norm.collate("C") if conn.dialect.name == "postgresql" else SearchValue.norm  # type: ignore[attr-defined]
+            if prefix is not None:
+                query = select(SearchValue.id).where(norm >= prefix, norm < prefix + "\U0010ffff")
+            else:
+                query = select(SearchValue.id).where(_matches_pattern(conn, SearchValue.norm, node.pattern))
+            return self._docs_for_values(self._field_values(conn, query, node.field), node.field)
         raise QueryError(f"cannot evaluate {node}")
 
-    def _pattern(self, conn: Connection, node: Pattern) -> np.ndarray:
-        """A whole-value wildcard: matched against the distinct values (the dictionary), never every series."""
+    def _words(self, conn: Connection, words: tuple[str, ...]) -> np.ndarray:
+        return value_words_for(conn).matching(conn, words)
+
+    def _field_values(self, conn: Connection, query: Any, field: str | None) -> np.ndarray:
+        if field is not None:
+            field_id = self.columns.field_ids.get(field)
+            if field_id is None:
+                return np.empty(0, np.int64)
+            query = query.where(SearchValue.field_id == field_id)
+        return np.asarray(conn.execute(query).scalars().all(), dtype=np.int64)
+
+    def _value_ids(self, conn: Connection, field: str, accept: Any) -> np.ndarray:
+        """Value ids of a field that a Python test accepts (ranges the rank order cannot answer)."""
         columns = self.columns
-        name = node.field
-        if name in COUNTER_FIELDS:
+        field_id = columns.field_ids.get(field)
+        if field_id is None:
+            return np.empty(0, np.int64)
+        ids = np.flatnonzero(columns.value_field == field_id)
+        return np.asarray([i for i in ids if accept(columns.value_display[i], columns.value_norm[i])], dtype=np.int64)
+
+    def _docs_for_values(self, value_ids: np.ndarray, field: str | None) -> np.ndarray:
+        """Series holding any of these values — in `field`, or in whichever field each value belongs to."""
+        columns = self.columns
+        value_ids = value_ids[value_ids < len(columns.value_field)]
+        if field is not None:
+            field_id = columns.field_ids.get(field, -2)
+            return columns.docs_with(field, value_ids[columns.value_field[value_ids] == field_id])
+        mask = np.zeros(columns.capacity, bool)
+        owners = columns.value_field[value_ids]
+        for field_id in np.unique(owners):
+            name = columns.field_names.get(int(field_id))
+            if name is not None:
+                mask |= columns.docs_with(name, value_ids[owners == field_id])
+        return mask
+
+    def _counter_leaf(self, node: Node) -> np.ndarray:
+        columns = self.columns
+        name = getattr(node, "field")
+        if isinstance(node, Exists):
+            return columns.alive & ~np.isnan(columns.counters[name])
+        if isinstance(node, Range):
+            accept = _range_test(node)
+            return _counter_mask(columns, name, lambda v: accept(_format_number(v)))
+        if isinstance(node, Text):
+            wanted = parse_number(node.whole)
+            return _counter_mask(columns, name, lambda v: v == wanted)
+        if isinstance(node, Equals):
+            numbers = {parse_number(v) for v in node.values}
+            return _counter_mask(columns, name, lambda v: v in numbers)
+        if isinstance(node, Pattern):
             regex = re.compile(fnmatch.translate(node.pattern), re.DOTALL)
             return _counter_mask(columns, name, lambda v: bool(regex.match(_format_number(v))))
-        if name in LABEL_FIELDS:
-            regex = re.compile(fnmatch.translate(node.pattern), re.DOTALL)
-            return columns.docs_with(name, columns.values_where(name, lambda _d, norm: bool(regex.match(norm))))
-        if name is not None and is_identifier(name):
-            return self._identifier_pattern(conn, name, node)
-        query = select(SearchValue.id).where(_matches_pattern(conn, SearchValue.norm, node.pattern))
-        if name is not None:
-            field_id = columns.field_ids.get(name)
-            if field_id is None:
-                return np.zeros(columns.capacity, bool)
-            value_ids = np.asarray(conn.execute(query.where(SearchValue.field_id == field_id)).scalars().all(), dtype=np.int32)  # type: ignore[arg-type]
-            return columns.docs_with(name, value_ids)
-        value_ids = np.asarray(conn.execute(query).scalars().all(), dtype=np.int32)
-        mask = columns.docs_with_any(value_ids)
-        for identifier in _IDENTIFIER_COLUMNS:  # the series' own UIDs are not in the dictionary
-            mask |= self._identifier_pattern(conn, identifier, Pattern(identifier, node.pattern))
-        return mask & columns.alive
-
-    def _identifier_pattern(self, conn: Connection, name: str, node: Pattern) -> np.ndarray:
-        if node.prefix is not None:
-            return self._evaluate(conn, node) if is_textual(node) else np.zeros(self.columns.capacity, bool)
-        if name not in _IDENTIFIER_COLUMNS:
-            return np.zeros(self.columns.capacity, bool)
-        column = _IDENTIFIER_COLUMNS[name]
-        ids = conn.execute(select(SearchDocument.id).where(_matches_pattern(conn, func.lower(column), node.pattern))).scalars().all()
-        return self.columns.mask_of_ids(np.asarray(ids, dtype=np.int64))
+        raise QueryError(f"cannot evaluate {node}")
 
     @staticmethod
     def _series_uids(conn: Connection, ids: list[int]) -> dict[int, str]:
@@ -423,6 +426,18 @@ def _bucket_dates(counts: dict[str, int], interval: str) -> dict[str, int]:
             key = "-".join(filter(None, (digits[:4], digits[4:6] if width >= 6 else "", digits[6:8] if width == 8 else "")))
         buckets[key] = buckets.get(key, 0) + n
     return dict(sorted(buckets.items()))
+
+
+def _label_test(node: Node) -> Any:
+    """What a tag or dataset name must look like (folded) to match a term about labels."""
+    if isinstance(node, Text):
+        return lambda norm: norm == node.whole or _contains(words(norm), node.words)
+    if isinstance(node, Equals):
+        return lambda norm: norm in node.values
+    if isinstance(node, Pattern):
+        regex = re.compile(fnmatch.translate(node.pattern), re.DOTALL)
+        return lambda norm: bool(regex.match(norm))
+    raise QueryError(f"cannot evaluate {node}")
 
 
 def _contains(haystack: list[str], needle: tuple[str, ...]) -> bool:

@@ -1,4 +1,4 @@
-"""search index: value dictionary, documents, change log, and the backend's text index
+"""search index: value dictionary with its word index, documents, change log
 
 Revision ID: 0002
 Revises: 0001
@@ -31,16 +31,23 @@ def upgrade() -> None:
     )
     bind = op.get_bind()
     if bind.dialect.name == 'postgresql':
-        # prefix completion compares bytes, not the locale's collation
+        # prefix searches compare bytes, not the locale's collation
         op.execute('CREATE INDEX ix_search_value_field_norm ON search_value (field_id, norm COLLATE "C")')
+        op.execute('CREATE INDEX ix_search_value_norm ON search_value (norm COLLATE "C")')
+        # the words of each distinct value, built by Vireo (never to_tsvector): phrase and word search
+        op.execute('ALTER TABLE search_value ADD COLUMN words tsvector')
+        op.execute('CREATE INDEX ix_search_value_words ON search_value USING gin (words)')
     else:
         op.create_index('ix_search_value_field_norm', 'search_value', ['field_id', 'norm'])
+        op.create_index('ix_search_value_norm', 'search_value', ['norm'])
+        # contentless: a value's words never change, so its row is never deleted or rewritten
+        op.execute("CREATE VIRTUAL TABLE search_value_text USING fts5(words, content='', detail=full, "
+                   "tokenize=\"unicode61 remove_diacritics 0\")")
     op.create_table('search_document',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('series_uid', sa.String(length=64), nullable=False),
     sa.Column('study_uid', sa.String(length=64), nullable=False),
     sa.Column('patient_pk', sa.Integer(), nullable=False),
-    sa.Column('attributes', sa.JSON(), nullable=False),
     sa.Column('value_ids', sa.LargeBinary(), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('series_uid')
@@ -50,20 +57,12 @@ def upgrade() -> None:
     sa.Column('doc_id', sa.Integer(), nullable=False),
     sa.PrimaryKeyConstraint('seq')
     )
-    if bind.dialect.name == 'postgresql':
-        op.execute('CREATE TABLE search_text (id integer PRIMARY KEY, body tsvector NOT NULL, fielded tsvector NOT NULL)')
-        op.execute('CREATE INDEX ix_search_text_body ON search_text USING gin (body)')
-        op.execute('CREATE INDEX ix_search_text_fielded ON search_text USING gin (fielded)')
-    else:
-        # contentless: the words live once, in search_document.attributes; deletes re-derive them from there
-        op.execute("CREATE VIRTUAL TABLE search_text USING fts5(body, fielded, content='', "
-                   "tokenize=\"unicode61 remove_diacritics 0 tokenchars '_'\")")
 
 
 def downgrade() -> None:
-    op.execute('DROP TABLE search_text')
+    if op.get_bind().dialect.name != 'postgresql':
+        op.execute('DROP TABLE search_value_text')
     op.drop_table('search_change')
     op.drop_table('search_document')
-    op.drop_index('ix_search_value_field_norm', table_name='search_value')
     op.drop_table('search_value')
     op.drop_table('search_field')
