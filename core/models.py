@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, ForeignKey, String
+from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text
 from sqlmodel import Field, SQLModel
 
 from core.timeutil import UTCDateTime, utcnow
@@ -123,3 +123,18 @@ class ApiToken(SQLModel, table=True):
     revoked: Optional[datetime] = Field(default=None, sa_type=UTCDateTime, nullable=True)
 
 
+
+
+class InstanceDocument(SQLModel, table=True):
+    """An instance's DICOM JSON (PS3.18 F.2) without bulk data, written at ingest.
+
+    WADO-RS metadata is answered by joining these documents, never by reading files:
+    viewers ask for a series' metadata before they show anything. Bulk data elements carry
+    a BulkDataURI relative to the DICOMweb root, marked with `BULK_BASE` where the
+    request's base URL goes.
+    """
+
+    __tablename__ = "instance_document"
+    sop_instance_uid: str = Field(sa_column=Column(String(UID), ForeignKey("instance.sop_instance_uid", ondelete="CASCADE"), primary_key=True))
+    series_uid: str = Field(sa_column=Column(String(UID), nullable=False, index=True))
+    document: str = Field(sa_column=Column(Text, nullable=False))
