@@ -18,6 +18,7 @@ from core.db import Database
 from core.events import SERIES_CHANGED, EventBus
 from core.pacs_store import PacsStore
 from ingest.indexer import IndexWriter
+from ingest.query_retrieve import QueryRetrieveSCP
 from ingest.receiver import DicomReceiver, ReceiverConfig
 from ingest.reindex import recover
 from ingest.thumbnail_service import ThumbnailService
@@ -92,6 +93,7 @@ def build_services(settings: Settings) -> Services:
         ),
         store,
         indexer,
+        QueryRetrieveSCP(db, store, settings.dicom_ae_title, settings.move_destinations),
     )
     return Services(settings, db, store, bus, indexer, thumbnails, receiver)
 

@@ -21,6 +21,7 @@ from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 from core.pacs_store import PacsStore
 from ingest.dicom_transport import BulkRequestHandler, ReceiverServer
 from ingest.indexer import IndexWriter
+from ingest.query_retrieve import QueryRetrieveSCP, query_retrieve_models
 from ingest.intake import (  # noqa: F401  (StoreRefused and parse_dataset are part of this module's interface)
     CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, SUCCESS, Intake, Origin, StoreRefused, parse_dataset,
 )
@@ -41,8 +42,9 @@ class ReceiverConfig:
 
 
 class DicomReceiver:
-    def __init__(self, config: ReceiverConfig, store: PacsStore, indexer: IndexWriter) -> None:
+    def __init__(self, config: ReceiverConfig, store: PacsStore, indexer: IndexWriter, query_retrieve: QueryRetrieveSCP | None = None) -> None:
         self.config = config
+        self.query_retrieve = query_retrieve
         self.store = store
         self.indexer = indexer
         self.intake = Intake(store, indexer)
@@ -65,9 +67,14 @@ class DicomReceiver:
         if self.config.allowed_calling_aets:
             ae.require_calling_aet = sorted(self.config.allowed_calling_aets)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, accepted_transfer_syntaxes())
+            # Both roles: senders store to us, and a C-GET requestor takes the SCP role to receive from us.
+            ae.add_supported_context(context.abstract_syntax, accepted_transfer_syntaxes(), scu_role=True, scp_role=True)
         ae.add_supported_context(Verification)
         handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, handle_echo)]
+        if self.query_retrieve is not None:
+            for model in query_retrieve_models():
+                ae.add_supported_context(model)
+            handlers += self.query_retrieve.handlers()
         self._server = ae.make_server(
             (self.config.host, self.config.port), evt_handlers=handlers, server_class=ReceiverServer, request_handler=BulkRequestHandler
         )
