@@ -14,6 +14,7 @@ import base64
 import json
 import math
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
@@ -52,6 +53,7 @@ def parse_attribute(name: str) -> tuple[int, str]:
     return int(tag), text
 
 
+@lru_cache(maxsize=None)
 def vr_of(keyword: str) -> str:
     try:
         vr = dictionary_VR(keyword)
@@ -59,6 +61,12 @@ def vr_of(keyword: str) -> str:
         return "UN"
     # Ambiguous dictionary VRs ("US or SS", "OB or OW"): the first is right for index values.
     return vr.split(" ")[0]
+
+
+@lru_cache(maxsize=None)
+def _tag_of(keyword: str) -> int | None:
+    tag = tag_for_keyword(keyword)
+    return None if tag is None else int(tag)
 
 
 # --------------------------------------------------------------------------- index values
@@ -85,6 +93,8 @@ def _number(value: Any, vr: str) -> int | float | None:
 def element_json(keyword: str, value: Any, vr: str | None = None) -> dict[str, Any]:
     """One attribute as DICOM JSON from an index value (str, number or list of them)."""
     vr = vr or vr_of(keyword)
+    if isinstance(value, str) and vr not in _SPECIAL_VRS:
+        return {"vr": vr, "Value": [value]} if value else {"vr": vr}  # the common case, kept fast
     values = value if isinstance(value, (list, tuple)) else [value]
     values = [v for v in values if v is not None and v != ""]
     if not values:
@@ -99,18 +109,34 @@ def element_json(keyword: str, value: Any, vr: str | None = None) -> dict[str, A
     return {"vr": vr, "Value": [str(v) for v in values]}
 
 
-def attributes_json(values: dict[str, Any], include_empty: Iterable[str] = ()) -> dict[str, Any]:
-    """keyword → value as a DICOM JSON object (keys are tags, in tag order); `include_empty` are present even without a value."""
-    out: dict[int, dict[str, Any]] = {}
+_SPECIAL_VRS = frozenset({"PN", "IS", "DS", "SQ"} | NUMBER_VRS | BINARY_VRS)
+
+
+@lru_cache(maxsize=None)
+def _key_of(keyword: str) -> tuple[str, str] | None:
+    """(tag as 8 hex digits, VR) of a keyword; hex tags sort as the numbers do."""
+    tag = _tag_of(keyword)
+    return None if tag is None else (tag_hex(tag), vr_of(keyword))
+
+
+def attributes_json(values: dict[str, Any], include_empty: Iterable[str] = (), only: frozenset[str] | None = None) -> dict[str, Any]:
+    """keyword → value as a DICOM JSON object (keys are tags, in tag order).
+
+    `include_empty` are present even without a value; `only`, when given, limits the
+    object to those keywords (converting the rest would be wasted work).
+    """
+    out: dict[str, dict[str, Any]] = {}
     for keyword, value in values.items():
-        tag = tag_for_keyword(keyword)
-        if tag is not None:
-            out[int(tag)] = element_json(keyword, value)
+        if only is not None and keyword not in only:
+            continue
+        key = _key_of(keyword)
+        if key is not None:
+            out[key[0]] = element_json(keyword, value, key[1])
     for keyword in include_empty:
-        tag = tag_for_keyword(keyword)
-        if tag is not None and int(tag) not in out:
-            out[int(tag)] = {"vr": vr_of(keyword)}
-    return {tag_hex(tag): out[tag] for tag in sorted(out)}
+        key = _key_of(keyword)
+        if key is not None and key[0] not in out:
+            out[key[0]] = {"vr": key[1]}
+    return {tag: out[tag] for tag in sorted(out)}
 
 
 def dataset_value(keyword: str, value: Any) -> Any:

@@ -20,10 +20,11 @@ import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
-from sqlalchemy import Select, and_, exists, func, or_, select
+from sqlalchemy import Select, and_, exists, func, literal_column, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
@@ -85,6 +86,7 @@ class Query:
     fuzzy: bool = False
     limit: int | None = None
     offset: int = 0
+    fields: frozenset[str] | None = None  # keywords the caller keeps (None: every attribute the index has)
 
 
 @dataclass
@@ -171,19 +173,28 @@ class _Matcher:
                                    lowered.like("% " + pattern + "%", escape="\\"), lowered.like("%=" + pattern + "%", escape="\\")))
             return and_(*clauses)
         if _wildcard(text):
-            return lowered.like(_like_pattern(text), escape="\\")
+            condition = lowered.like(_like_pattern(text), escape="\\")
+            prefix = re.split(r"[*?]", text, maxsplit=1)[0]
+            if prefix:
+                # A range on the prefix as well: it lets an index on lower(name) find the candidates (LIKE alone cannot).
+                upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+                return and_(lowered >= prefix, lowered < upper, condition)
+            return condition
         return lowered == text
 
 
-def _json_text(column: Any, keyword: str) -> Any:
-    return column[keyword].as_string()
+def _json_text(column: Any, keyword: str, dialect: str) -> Any:
+    """The attribute's text, written with a literal path so the expression indexes of migration 0002 apply."""
+    if dialect == "postgresql":
+        return column.op("->>")(literal_column(f"'{keyword}'"))
+    return func.json_extract(column, literal_column(f"'$.{keyword}'"))
 
 
 def _json_number(column: Any, keyword: str) -> Any:
     return column[keyword].as_float()
 
 
-def _attribute_expr(level: str, keyword: str) -> tuple[Any, bool] | None:
+def _attribute_expr(level: str, keyword: str, dialect: str = "sqlite") -> tuple[Any, bool] | None:
     """The SQL expression holding `keyword` in the table of `level` (and whether it is numeric), or None."""
     numeric = vr_of(keyword) in ("IS", "US", "SS", "UL", "SL", "DS", "FL", "FD")
     if level == "PATIENT":
@@ -203,7 +214,7 @@ def _attribute_expr(level: str, keyword: str) -> tuple[Any, bool] | None:
         return (columns[keyword], numeric) if keyword in columns else None
     if keyword in columns:
         return columns[keyword], numeric
-    return (_json_number(attributes, keyword) if numeric else _json_text(attributes, keyword)), numeric
+    return (_json_number(attributes, keyword) if numeric else _json_text(attributes, keyword, dialect)), numeric
 
 
 # --------------------------------------------------------------------------- search
@@ -216,6 +227,7 @@ def search(session: Session, query: Query) -> QueryResult:
     matcher = _Matcher(dialect, query.fuzzy)
     order = LEVELS.index(query.level)
     conditions: list[ColumnElement[bool]] = []
+    joins: set[str] = set()  # tables above the query level that conditions need ("study", "patient")
     post_filters: dict[str, str] = {}
     ignored: list[str] = []
     for keyword, value in query.matches.items():
@@ -230,6 +242,7 @@ def search(session: Session, query: Query) -> QueryResult:
             member = select(Series.series_uid).where(Series.study_uid == Study.study_uid)
             member = member.where(Series.modality.in_(values) if not _wildcard(value) else matcher.condition(Series.modality, "Modality", value))  # type: ignore[attr-defined, arg-type]
             conditions.append(exists(member))
+            joins.add("study")
             continue
         if LEVELS.index(level) > order:
             ignored.append(keyword)  # a key below the query level (PS3.4 C.4.1.1.3.1): not a matching key here
@@ -239,21 +252,22 @@ def search(session: Session, query: Query) -> QueryResult:
         if level == "IMAGE" and _attribute_expr("IMAGE", keyword) is None:
             post_filters[keyword] = value
             continue
-        found = _attribute_expr(level, keyword)
+        found = _attribute_expr(level, keyword, dialect)
         assert found is not None
         condition = matcher.condition(found[0], keyword, value, found[1])
         if condition is not None:
             conditions.append(condition)
+            joins.update({"PATIENT": ("study", "patient"), "STUDY": ("study",)}.get(level, ()))
     limit = MAX_RESULTS if query.limit is None else max(0, min(query.limit, MAX_RESULTS))
     offset = max(0, query.offset)
     if query.level == "PATIENT":
-        items, more = _patients(session, conditions, limit, offset)
+        items, more = _patients(session, conditions, limit, offset, query.fields)
     elif query.level == "STUDY":
-        items, more = _studies(session, conditions, limit, offset)
+        items, more = _studies(session, conditions, joins, limit, offset, query.fields)
     elif query.level == "SERIES":
-        items, more = _series(session, conditions, limit, offset)
+        items, more = _series(session, conditions, joins, limit, offset, query.fields)
     else:
-        items, more = _instances(session, conditions, post_filters, limit, offset)
+        items, more = _instances(session, conditions, post_filters, limit, offset, query.fields)
     return QueryResult(items=items, more=more, ignored=ignored)
 
 
@@ -262,7 +276,9 @@ def _page(session: Session, statement: Select[Any], limit: int, offset: int) -> 
     return rows[:limit], len(rows) > limit
 
 
-def _patients(session: Session, conditions: list[ColumnElement[bool]], limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
+def _patients(
+    session: Session, conditions: list[ColumnElement[bool]], limit: int, offset: int, fields: frozenset[str] | None
+) -> tuple[list[dict[str, Any]], bool]:
     statement = select(Patient).where(*conditions).order_by(Patient.patient_id)
     rows, more = _page(session, statement, limit, offset)
     pks = [r[0].id for r in rows]
@@ -281,11 +297,11 @@ def _patients(session: Session, conditions: list[ColumnElement[bool]], limit: in
         values = {**patient.attributes, "PatientID": patient.patient_id, "PatientName": patient.patient_name,
                   "NumberOfPatientRelatedStudies": studies, "NumberOfPatientRelatedSeries": series,
                   "NumberOfPatientRelatedInstances": instances}
-        items.append(attributes_json(values))
+        items.append(attributes_json(values, only=fields))
     return items, more
 
 
-def _study_values(study: Study, patient: Patient) -> dict[str, Any]:
+def _study_values(study: Any, patient: Any) -> dict[str, Any]:
     values = dict(study.attributes)
     values.update(PatientID=patient.patient_id, StudyInstanceUID=study.study_uid)
     values.setdefault("PatientName", patient.patient_name)
@@ -294,7 +310,7 @@ def _study_values(study: Study, patient: Patient) -> dict[str, Any]:
     return values
 
 
-def _study_aggregates(session: Session, study_uids: list[str]) -> dict[str, dict[str, Any]]:
+def _study_aggregates(session: Session, study_uids: list[str], with_sop_classes: bool = True) -> dict[str, dict[str, Any]]:
     """ModalitiesInStudy and the related-series/instance counts of these studies."""
     result: dict[str, dict[str, Any]] = {}
     if not study_uids:
@@ -310,10 +326,10 @@ def _study_aggregates(session: Session, study_uids: list[str]) -> dict[str, dict
         totals[uid][0] += series
         totals[uid][1] += int(instances)
     sop_classes: dict[str, set[str]] = defaultdict(set)
-    classes = select(Series.study_uid, Instance.sop_class_uid).join(Instance, Instance.series_uid == Series.series_uid).where(  # type: ignore[arg-type]
+    classes = None if not with_sop_classes else select(Series.study_uid, Instance.sop_class_uid).join(Instance, Instance.series_uid == Series.series_uid).where(  # type: ignore[arg-type]
         Series.study_uid.in_(study_uids)  # type: ignore[attr-defined]
     ).distinct()
-    for uid, sop_class in session.execute(classes):
+    for uid, sop_class in session.execute(classes) if classes is not None else []:
         sop_classes[uid].add(sop_class)
     for uid in study_uids:
         result[uid] = {
@@ -325,18 +341,55 @@ def _study_aggregates(session: Session, study_uids: list[str]) -> dict[str, dict
     return result
 
 
+_SERIES_COLUMNS = ("series_uid", "study_uid", "modality", "series_description", "series_number", "instance_count", "attributes")
+_STUDY_COLUMNS = ("study_uid", "study_date", "study_description", "attributes")
+_PATIENT_COLUMNS = ("patient_id", "patient_name")
+
+
+def _columns(table: Any, names: tuple[str, ...], prefix: str) -> list[Any]:
+    return [table.__table__.c[name].label(prefix + name) for name in names]
+
+
+def _split_row(row: Any) -> tuple[SimpleNamespace, SimpleNamespace, SimpleNamespace]:
+    """A row of the labelled columns as (series, study, patient) namespaces: plain columns cost far less than ORM entities."""
+    data = row._mapping
+    parts = []
+    for prefix, names in (("se_", _SERIES_COLUMNS), ("st_", _STUDY_COLUMNS), ("pa_", _PATIENT_COLUMNS)):
+        parts.append(SimpleNamespace(**{name: data[prefix + name] for name in names if prefix + name in data}))
+    return parts[0], parts[1], parts[2]
+
+
 def _joined_study(statement: Select[Any]) -> Select[Any]:
     return statement.join(Patient, Patient.id == Study.patient_pk)  # type: ignore[arg-type]
 
 
-def _studies(session: Session, conditions: list[ColumnElement[bool]], limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
-    statement = _joined_study(select(Study, Patient)).where(*conditions).order_by(Study.study_date.desc(), Study.study_uid)  # type: ignore[attr-defined]
-    rows, more = _page(session, statement, limit, offset)
-    aggregates = _study_aggregates(session, [study.study_uid for study, _ in rows])
-    return [attributes_json({**_study_values(study, patient), **aggregates[study.study_uid]}) for study, patient in rows], more
+def _keys_page(session: Session, statement: Select[Any], limit: int, offset: int) -> tuple[list[Any], bool]:
+    """One page of primary keys. Sorting and skipping happen on these narrow rows; only the page's rows are read whole."""
+    keys = list(session.execute(statement.limit(limit + 1).offset(offset)).scalars())
+    return keys[:limit], len(keys) > limit
 
 
-def _series_values(series: Series) -> dict[str, Any]:
+def _in_order(rows: list[Any], keys: list[Any], key: Any) -> list[Any]:
+    by_key = {key(row): row for row in rows}
+    return [by_key[k] for k in keys if k in by_key]
+
+
+def _studies(
+    session: Session, conditions: list[ColumnElement[bool]], joins: set[str], limit: int, offset: int, fields: frozenset[str] | None
+) -> tuple[list[dict[str, Any]], bool]:
+    keys = select(Study.study_uid)
+    if "patient" in joins:
+        keys = _joined_study(keys)
+    keys = keys.where(*conditions).order_by(Study.study_date.desc(), Study.study_uid)  # type: ignore[attr-defined]
+    uids, more = _keys_page(session, keys, limit, offset)
+    statement = _joined_study(select(*_columns(Study, _STUDY_COLUMNS, "st_"), *_columns(Patient, _PATIENT_COLUMNS, "pa_")))
+    found = [_split_row(row)[1:] for row in session.execute(statement.where(Study.study_uid.in_(uids)))]  # type: ignore[attr-defined]
+    rows = _in_order(found, uids, lambda row: row[0].study_uid)
+    aggregates = _study_aggregates(session, [study.study_uid for study, _ in rows], fields is None or "SOPClassesInStudy" in fields)
+    return [attributes_json({**_study_values(study, patient), **aggregates[study.study_uid]}, only=fields) for study, patient in rows], more
+
+
+def _series_values(series: Any) -> dict[str, Any]:
     values = dict(series.attributes)
     values.update(SeriesInstanceUID=series.series_uid, StudyInstanceUID=series.study_uid, Modality=series.modality,
                   NumberOfSeriesRelatedInstances=series.instance_count)
@@ -346,20 +399,29 @@ def _series_values(series: Series) -> dict[str, Any]:
     return values
 
 
-def _series(session: Session, conditions: list[ColumnElement[bool]], limit: int, offset: int) -> tuple[list[dict[str, Any]], bool]:
+def _series(
+    session: Session, conditions: list[ColumnElement[bool]], joins: set[str], limit: int, offset: int, fields: frozenset[str] | None
+) -> tuple[list[dict[str, Any]], bool]:
+    keys = select(Series.series_uid)
+    if joins:
+        keys = keys.join(Study, Study.study_uid == Series.study_uid)  # type: ignore[arg-type]
+    if "patient" in joins:
+        keys = keys.join(Patient, Patient.id == Study.patient_pk)  # type: ignore[arg-type]
+    keys = keys.where(*conditions).order_by(Series.study_uid, Series.series_number, Series.series_uid)
+    uids, more = _keys_page(session, keys, limit, offset)
     statement = (
-        select(Series, Study, Patient)
+        select(*_columns(Series, _SERIES_COLUMNS, "se_"), *_columns(Study, _STUDY_COLUMNS, "st_"), *_columns(Patient, _PATIENT_COLUMNS, "pa_"))
         .join(Study, Study.study_uid == Series.study_uid)  # type: ignore[arg-type]
         .join(Patient, Patient.id == Study.patient_pk)  # type: ignore[arg-type]
-        .where(*conditions)
-        .order_by(Series.study_uid, Series.series_number, Series.series_uid)
+        .where(Series.series_uid.in_(uids))  # type: ignore[attr-defined]
     )
-    rows, more = _page(session, statement, limit, offset)
-    return [attributes_json({**_study_values(study, patient), **_series_values(series)}) for series, study, patient in rows], more
+    rows = _in_order([_split_row(row) for row in session.execute(statement)], uids, lambda row: row[0].series_uid)
+    return [attributes_json({**_study_values(study, patient), **_series_values(series)}, only=fields) for series, study, patient in rows], more
 
 
 def _instances(
-    session: Session, conditions: list[ColumnElement[bool]], post_filters: dict[str, str], limit: int, offset: int
+    session: Session, conditions: list[ColumnElement[bool]], post_filters: dict[str, str], limit: int, offset: int,
+    fields: frozenset[str] | None,
 ) -> tuple[list[dict[str, Any]], bool]:
     statement = (
         select(Instance, Series, Study, Patient, InstanceDocument.document)
@@ -382,7 +444,7 @@ def _instances(
                   "SOPClassUID": instance.sop_class_uid, "InstanceNumber": instance.instance_number,
                   "AvailableTransferSyntaxUID": instance.transfer_syntax_uid}
         item = json.loads(document) if document else {}
-        item.update(attributes_json(values))
+        item.update(attributes_json(values, only=fields))
         if instance.number_of_frames > 1 or "00280008" in item:
             item["00280008"] = {"vr": "IS", "Value": [instance.number_of_frames]}
         items.append(item)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fastapi import APIRouter, HTTPException, Request
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -113,18 +113,21 @@ def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
     limit = _whole("limit", params.get("limit"), DEFAULT_LIMIT)
     offset = _whole("offset", params.get("offset"), 0) or 0
     fuzzy = (params.get("fuzzymatching") or "").lower() == "true"
-    query = dicom_query.Query(level=level, matches=matches, fuzzy=fuzzy, limit=min(limit or 0, dicom_query.MAX_RESULTS), offset=offset)
-    try:
-        with current_services().db.session() as session:
-            result = dicom_query.search(session, query)
-    except dicom_query.QueryError as exc:
-        raise HTTPException(400, str(exc)) from exc
     fields = {"STUDY": STUDY_FIELDS, "SERIES": SERIES_FIELDS, "IMAGE": INSTANCE_FIELDS}[level]
     if level == "SERIES" and "StudyInstanceUID" not in scope:
         fields = fields + STUDY_FIELDS
     if level == "IMAGE":
         fields = fields + (SERIES_FIELDS if "SeriesInstanceUID" not in scope else ()) + (STUDY_FIELDS if "StudyInstanceUID" not in scope else ())
     wanted = {parse_attribute(k)[0] for k in fields} | include | {parse_attribute(k)[0] for k in matches}
+    keep = None if include_all else frozenset(k for k in (keyword_for_tag(t) for t in wanted) if k)
+    query = dicom_query.Query(
+        level=level, matches=matches, fuzzy=fuzzy, limit=min(limit or 0, dicom_query.MAX_RESULTS), offset=offset, fields=keep
+    )
+    try:
+        with current_services().db.session() as session:
+            result = dicom_query.search(session, query)
+    except dicom_query.QueryError as exc:
+        raise HTTPException(400, str(exc)) from exc
     root = _root(request)
     items = [_qido_item(item, level, root, None if include_all else wanted, include | {parse_attribute(k)[0] for k in matches}) for item in result.items]
     headers = {}
@@ -145,8 +148,7 @@ def _qido_item(item: dict[str, Any], level: str, root: str, wanted: set[int] | N
         url += f"/series/{(item.get('0020000E', {}).get('Value') or [''])[0]}"
     if level == "IMAGE":
         url += f"/instances/{(item.get('00080018', {}).get('Value') or [''])[0]}"
-    extra = attributes_json({"RetrieveURL": url, "InstanceAvailability": "ONLINE"})
-    merged = {**item, **extra}
+    merged = {**item, "00080056": {"vr": "CS", "Value": ["ONLINE"]}, "00081190": {"vr": "UR", "Value": [url]}}
     if wanted is None:
         return dict(sorted(merged.items()))
     out = {key: merged[key] for key in sorted(merged) if int(key, 16) in wanted}

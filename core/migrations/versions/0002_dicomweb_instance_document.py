@@ -1,4 +1,4 @@
-"""dicomweb: precomputed instance metadata (DICOM JSON) for WADO-RS
+"""dicomweb: precomputed instance metadata (DICOM JSON) for WADO-RS; series indexes for QIDO-RS paging
 
 Revision ID: 0002
 Revises: 0001
@@ -27,9 +27,24 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('instance_document', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_instance_document_series_uid'), ['series_uid'], unique=False)
+    with op.batch_alter_table('series', schema=None) as batch_op:
+        batch_op.create_index('ix_series_study_order', ['study_uid', 'series_number', 'series_uid'], unique=False)
+        batch_op.create_index('ix_series_series_description', ['series_description'], unique=False)
+    # Person names match case-insensitively, accession numbers exactly: both are what study lists search by.
+    if op.get_bind().dialect.name == 'postgresql':
+        op.execute("CREATE INDEX ix_study_patient_name ON study (lower(attributes->>'PatientName'))")
+        op.execute("CREATE INDEX ix_study_accession_number ON study ((attributes->>'AccessionNumber'))")
+    else:
+        op.execute("CREATE INDEX ix_study_patient_name ON study (lower(json_extract(attributes, '$.PatientName')))")
+        op.execute("CREATE INDEX ix_study_accession_number ON study (json_extract(attributes, '$.AccessionNumber'))")
 
 
 def downgrade() -> None:
+    op.execute("DROP INDEX ix_study_accession_number")
+    op.execute("DROP INDEX ix_study_patient_name")
+    with op.batch_alter_table('series', schema=None) as batch_op:
+        batch_op.drop_index('ix_series_series_description')
+        batch_op.drop_index('ix_series_study_order')
     with op.batch_alter_table('instance_document', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_instance_document_series_uid'))
     op.drop_table('instance_document')
