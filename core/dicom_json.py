@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+import struct
 from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
@@ -165,33 +166,113 @@ def instance_document(ds: Dataset, study_uid: str, series_uid: str, sop_uid: str
     return json.dumps(dataset_json(ds, base), separators=(",", ":"), ensure_ascii=False)
 
 
-def dataset_json(ds: Dataset, bulk_base: str) -> dict[str, Any]:
+def dataset_json(ds: Dataset, bulk_base: str, codec: str | None = None) -> dict[str, Any]:
+    """A dataset as DICOM JSON. Plain values are decoded straight from the raw bytes (several times faster
+    than pydicom's element conversion, which matters at ingest); anything unusual goes through pydicom."""
+    if codec is None or 0x00080005 in ds:
+        codec = _codec(ds)
     out: dict[str, Any] = {}
     for tag in sorted(ds.keys()):
         if tag.group == 0x0002 or tag.element == 0x0000:
             continue  # file meta and group lengths are not part of DICOM JSON
-        uri = f"{bulk_base}/{tag_hex(tag)}"
+        key = tag_hex(tag)
         raw = ds.get_item(tag)
-        if raw is not None and not isinstance(raw, DataElement) and raw.VR is not None and _is_bulk(int(tag), raw.VR, raw.length):
-            out[tag_hex(tag)] = {"vr": raw.VR, "BulkDataURI": uri}  # deferred or unread bulk data stays unread
-            continue
+        if raw is not None and not isinstance(raw, DataElement) and raw.VR is not None:
+            if _is_bulk(int(tag), raw.VR, raw.length):
+                out[key] = {"vr": raw.VR, "BulkDataURI": f"{bulk_base}/{key}"}  # deferred or unread bulk data stays unread
+                continue
+            fast = _raw_json(raw, codec)
+            if fast is not None:
+                out[key] = fast
+                continue
         try:
             element = ds[tag]
         except Exception:  # an undecodable value: leave it out rather than fail the instance
             continue
-        out[tag_hex(tag)] = _element(element, uri)
+        out[key] = _element(element, f"{bulk_base}/{key}", codec)
     return out
+
+
+_CODECS = {"": "ascii", "ISO_IR 6": "ascii", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
+_ASCII_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "UR"})
+_TEXT_VRS = frozenset({"LO", "SH", "PN", "UC"})
+_SINGLE_TEXT_VRS = frozenset({"ST", "LT", "UT"})
+_STRUCT = {"US": "H", "SS": "h", "UL": "L", "SL": "l", "FL": "f", "FD": "d", "SV": "q", "UV": "Q"}
+
+
+def _codec(ds: Dataset) -> str | None:
+    """The Python codec of the dataset's SpecificCharacterSet, or None when only pydicom can decode it."""
+    raw = ds.get_item(0x00080005)
+    if raw is None:
+        return "ascii"
+    value = raw.value if isinstance(raw, DataElement) else raw.value
+    if isinstance(value, bytes):
+        value = value.decode("ascii", "replace")
+    if isinstance(value, (list, MultiValue)):
+        value = "\\".join(value)
+    return _CODECS.get(str(value or "").strip())
+
+
+def _raw_json(raw: Any, codec: str | None) -> dict[str, Any] | None:
+    """DICOM JSON of an unconverted element with plain values, or None to leave it to pydicom."""
+    vr = raw.VR
+    value = raw.value
+    if value is None or raw.length == 0xFFFFFFFF or not isinstance(value, bytes):
+        return None
+    if not value:
+        return {"vr": vr}
+    if vr in _STRUCT:
+        fmt = _STRUCT[vr]
+        size = struct.calcsize("<" + fmt)
+        if len(value) % size:
+            return None
+        numbers = struct.unpack(("<" if raw.is_little_endian else ">") + fmt * (len(value) // size), value)
+        if vr in ("FL", "FD"):
+            numbers = tuple(n if math.isfinite(n) else None for n in numbers)
+        return {"vr": vr, "Value": list(numbers)}
+    if vr in _ASCII_VRS or vr in ("IS", "DS"):
+        try:
+            text = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+        parts = [p.strip(" \x00") for p in text.split("\\")]
+        if vr in ("IS", "DS"):
+            numbers = []
+            for part in parts:
+                if not part:
+                    numbers.append(None)
+                    continue
+                number = _number(part, vr)
+                if number is None:
+                    return None  # malformed: let pydicom say what it makes of it
+                numbers.append(number)
+            return {"vr": vr, "Value": numbers}
+        return {"vr": vr, "Value": [p or None for p in parts]} if any(parts) else {"vr": vr}
+    if codec is None or (vr not in _TEXT_VRS and vr not in _SINGLE_TEXT_VRS):
+        return None
+    try:
+        text = value.decode(codec)
+    except UnicodeDecodeError:
+        return None
+    if vr in _SINGLE_TEXT_VRS:
+        text = text.rstrip(" \x00")
+        return {"vr": vr, "Value": [text]} if text else {"vr": vr}
+    parts = [p.strip(" \x00") for p in text.split("\\")]
+    if vr == "PN":
+        names = [_person_name(p) if p else None for p in parts]
+        return {"vr": vr, "Value": names} if any(names) else {"vr": vr}
+    return {"vr": vr, "Value": [p or None for p in parts]} if any(parts) else {"vr": vr}
 
 
 def _is_bulk(tag: int, vr: str, length: int) -> bool:
     return (vr in BINARY_VRS or tag in PIXEL_TAGS) and length > 0 and (tag in PIXEL_TAGS or length > BULK_THRESHOLD)
 
 
-def _element(element: DataElement, uri: str) -> dict[str, Any]:
+def _element(element: DataElement, uri: str, codec: str | None = None) -> dict[str, Any]:
     vr = element.VR
     value = element.value
     if vr == "SQ":
-        items = [dataset_json(item, f"{uri}/{i}") for i, item in enumerate(value or [])]
+        items = [dataset_json(item, f"{uri}/{i}", codec) for i, item in enumerate(value or [])]
         return {"vr": vr, "Value": items} if items else {"vr": vr}
     if vr in BINARY_VRS or int(element.tag) in PIXEL_TAGS:
         if value is None or value == b"":

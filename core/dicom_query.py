@@ -176,9 +176,11 @@ class _Matcher:
             condition = lowered.like(_like_pattern(text), escape="\\")
             prefix = re.split(r"[*?]", text, maxsplit=1)[0]
             if prefix:
-                # A range on the prefix as well: it lets an index on lower(name) find the candidates (LIKE alone cannot).
+                # A range on the prefix: an index on lower(name) finds the candidates (LIKE alone cannot use it);
+                # for a plain "prefix*" the range is the whole condition.
                 upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-                return and_(lowered >= prefix, lowered < upper, condition)
+                in_range = and_(lowered >= prefix, lowered < upper)
+                return in_range if text == prefix + "*" else and_(in_range, condition)
             return condition
         return lowered == text
 

@@ -44,7 +44,8 @@ class Series(SQLModel, table=True):
     # QIDO-RS and C-FIND page through series in study order and match descriptions by prefix (see core/dicom_query.py).
     __table_args__ = (
         Index("ix_series_study_order", "study_uid", "series_number", "series_uid"),
-        Index("ix_series_series_description", "series_description"),
+        Index("ix_series_series_description", "series_description", "study_uid", "series_number", "series_uid"),
+        Index("ix_series_modality_order", "modality", "study_uid", "series_number", "series_uid"),
     )
     series_uid: str = Field(primary_key=True, max_length=UID)
     study_uid: str = Field(sa_column=Column(String(UID), ForeignKey("study.study_uid", ondelete="CASCADE"), nullable=False, index=True))
