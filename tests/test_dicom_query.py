@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select
 
 from core import dicom_query, instance_documents
 from core.db import Database
@@ -107,4 +107,5 @@ def test_documents_are_made_when_missing(db: Database, tmp_path: Path, series: l
     assert [json.loads(d)["00080018"]["Value"][0] for d in documents] == ct.sop_uids
     assert "BulkDataURI" in json.loads(documents[0])["7FE00010"]
     with db.session() as session:
-        assert session.query(InstanceDocument).count() == 2  # kept for the next request
+        kept = session.execute(select(func.count()).select_from(InstanceDocument)).scalar_one()
+    assert kept == 2  # kept for the next request
