@@ -140,23 +140,6 @@ def attributes_json(values: dict[str, Any], include_empty: Iterable[str] = (), o
     return {tag: out[tag] for tag in sorted(out)}
 
 
-def dataset_value(keyword: str, value: Any) -> Any:
-    """An index value as pydicom accepts it for `keyword` (for C-FIND responses)."""
-    vr = vr_of(keyword)
-    values = value if isinstance(value, (list, tuple)) else [value]
-    values = [v for v in values if v is not None and v != ""]
-    if not values:
-        return None
-    if vr in ("IS", "DS") or vr in NUMBER_VRS:
-        numbers = [_number(v, vr) for v in values]
-        values = [str(n) if vr in ("IS", "DS") else n for n in numbers if n is not None]
-    else:
-        values = [str(v) for v in values]
-    if not values:
-        return None
-    return values if len(values) > 1 else values[0]
-
-
 # --------------------------------------------------------------------------- datasets
 
 
@@ -307,8 +290,3 @@ def _text(value: Any) -> str | None:
 def with_base(document: str, dicomweb_root: str) -> str:
     """A stored document with its BulkDataURIs made absolute for this request."""
     return document.replace(BULK_BASE, dicomweb_root)
-
-
-def pick(document: dict[str, Any], tags: Iterable[int]) -> dict[str, Any]:
-    """The given tags of a parsed DICOM JSON object (for QIDO instance results)."""
-    return {tag_hex(t): document[tag_hex(t)] for t in tags if tag_hex(t) in document}

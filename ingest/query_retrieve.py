@@ -110,10 +110,8 @@ def find_responses(db: Database, identifier: Dataset, model: str, ae_title: str)
                 response.add_new(tag, vr, [] if vr == "SQ" else None)
         response.QueryRetrieveLevel = level
         response.RetrieveAETitle = ae_title
-        if any(ord(c) > 127 for element in response if isinstance(element.value, str) for c in element.value) or any(
-            ord(c) > 127 for element in response if element.VR == "PN" and element.value for c in str(element.value)
-        ):
-            response.SpecificCharacterSet = "ISO_IR 192"
+        if any(not str(element.value).isascii() for element in response if element.value is not None):
+            response.SpecificCharacterSet = "ISO_IR 192"  # UTF-8: names as the index holds them
         yield response
 
 

@@ -1,8 +1,9 @@
-"""The DICOM receiver: a pynetdicom AE answering C-ECHO and C-STORE on the DICOM port.
+"""The DICOM receiver: a pynetdicom AE answering C-ECHO and C-STORE on the DICOM port
+(and C-FIND, C-MOVE and C-GET through ingest.query_retrieve).
 
 Each association runs in its own pynetdicom thread. A C-STORE is checked, written as
 received (no re-encoding) to the PACS store with an fsync, indexed through the group-commit
-writer, and only then answered Success. A dataset that cannot be stored gets the failure
+writer (ingest.intake, shared with STOW-RS), and only then answered Success. A dataset that cannot be stored gets the failure
 status PS3.4 names for it, with an ErrorComment, and the association carries on.
 The called AE title names the dataset the series joins.
 """
@@ -22,9 +23,8 @@ from core.pacs_store import PacsStore
 from ingest.dicom_transport import BulkRequestHandler, ReceiverServer
 from ingest.indexer import IndexWriter
 from ingest.query_retrieve import QueryRetrieveSCP, query_retrieve_models
-from ingest.intake import (  # noqa: F401  (StoreRefused and parse_dataset are part of this module's interface)
-    CANNOT_UNDERSTAND, DATASET_DOES_NOT_MATCH_SOP_CLASS, OUT_OF_RESOURCES, SUCCESS, Intake, Origin, StoreRefused, parse_dataset,
-)
+from ingest.intake import OUT_OF_RESOURCES, SUCCESS, Intake, Origin, StoreRefused
+from ingest.intake import parse_dataset  # noqa: F401  (part of this module's interface, as before the intake moved out)
 
 log = logging.getLogger(__name__)
 
