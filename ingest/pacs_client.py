@@ -11,6 +11,10 @@ lands):
   and the retrieved series join `dataset`;
 * `send_instances(node, paths, calling_ae)` → `SendReport`.
 
+`QueryPacsConfig` and `RetrieveFromPacsConfig` are the DAGs' configurations (pydantic: the
+engine renders them as forms and validates them on the API); `query_pacs_step(conf)` and
+`retrieve_from_pacs_step(conf, intake, db)` run one of each.
+
 Errors a person can act on (node unreachable, association rejected, a failure status)
 raise `PacsError` with a message saying which node and what happened.
 """
@@ -22,8 +26,10 @@ import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel
+from pydantic import Field as PydanticField
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -102,6 +108,54 @@ def echo(node: DicomNode, calling_ae: str = "VIREO") -> None:
             raise PacsError(f"{node} answered C-ECHO with {getattr(status, 'Status', 'no status')}")
     finally:
         assoc.release()
+
+
+# --------------------------------------------------------------------------- DAG configurations
+
+
+class PacsNodeConfig(BaseModel):
+    """The remote PACS, as a DAG's form asks for it."""
+
+    ae_title: str = PydanticField(min_length=1, max_length=16, description="the remote node's AE title")
+    host: str = PydanticField(min_length=1, description="host name or address of the remote node")
+    port: int = PydanticField(ge=1, le=65535, description="its DICOM port")
+
+    def node(self) -> DicomNode:
+        return DicomNode(self.ae_title, self.host, self.port)
+
+
+class QueryPacsConfig(BaseModel):
+    """Configuration of `query-pacs`."""
+
+    node: PacsNodeConfig
+    level: Literal["PATIENT", "STUDY", "SERIES", "IMAGE"] = "STUDY"
+    filters: dict[str, str] = PydanticField(default_factory=dict, description="keyword → DICOM matching value (wildcards, ranges)")
+    calling_ae: str = PydanticField(default="VIREO", min_length=1, max_length=16)
+
+
+class RetrieveFromPacsConfig(BaseModel):
+    """Configuration of `retrieve-from-pacs`."""
+
+    node: PacsNodeConfig
+    study_uid: str = PydanticField(min_length=1, max_length=64)
+    series_uids: list[str] = PydanticField(default_factory=list, description="only these series (default: the whole study)")
+    method: Literal["get", "move"] = "get"
+    dataset: str | None = PydanticField(default=None, description="dataset the retrieved series join")
+    calling_ae: str = PydanticField(default="VIREO", min_length=1, max_length=16)
+    move_destination: str | None = PydanticField(default=None, max_length=16, description="C-MOVE destination AE (default: calling_ae)")
+
+
+def query_pacs_step(conf: QueryPacsConfig) -> list[dict[str, Any]]:
+    """What `query-pacs` runs."""
+    return query_pacs(conf.node.node(), conf.level, conf.filters, calling_ae=conf.calling_ae)
+
+
+def retrieve_from_pacs_step(conf: RetrieveFromPacsConfig, intake: Intake, db: Database) -> RetrieveReport:
+    """What `retrieve-from-pacs` runs."""
+    return retrieve_from_pacs(
+        conf.node.node(), intake, db, conf.study_uid, conf.series_uids or None, method=conf.method, dataset=conf.dataset,
+        calling_ae=conf.calling_ae, move_destination=conf.move_destination,
+    )
 
 
 # --------------------------------------------------------------------------- query

@@ -17,7 +17,12 @@ from app.services import Services, build_services
 from app.settings import Settings
 from core import catalog
 from core.models import Instance
-from ingest.pacs_client import DicomNode, PacsError, echo, query_pacs, retrieve_from_pacs, send_instances
+from pydantic import ValidationError
+
+from ingest.pacs_client import (
+    DicomNode, PacsError, QueryPacsConfig, RetrieveFromPacsConfig, echo, query_pacs, query_pacs_step, retrieve_from_pacs,
+    retrieve_from_pacs_step, send_instances,
+)
 from tests.factories import SeriesFiles, write_series
 from tests.support.netns import private_network
 from tests.support.orthanc import OrthancProcess
@@ -90,6 +95,11 @@ def test_query_pacs_studies_and_series(node: DicomNode, remote_studies: list[Ser
     assert sorted(s["StudyInstanceUID"] for s in studies) == sorted({ct.study_uid, mr.study_uid})
     by_uid = {s["StudyInstanceUID"]: s for s in studies}
     assert by_uid[mr.study_uid]["PatientName"] == "Distant^Dan"
+    as_a_step = query_pacs_step(QueryPacsConfig.model_validate({
+        "node": {"ae_title": node.ae_title, "host": node.host, "port": node.port}, "filters": {"PatientID": "EXT2"}}))
+    assert [s["StudyInstanceUID"] for s in as_a_step] == [mr.study_uid]
+    with pytest.raises(ValidationError):
+        QueryPacsConfig.model_validate({"node": {"ae_title": "A" * 17, "host": "h", "port": 104}})
     recent = query_pacs(node, "STUDY", {"StudyDate": "20230101-"})
     assert [s["StudyInstanceUID"] for s in recent] == [ct.study_uid]
     series = query_pacs(node, "SERIES", {"StudyInstanceUID": ct.study_uid})
@@ -99,7 +109,10 @@ def test_query_pacs_studies_and_series(node: DicomNode, remote_studies: list[Ser
 
 def test_retrieve_with_c_get_into_a_dataset(services: Services, node: DicomNode, remote_studies: list[SeriesFiles]) -> None:
     ct, thin, _ = remote_studies
-    report = retrieve_from_pacs(node, services.receiver.intake, services.db, ct.study_uid, [thin.series_uid], method="get", dataset="from-get")
+    conf = RetrieveFromPacsConfig.model_validate({
+        "node": {"ae_title": node.ae_title, "host": node.host, "port": node.port}, "study_uid": ct.study_uid,
+        "series_uids": [thin.series_uid], "method": "get", "dataset": "from-get"})
+    report = retrieve_from_pacs_step(conf, services.receiver.intake, services.db)
     assert (report.completed, report.failed) == (3, 0)
     assert report.series_uids == [thin.series_uid]
     with services.db.session() as session:
