@@ -21,6 +21,7 @@ from core.pacs_store import PacsStore
 from core.search.indexing import index_series, missing_series
 from core.search.service import SeriesSearch
 from ingest.indexer import IndexWriter
+from ingest.query_retrieve import QueryRetrieveSCP
 from ingest.receiver import DicomReceiver, ReceiverConfig
 from ingest.reindex import recover
 from ingest.thumbnail_service import ThumbnailService
@@ -114,6 +115,7 @@ def build_services(settings: Settings) -> Services:
         ),
         store,
         indexer,
+        QueryRetrieveSCP(db, store, settings.dicom_ae_title, settings.move_destinations),
     )
     return Services(settings, db, store, bus, indexer, thumbnails, receiver, SeriesSearch(db))
 
