@@ -9,7 +9,9 @@ from nicegui.storage import Storage
 
 from app.api import accounts as accounts_api
 from app.api import datasets as datasets_api
-from app.api import health, series
+from app.api import dags as dags_api
+from app.api import health, jobs, series
+from app.api import workflows as workflows_api
 from app.auth import AuthMiddleware
 from app.runtime import set_services
 from app.services import Services, build_services, storage_secret
@@ -26,7 +28,7 @@ def build_app(settings_: Settings) -> Services:
     # Login sessions persist with the rest of Vireo's state, not in the working directory.
     Storage.path = (settings_.data_dir / "sessions").resolve()
     app.add_middleware(AuthMiddleware)
-    for router in (health.router, series.router, datasets_api.router, accounts_api.router):
+    for router in (health.router, series.router, datasets_api.router, accounts_api.router, dags_api.router, workflows_api.router, jobs.router):
         app.include_router(router)
     login.register()
     series_list.register()
