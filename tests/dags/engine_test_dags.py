@@ -6,12 +6,13 @@ import subprocess
 import sys
 import time
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from core.workflows.dag import Dag, DagInput, Step
 
 
 class SleepConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
     seconds: float = Field(0.0, ge=0, le=600)
     steps: int = Field(4, ge=1, le=1000)
 
