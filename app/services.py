@@ -20,6 +20,7 @@ from core.pacs_store import PacsStore
 from ingest.indexer import IndexWriter
 from ingest.receiver import DicomReceiver, ReceiverConfig
 from ingest.reindex import recover
+from ingest.incoming_workflow import IncomingRecorder
 from ingest.thumbnail_service import ThumbnailService
 from core.workflows.engine import EngineConfig, WorkflowEngine
 from core.workflows.executor import Executor
@@ -42,6 +43,7 @@ class Services:
     receiver: DicomReceiver
     registry: DagRegistry
     workflows: WorkflowEngine
+    incoming: IncomingRecorder
 
     @property
     def running_marker(self) -> Path:
@@ -61,10 +63,12 @@ class Services:
         self.indexer.heartbeat = self.running_marker
         self.thumbnails.start()
         self.workflows.start()
+        self.incoming.start()
         self.receiver.start()
 
     def stop(self) -> None:
         self.receiver.stop()
+        self.incoming.stop()
         self.workflows.stop()
         self.indexer.stop()
         self.thumbnails.stop()
@@ -107,7 +111,9 @@ def build_services(settings: Settings) -> Services:
     engine = WorkflowEngine(
         db, bus, registry, EngineConfig(data_dir.resolve(), settings.sqlalchemy_url, settings.instance_name), build_executor(settings)
     )
-    return Services(settings, db, store, bus, indexer, thumbnails, receiver, registry, engine)
+    incoming = IncomingRecorder(engine, bus, settings.thumbnail_quiet_seconds)
+    indexer.add_listener(incoming.touch)
+    return Services(settings, db, store, bus, indexer, thumbnails, receiver, registry, engine, incoming)
 
 
 def load_dags(settings: Settings) -> DagRegistry:

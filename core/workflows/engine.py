@@ -263,6 +263,70 @@ class WorkflowEngine:
             raise WorkflowError(f"unknown series: {shown}")
         return uids
 
+    # ---- service jobs: work the platform does itself, shown as jobs ----------------------
+    def record_service_job(self, dag_id: str, series: list[str], steps: list[str]) -> int:
+        """A `running` job in today's service workflow of `dag_id`, for work done outside the executor.
+
+        The service updates and ends it (`update_service_job`, `end_service_job`); a restart
+        runs the DAG itself through the executor.
+        """
+        dag = self.registry.get(dag_id)
+        now = utcnow()
+        workflow_id = self._service_workflow(dag, now)
+        first = [{"name": name, "state": (StepState.RUNNING if i == 0 else StepState.WAITING).value,
+                  **({"started": now.isoformat().replace("+00:00", "Z")} if i == 0 else {})} for i, name in enumerate(steps)]
+        with self._tx() as conn:
+            job_id = conn.execute(
+                Job.__table__.insert().values(  # type: ignore[attr-defined]
+                    workflow_id=workflow_id, dag_id=dag_id, status=JobState.RUNNING.value, run=1, conf={}, series=series, dataset=None,
+                    username="system", runner_instance=self.instance_name, owner_instance=self.instance_name, progress_done=0,
+                    progress_total=len(series), steps=first, error="", created=now, updated=now, started=now,
+                )
+            ).inserted_primary_key[0]
+            conn.execute(update(Workflow).where(Workflow.id == workflow_id).values(updated=now))  # type: ignore[arg-type]
+        self._publish(job_id, workflow_id, JobState.RUNNING.value, 0, len(series))
+        return int(job_id)
+
+    def _service_workflow(self, dag: Dag, now: datetime) -> str:
+        """Today's service workflow of a DAG (one a day keeps each one's job list short)."""
+        day = now.strftime("%Y-%m-%d")
+        workflow_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"vireo:{self.instance_name}:{dag.dag_id}:{day}"))
+        with self.db.engine.connect() as conn:
+            if conn.execute(select(Workflow.id).where(Workflow.id == workflow_id)).first() is not None:
+                return workflow_id
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(Workflow.__table__.insert().values(  # type: ignore[attr-defined]
+                    id=workflow_id, name=f"{dag.dag_id}-{day}", dag_id=dag.dag_id, dataset=None, conf={}, username="system",
+                    owner_instance=self.instance_name, service=True, deleted=False, created=now, updated=now,
+                ))
+        except Exception:  # created at the same moment by another thread
+            with self.db.engine.connect() as conn:
+                if conn.execute(select(Workflow.id).where(Workflow.id == workflow_id)).first() is None:
+                    raise
+        self.bus.publish(WORKFLOW_CHANGED, workflow_id=workflow_id)
+        return workflow_id
+
+    def update_service_job(self, job_id: int, **values: Any) -> bool:
+        """Change a running service job's series, steps or progress; False once it ended (e.g. aborted)."""
+        with self._tx() as conn:
+            row = conn.execute(select(Job.workflow_id).where(Job.id == job_id)).first()
+            if row is None:
+                return False
+            moved = conn.execute(
+                update(Job).where(Job.id == job_id, Job.status == JobState.RUNNING.value).values(updated=utcnow(), **values)  # type: ignore[arg-type]
+            ).rowcount
+        if moved:
+            self._publish(job_id, row.workflow_id, JobState.RUNNING.value, values.get("progress_done"), values.get("progress_total"))
+        return bool(moved)
+
+    def end_service_job(self, job_id: int, status: JobState, error: str = "", steps: list[dict[str, Any]] | None = None) -> bool:
+        with self._tx() as conn:
+            row = conn.execute(select(Job.run, Job.steps).where(Job.id == job_id)).first()
+            if row is None:
+                return False
+            return self._end(conn, job_id, row.run, status, error, steps if steps is not None else row.steps)
+
     # ---- actions on jobs -----------------------------------------------------------------
     def _job(self, conn: Connection, job_id: int) -> Any:
         row = conn.execute(select(Job.id, Job.run, Job.status, Job.workflow_id, Job.steps).where(Job.id == job_id)).first()
