@@ -16,7 +16,7 @@ from app.auth import AuthMiddleware
 from app.runtime import set_services
 from app.services import Services, build_services, storage_secret
 from app.settings import Settings
-from pages import login, series_list, settings
+from pages import login, series_list, settings, workflow_execution, workflow_list
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,8 @@ def build_app(settings_: Settings) -> Services:
     login.register()
     series_list.register()
     settings.register()
+    workflow_execution.register()
+    workflow_list.register()
     app.on_startup(services.start)
     app.on_shutdown(services.stop)
     return services

@@ -23,6 +23,17 @@ def dags(visible_only: bool = False) -> list[dict[str, Any]]:
     return [d for d in described if not visible_only or (d.get("dag_id") and d.get("ui_visible"))]
 
 
+def datasets() -> list[dict[str, Any]]:
+    from core import datasets as dataset_store
+
+    with current_services().db.session() as session:
+        return dataset_store.list_datasets(session)
+
+
+def instance_name() -> str:
+    return engine().instance_name
+
+
 def create(**request: Any) -> dict[str, Any]:
     workflow_id = engine().create_workflow(**request)
     return workflow(workflow_id)
@@ -54,6 +65,18 @@ def job_logs(job_id: int, run: int | None = None, step: str | None = None) -> st
 
 def job_steps(job_id: int, run: int | None = None) -> list[dict[str, Any]]:
     return queries.step_logs(data_dir(), job(job_id), run)
+
+
+def step_log(job_id: int, run: int, index: int, name: str, offset: int = 0) -> tuple[str, int]:
+    """New text of one step's log from byte `offset` on (a viewer follows a running step with it)."""
+    path = queries.step_log_path(data_dir(), job_id, run, index, name)
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read(2_000_000)
+    except FileNotFoundError:
+        return "", offset
+    return data.decode(errors="replace"), offset + len(data)
 
 
 def job_files(job_id: int) -> list[dict[str, Any]]:

@@ -46,7 +46,14 @@ MAX_SERIES_PER_WORKFLOW = 100_000
 
 
 class WorkflowError(ValueError):
-    """A request the engine refuses (bad DAG, configuration or input); the message says why."""
+    """A request the engine refuses (bad DAG, configuration or input); the message says why.
+
+    `errors` holds pydantic's per-field errors when the configuration was refused (a form marks its fields with them).
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
 
 
 class NotFound(LookupError):
@@ -184,7 +191,7 @@ class WorkflowEngine:
         try:
             validated = dag.validate_conf(conf)
         except ConfigError as exc:
-            raise WorkflowError(str(exc)) from exc
+            raise WorkflowError(str(exc), exc.errors) from exc
         runners = list(dict.fromkeys(runners or [self.instance_name]))
         remote = [r for r in runners if r != self.instance_name]
         if remote:

@@ -189,6 +189,10 @@ def step_logs(data_dir: Path, job: dict[str, Any], run: int | None = None) -> li
     return out
 
 
+def step_log_path(data_dir: Path, job_id: int, run: int, index: int, name: str) -> Path:
+    return run_dir(data_dir, job_id, run) / "logs" / step_log_name(index, name)
+
+
 def logs_text(data_dir: Path, job: dict[str, Any], run: int | None = None, step: str | None = None) -> str:
     parts = []
     for entry in step_logs(data_dir, job, run):

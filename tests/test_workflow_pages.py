@@ -1,0 +1,102 @@
+"""Workflow Execution and Workflow List through NiceGUI's simulated `user` (in-process Vireo, test DAGs)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nicegui.testing import User
+
+from tests.support.vireo import ADMIN_PASSWORD, free_port
+from tests.support.workflows import dags_folder
+from tests.test_pages import log_in
+
+
+@pytest.fixture(autouse=True)
+def vireo_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    monkeypatch.setenv("VIREO_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("VIREO_DAGS_DIR", str(dags_folder(tmp_path / "dags")))
+    monkeypatch.setenv("VIREO_WORKERS", "2")
+    monkeypatch.setenv("VIREO_DICOM_PORT", str(free_port()))
+    monkeypatch.setenv("VIREO_ADMIN_PASSWORD", ADMIN_PASSWORD)
+    yield
+
+
+def element(user: User, marker: str) -> Any:
+    (found,) = user.find(marker=marker).elements
+    return found
+
+
+async def until(condition: Any, timeout: float = 20.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("condition not met in time")
+
+
+def row_named(user: User, name: str) -> dict[str, Any] | None:
+    return next((r for r in element(user, "workflow-table").rows if r["name"] == name), None)
+
+
+def counts(row: dict[str, Any] | None) -> dict[str, int]:
+    return {c["status"]: c["n"] for c in (row or {}).get("counts", [])}
+
+
+async def test_execution_page_validates_and_starts_a_workflow_that_the_list_follows_live(user: User) -> None:
+    await log_in(user)
+    await user.should_see(marker="user-menu", retries=100)
+    await user.open("/workflows/execute?dag=test-sleep")
+    await user.should_see(marker="conf-seconds", retries=50)
+    await user.should_see("Sleeps, reporting progress.")
+    await user.should_see(marker="no-input")
+    element(user, "conf-seconds").value = 1.0
+    element(user, "conf-steps").value = 5000
+    user.find(marker="submit-workflow").click()
+    await until(lambda: element(user, "conf-steps").error is not None)
+    assert "less than or equal to 1000" in element(user, "conf-steps").error
+
+    element(user, "conf-steps").value = 2
+    user.find(marker="workflow-name").type("from-the-page")
+    user.find(marker="submit-workflow").click()
+    await user.should_see(marker="workflow-table", retries=100)
+    await until(lambda: row_named(user, "from-the-page") is not None)
+    # the list shows it running, then finished, without being reloaded
+    await until(lambda: "running" in counts(row_named(user, "from-the-page")))
+    await until(lambda: counts(row_named(user, "from-the-page")) == {"finished": 1})
+    (job,) = row_named(user, "from-the-page")["jobs"]  # type: ignore[index]
+    assert job["progress"] == 1.0 and job["progress_text"] == "2 of 2" and job["duration"].endswith(" s")
+
+
+async def test_list_filters_and_aborts_with_confirmation(user: User) -> None:
+    from app import workflow_actions
+
+    await log_in(user)
+    await user.should_see(marker="user-menu", retries=100)
+    long_running = workflow_actions.create(dag_id="test-sleep", name="long-one", conf={"seconds": 60}, username="admin")
+    workflow_actions.create(dag_id="test-fail", name="broken-one", username="admin")
+    await user.open("/workflows")
+    await user.should_see(marker="workflow-table", retries=100)
+    await until(lambda: "running" in counts(row_named(user, "long-one")) and counts(row_named(user, "broken-one")) == {"failed": 1})
+
+    element(user, "filter-status").value = ["failed"]
+    await until(lambda: [r["name"] for r in element(user, "workflow-table").rows] == ["broken-one"])
+    element(user, "filter-status").value = []
+    element(user, "filter-text").value = "long"
+    await until(lambda: [r["name"] for r in element(user, "workflow-table").rows] == ["long-one"])
+
+    job_id = long_running["jobs"][0]["id"]
+    user.find(marker="workflow-table").trigger("job_action", {"id": job_id, "action": "abort"})
+    await user.should_see(marker="confirm-dialog", retries=50)
+    user.find(marker="confirm-yes").click()
+    await until(lambda: counts(row_named(user, "long-one")) == {"aborted": 1}, timeout=5)
+
+    user.find(marker="workflow-table").trigger("job_details", job_id)
+    await user.should_see(marker="job-dialog", retries=50)
+    assert element(user, "job-dialog-status").text == "aborted"
+    # the log viewer opens at the step that was running when the job was aborted
+    assert element(user, "log-step").value == 1
+    await until(lambda: any("step sleep, attempt 1" in line.text for line in element(user, "log-viewer").default_slot.children))
