@@ -139,7 +139,8 @@ def own_process_group() -> Callable[[], bool]:
     Returns the cancellation check. The engine's abort sends SIGTERM to the whole group (the
     job and every tool it started), then SIGKILL after a short grace.
     """
-    os.setsid()
+    if os.getsid(0) != os.getpid():  # already a session leader when started with start_new_session
+        os.setsid()
     state = {"cancelled": False}
 
     def on_term(_signum: int, _frame: Any) -> None:
