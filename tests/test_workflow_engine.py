@@ -125,16 +125,10 @@ def test_a_job_that_overruns_its_timeout_fails(api: httpx.Client) -> None:
 
 def test_a_dag_with_max_active_one_runs_its_jobs_one_at_a_time(api: httpx.Client) -> None:
     jobs = [create(api, dag_id="test-limited", conf={"seconds": 0.4, "steps": 2})["jobs"][0]["id"] for _ in range(3)]
-    most = 0
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        states = [api.get(f"/api/jobs/{j}").json()["status"] for j in jobs]
-        most = max(most, sum(s in ("scheduled", "running") for s in states))
-        if all(s in ENDED for s in states):
-            break
-        time.sleep(0.03)
-    assert states == ["finished"] * 3
-    assert most == 1
+    ended = [wait_job(api, j, ENDED) for j in jobs]
+    assert [j["status"] for j in ended] == ["finished"] * 3
+    spans = sorted((j["started"], j["ended"]) for j in ended)  # ISO times of one clock sort as text
+    assert all(previous_end <= start for (_, previous_end), (start, _) in zip(spans, spans[1:])), spans
 
 
 def test_delete_removes_work_dirs_and_hides_the_workflow(api: httpx.Client, engine_vireo: VireoProcess) -> None:

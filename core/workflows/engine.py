@@ -105,7 +105,7 @@ def stop_orphan(folder: Path) -> None:
     try:
         pid = int((folder / "pid").read_text())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        if os.getpgid(pid) == pid and (b"multiprocessing.forkserver" in cmdline or b"core.workflows" in cmdline):
+        if os.getpgid(pid) == pid and (b"multiprocessing" in cmdline or b"core.workflows" in cmdline):
             os.killpg(pid, signal.SIGKILL)
             log.warning("killed job process %d left by the previous run", pid)
     except (OSError, ValueError):

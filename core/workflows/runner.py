@@ -18,11 +18,21 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from core.timeutil import isoformat, utcnow
+from datetime import UTC, datetime
+
 from core.workflows.context import JobAborted, JobContext, JobSpec, Reporter
 from core.workflows.registry import DagRegistry
 
 _registry = DagRegistry()
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def isoformat(value: datetime) -> str:
+    # core.timeutil says the same, but importing it costs a job process SQLAlchemy's start-up
+    return value.isoformat().replace("+00:00", "Z")
 
 
 def step_log_name(index: int, name: str) -> str:
