@@ -32,8 +32,8 @@ _BODY = r"""
 <q-tr :props="props" :data-workflow="props.row.id">
   <q-td auto-width><q-checkbox dense v-model="props.selected" /></q-td>
   <q-td key="expand" auto-width>
-    <q-btn size="sm" flat round dense :icon="props.expand ? 'expand_less' : 'expand_more'" class="expand-workflow"
-           @click="props.expand = !props.expand" />
+    <q-icon size="sm" :name="props.expand ? 'expand_less' : 'expand_more'" class="expand-workflow cursor-pointer"
+            @click="props.expand = !props.expand" />
   </q-td>
   <q-td key="name" :props="props">{{ props.row.name }}<q-badge v-if="props.row.service" color="purple-3" class="q-ml-xs" label="service" /></q-td>
   <q-td key="id" :props="props"><span class="text-caption text-grey-8">{{ props.row.id }}</span></q-td>
@@ -47,12 +47,12 @@ _BODY = r"""
              :data-status="c.status" :label="c.status + ' ' + c.n" />
   </q-td>
   <q-td key="actions" :props="props">
-    <q-btn flat dense round size="sm" icon="stop" title="Abort" @click="$parent.$emit('workflow_action', {id: props.row.id, action: 'abort'})" />
-    <q-btn flat dense round size="sm" icon="replay" title="Restart" @click="$parent.$emit('workflow_action', {id: props.row.id, action: 'restart'})" />
-    <q-btn flat dense round size="sm" icon="delete" title="Delete" @click="$parent.$emit('workflow_action', {id: props.row.id, action: 'delete'})" />
+    <q-icon size="xs" name="stop" title="Abort" class="cursor-pointer q-mx-xs workflow-abort" @click="$parent.$emit('workflow_action', {id: props.row.id, action: 'abort'})" />
+    <q-icon size="xs" name="replay" title="Restart" class="cursor-pointer q-mx-xs workflow-restart" @click="$parent.$emit('workflow_action', {id: props.row.id, action: 'restart'})" />
+    <q-icon size="xs" name="delete" title="Delete" class="cursor-pointer q-mx-xs workflow-delete" @click="$parent.$emit('workflow_action', {id: props.row.id, action: 'delete'})" />
   </q-td>
 </q-tr>
-<q-tr v-show="props.expand" :props="props" class="bg-grey-1">
+<q-tr v-if="props.expand" :props="props" class="bg-grey-1">
   <q-td colspan="100%">
     <table class="w-full text-left jobs-of-workflow" style="border-collapse: collapse">
       <thead><tr class="text-grey-8">
