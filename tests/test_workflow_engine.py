@@ -194,6 +194,20 @@ def test_after_a_crash_running_jobs_fail_and_queued_jobs_go_on(tmp_path: Path, s
         api.post(f"/api/jobs/{running['id']}/abort")
 
 
+def test_the_engine_on_postgresql(tmp_path: Path, start_vireo: Callable[..., VireoProcess], postgres_url: str) -> None:
+    vireo = start_vireo(VIREO_DATABASE_URL=postgres_url, VIREO_DAGS_DIR=str(dags_folder(tmp_path / "dags")), VIREO_WORKERS="2")
+    with vireo.client() as api:
+        finished = create(api, name="pg-sleep", dag_id="test-sleep", conf={"seconds": 0.2, "steps": 2})["jobs"][0]
+        failed = create(api, name="pg-fail", dag_id="test-fail")["jobs"][0]
+        job = wait_job(api, finished["id"], ENDED)
+        assert job["status"] == "finished" and job["progress"] == {"done": 2, "total": 2}
+        assert wait_job(api, failed["id"], ENDED)["status"] == "failed"
+        api.post(f"/api/jobs/{failed['id']}/restart")
+        assert wait_job(api, failed["id"], ENDED)["run"] == 2
+        listed = api.get("/api/workflows", params={"q": "PG-", "status": "failed"})
+        assert [w["name"] for w in listed.json()] == ["pg-fail"] and listed.headers["x-total-count"] == "1"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

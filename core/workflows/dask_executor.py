@@ -1,7 +1,7 @@
 """The Dask executor: jobs run on a Dask distributed cluster (`VIREO_DASK_SCHEDULER`), same DAG code.
 
-A Dask task starts the job as a process of its own (its own process group) on the worker,
-forwards the job's reports to Vireo as Dask events (`Worker.log_event` → the client's
+A Dask task hands the job to a job host beside its worker thread (`job_host`: imports the DAG
+code once, forks each job into a process group of its own), forwards the job's reports to Vireo as Dask events (`Worker.log_event` → the client's
 `subscribe_topic`), and watches for an abort marker in the job's run folder — the data dir
 is shared between Vireo and the workers, which is also how logs reach the log viewer. An
 abort (or timeout) writes the marker; the task sends SIGTERM to the job's group, SIGKILL
@@ -12,16 +12,18 @@ the same path.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 from typing import Any
+
+from multiprocessing.connection import Connection
 
 from core.workflows.context import JobSpec
 from core.workflows.executor import ReportSink
@@ -33,8 +35,37 @@ ABORT_MARKER = "abort"
 GRACE_SECONDS = 1.0
 
 
+class _JobHost:
+    """A long-lived `core.workflows.job_host` process beside a Dask worker thread (one per thread)."""
+
+    def __init__(self) -> None:
+        here, there = socket.socketpair()
+        env = {**os.environ, "PYDANTIC_DISABLE_PLUGINS": "1"}  # looking for pydantic plugins costs a fresh process 0.1 s
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "core.workflows.job_host", str(there.fileno())], pass_fds=(there.fileno(),), env=env,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        there.close()
+        self.conn = Connection(here.detach())
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+_hosts: dict[int, _JobHost] = {}
+_hosts_lock = threading.Lock()
+
+
+def _host() -> _JobHost:
+    with _hosts_lock:
+        host = _hosts.get(threading.get_ident())
+        if host is None or not host.alive():
+            host = _hosts[threading.get_ident()] = _JobHost()
+        return host
+
+
 def run_on_dask_worker(spec_data: dict[str, Any]) -> dict[str, Any]:
-    """The Dask task: run one job in a child process group, forward its reports, honour abort markers."""
+    """The Dask task: run one job through this thread's job host, forward its reports, honour abort markers."""
     from distributed import get_worker
 
     spec = JobSpec(**spec_data)
@@ -44,44 +75,37 @@ def run_on_dask_worker(spec_data: dict[str, Any]) -> dict[str, Any]:
         worker.log_event(TOPIC, {"job": spec.job_id, "run": spec.run, "kind": kind, "data": data})
 
     marker = spec.run_dir / ABORT_MARKER
-    read_end, write_end = os.pipe()
-    # (no pydantic plugins: looking for them costs a fresh process a tenth of a second)
-    env = {**os.environ, "VIREO_REPORT_FD": str(write_end), "PYDANTIC_DISABLE_PLUGINS": "1"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "core.workflows.job_process"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, pass_fds=(write_end,), env=env, start_new_session=True,
-    )
-    os.close(write_end)
+    host = _host()
+    host.conn.send(spec)
     outcome: dict[str, Any] = {}
-
-    def read_reports() -> None:
-        with os.fdopen(read_end, "r") as reports:
-            for line in reports:
-                try:
-                    message = json.loads(line)
-                except ValueError:
-                    continue
-                if message["kind"] == "ended":
-                    outcome.update(message["data"])
-                forward(message["kind"], message["data"])
-
-    reader = threading.Thread(target=read_reports, daemon=True)
-    reader.start()
-    assert process.stdin is not None
-    process.stdin.write(json.dumps(dataclasses.asdict(spec)).encode())
-    process.stdin.close()
+    child: int | None = None
     kill_at: float | None = None
-    while process.poll() is None:
-        if kill_at is None and marker.exists():
-            kill_at = time.monotonic() + GRACE_SECONDS
-            _signal_group(process.pid, signal.SIGTERM)
-        elif kill_at is not None and time.monotonic() >= kill_at:
-            _signal_group(process.pid, signal.SIGKILL)
-        time.sleep(0.05)
-    _signal_group(process.pid, signal.SIGKILL)  # whatever the job started and left behind
-    reader.join(timeout=5)
+    code: int | None = None
+    while code is None:
+        try:
+            ready = host.conn.poll(0.05)
+            while ready:
+                message = host.conn.recv()
+                if message[0] == "pid":
+                    child = message[1]
+                elif message[0] == "report":
+                    if message[1] == "ended":
+                        outcome.update(message[2])
+                    forward(message[1], message[2])
+                elif message[0] == "exit":
+                    code = message[1]
+                    break
+                ready = host.conn.poll()
+        except (EOFError, OSError):
+            code = -9  # the host died (killed from outside); the next task starts another
+            break
+        if child is not None:
+            if kill_at is None and marker.exists():
+                kill_at = time.monotonic() + GRACE_SECONDS
+                _signal_group(child, signal.SIGTERM)
+            elif kill_at is not None and time.monotonic() >= kill_at:
+                _signal_group(child, signal.SIGKILL)
     if not outcome:
-        code = process.returncode
         reason = f"killed by signal {-code}" if code < 0 else f"exited with status {code}"
         outcome = {"status": "failed", "error": f"job process {reason}", "failed_step": None}
         forward("ended", outcome)

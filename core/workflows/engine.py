@@ -397,6 +397,9 @@ class WorkflowEngine:
     def delete_job(self, job_id: int) -> None:
         """Abort the job if it is active, hide it (`deleted`) and remove its work dir; PACS data is never touched."""
         self.abort_job(job_id)
+        deadline = time.monotonic() + 3.0
+        while job_id in self._active and time.monotonic() < deadline:  # let an aborted job's processes finish dying
+            time.sleep(0.02)
         with self._tx() as conn:
             row = self._job(conn, job_id)
             if row.status != JobState.DELETED:

@@ -23,6 +23,9 @@ def _when(nullable: bool = False, index: bool = False) -> Any:
 
 
 class Workflow(SQLModel, table=True):
+    # the Workflow List's order: visible workflows, newest first
+    __table_args__ = (Index("ix_workflow_deleted_created", "deleted", "created", "id"),)
+
     id: str = Field(primary_key=True, max_length=36, description="a UUID")
     name: str = Field(max_length=200, index=True)
     dag_id: str = Field(max_length=128, index=True)
@@ -31,8 +34,8 @@ class Workflow(SQLModel, table=True):
     username: str = Field(default="", max_length=128, index=True)
     owner_instance: str = Field(default="", max_length=128)
     service: bool = Field(default=False, description="the platform's own background work")
-    deleted: bool = Field(default=False, index=True)
-    created: datetime = _when(index=True)
+    deleted: bool = False
+    created: datetime = _when()
     updated: datetime = _when()
 
 

@@ -137,7 +137,7 @@ def list_workflows(
     f.check()
     limit = max(0, min(limit, MAX_PAGE))
     total = conn.execute(_filtered(select(func.count()).select_from(Workflow), f)).scalar_one()
-    rows = conn.execute(_filtered(select(Workflow.__table__), f).order_by(Workflow.created.desc(), Workflow.id).limit(limit).offset(max(0, offset))).all()  # type: ignore[attr-defined]
+    rows = conn.execute(_filtered(select(Workflow.__table__), f).order_by(Workflow.created.desc(), Workflow.id.desc()).limit(limit).offset(max(0, offset))).all()  # type: ignore[attr-defined]
     ids = [r.id for r in rows]
     counts: dict[str, dict[str, int]] = defaultdict(dict)
     jobs: dict[str, list[Any]] = defaultdict(list)

@@ -33,8 +33,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_workflow_name', ['name'], unique=False)
         batch_op.create_index('ix_workflow_dag_id', ['dag_id'], unique=False)
         batch_op.create_index('ix_workflow_username', ['username'], unique=False)
-        batch_op.create_index('ix_workflow_deleted', ['deleted'], unique=False)
-        batch_op.create_index('ix_workflow_created', ['created'], unique=False)
+        batch_op.create_index('ix_workflow_deleted_created', ['deleted', 'created', 'id'], unique=False)
 
     op.create_table('job',
     sa.Column('id', sa.Integer(), nullable=False),
