@@ -55,6 +55,9 @@ def register() -> None:
             with ui.row().classes("items-center gap-4"):
                 chooser = ui.select({ALL: "All series"}, value=ALL, label="Dataset").classes("w-64").mark("dataset-select")
                 summary = ui.label("").mark("series-summary")
+                ui.button("Run workflow", icon="play_arrow", on_click=lambda: ui.navigate.to(
+                    "/workflows/execute" + (f"?{urlencode({'dataset': state['dataset']})}" if state["dataset"] != ALL else ""))
+                ).props("flat").mark("run-workflow")
             table = ui.table(columns=COLUMNS, rows=[], row_key="SeriesInstanceUID").classes("w-full").mark("series-table")
             table.add_slot(
                 "body-cell-thumbnail",

@@ -100,3 +100,41 @@ async def test_list_filters_and_aborts_with_confirmation(user: User) -> None:
     # the log viewer opens at the step that was running when the job was aborted
     assert element(user, "log-step").value == 1
     await until(lambda: any("step sleep, attempt 1" in line.text for line in element(user, "log-viewer").default_slot.children))
+
+
+async def test_the_datasets_page_opens_the_execution_page_with_its_dataset(user: User) -> None:
+    from app.runtime import current_services
+    from core import datasets
+    from core.models import Patient, Series, Study
+    from core.timeutil import utcnow
+
+    await log_in(user)
+    await user.should_see(marker="user-menu", retries=100)
+    services = current_services()
+    now = utcnow()
+    with services.db.session() as session:  # two indexed series (no files needed to tag them)
+        patient = Patient(patient_id="P1", patient_name="Doe^Jane")
+        session.add(patient)
+        session.flush()
+        session.add(Study(study_uid="1.2.3", patient_pk=patient.id, created=now))  # type: ignore[arg-type]
+        session.flush()
+        session.add_all([Series(series_uid=f"1.2.3.{i}", study_uid="1.2.3", modality="CT") for i in (1, 2)])
+        session.flush()
+        datasets.create_dataset(session, "cohort", ["1.2.3.1", "1.2.3.2"], "admin")
+
+    await user.open("/?dataset=cohort")
+    await user.should_see(marker="run-workflow", retries=50)
+    user.find(marker="run-workflow").click()
+    await user.should_see(marker="dag-select", retries=50)
+    element(user, "dag-select").value = "tag-dataset"
+    await user.should_see(marker="dataset-select", retries=50)
+    assert element(user, "dataset-select").value == "cohort"
+    assert element(user, "dataset-select").options["cohort"] == "cohort (2 series)"
+    element(user, "conf-tags").value = ["from-ui"]
+    user.find(marker="submit-workflow").click()
+    await user.should_see(marker="workflow-table", retries=100)
+    await until(lambda: bool(element(user, "workflow-table").rows) and counts(element(user, "workflow-table").rows[0]) == {"finished": 1})
+    with services.db.session() as session:
+        from core.tags import change_tags
+
+        assert change_tags(session, ["1.2.3.1", "1.2.3.2"], [], []) == {"1.2.3.1": ["from-ui"], "1.2.3.2": ["from-ui"]}
