@@ -18,7 +18,7 @@ from core import accounts
 from core.db import Database
 from core.events import SERIES_CHANGED, SERIES_DELETED, EventBus
 from core.pacs_store import PacsStore
-from core.search.indexing import index_series, missing_series
+from core.search.indexing import index_series, missing_series, prune_changes
 from core.search.service import SeriesSearch
 from ingest.indexer import IndexWriter
 from ingest.query_retrieve import QueryRetrieveSCP
@@ -94,6 +94,8 @@ class Services:
                 total += len(missing)
             if total:
                 log.info("search: indexed %d series that had no search document", total)
+            with self.db.engine.begin() as conn:
+                prune_changes(conn)
             self.search.warm()
         except Exception:  # the first query loads the columns itself; nothing is lost
             log.exception("search warm-up failed")
