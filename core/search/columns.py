@@ -17,6 +17,7 @@ and then, so a change costs in proportion to its size, not to the index.
 from __future__ import annotations
 
 import math
+from datetime import timezone
 import re
 import threading
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 from sqlalchemy import Connection, func, select
 
-from core.models import Dataset, DatasetSeries, SearchChange, SearchDocument, SearchField, SearchValue, Series, SeriesTag
+from core.models import Dataset, DatasetSeries, SearchChange, SearchDocument, SearchField, SeriesTag
 from core.search.analysis import LABEL_FIELDS, fold, vr_of
 
 FULL_RELOAD = 50_000  # more changed series than this at once: reload everything (one scan beats many lookups)
@@ -102,13 +103,13 @@ class Columns:
         # the value dictionary, by value id
         self.value_field = np.zeros(0, np.int32)
         self.value_display: list[str] = []
-        self.value_norm: list[str] = []
         self.field_ids: dict[str, int] = {}
         self.field_names: dict[int, str] = {}
         self.columns: dict[str, FieldColumn] = {}
         self.labels: dict[str, Labels] = {name: Labels() for name in LABEL_FIELDS}
         self._ranks: dict[str, Ranking] = {}
         self._sort_keys: dict[str, tuple[int, np.ndarray, list[Any]]] = {}
+        self._bucket_cache: dict[tuple[str, int], tuple[int, list[str], np.ndarray]] = {}
 
     # --- keeping up with the database -------------------------------------------------
 
@@ -142,11 +143,11 @@ class Columns:
 
     def _load_all(self, conn: Connection) -> None:
         newest = conn.execute(select(func.max(SearchChange.seq))).scalar_one_or_none() or 0
-        rows = conn.execute(self._documents_query()).all()
+        rows = self._documents(conn)
         # after the documents: every value they name was committed with them
         self._load_fields(conn)
         self.value_field = np.zeros(0, np.int32)
-        self.value_display, self.value_norm = [], []
+        self.value_display = []
         self._load_values(conn)
         self._allocate(max((r[0] for r in rows), default=0) + 1)
         self._study_keys = {}
@@ -177,11 +178,21 @@ class Columns:
         starts, ends = np.concatenate([[0], bounds]), np.concatenate([bounds, [len(fields)]])
         return {self.field_names[int(fields[a])]: (docs[a:b], values[a:b]) for a, b in zip(starts, ends) if int(fields[a]) in self.field_names}
 
-    def _documents_query(self) -> Any:
-        return select(
-            SearchDocument.id, SearchDocument.study_uid, SearchDocument.patient_pk, SearchDocument.value_ids,
-            Series.instance_count, Series.arrived, Series.updated,
-        ).join(Series, Series.series_uid == SearchDocument.series_uid)  # type: ignore[arg-type]
+    _DOCUMENTS = (
+        "SELECT d.id, d.study_uid, d.patient_pk, d.value_ids, s.instance_count, s.arrived, s.updated "
+        "FROM search_document d JOIN series s ON s.series_uid = d.series_uid"
+    )
+
+    def _documents(self, conn: Connection, ids: list[int] | None = None) -> list[Any]:
+        """Document rows straight from the driver: a million rows through SQLAlchemy's type handling cost a minute."""
+        if ids is None:
+            return conn.exec_driver_sql(self._DOCUMENTS).fetchall()
+        mark = "%s" if conn.dialect.name == "postgresql" else "?"
+        rows: list[Any] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            rows.extend(conn.exec_driver_sql(f"{self._DOCUMENTS} WHERE d.id IN ({', '.join([mark] * len(chunk))})", tuple(chunk)).fetchall())
+        return rows
 
     def _allocate(self, size: int) -> None:
         self.capacity = max(1024, size)
@@ -211,10 +222,10 @@ class Columns:
         keys = self._study_keys
         self.alive[ids] = True
         self.study[ids] = [keys.setdefault(r[1], len(keys)) for r in rows]
-        self.patient[ids] = [r[2] for r in rows]
-        self.counters["instances"][ids] = [r[4] for r in rows]
-        self.counters["arrived"][ids] = [r[5].timestamp() if r[5] else math.nan for r in rows]
-        self.counters["updated"][ids] = [r[6].timestamp() if r[6] else math.nan for r in rows]
+        self.patient[ids] = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
+        self.counters["instances"][ids] = np.fromiter((r[4] for r in rows), dtype=float, count=len(rows))
+        self.counters["arrived"][ids] = _seconds([r[5] for r in rows])
+        self.counters["updated"][ids] = _seconds([r[6] for r in rows])
 
     def _load_fields(self, conn: Connection) -> None:
         self.field_ids = dict(conn.execute(select(SearchField.name, SearchField.id)).all())  # type: ignore[arg-type]
@@ -222,24 +233,22 @@ class Columns:
 
     def _load_values(self, conn: Connection) -> None:
         known = len(self.value_display)
-        rows = conn.execute(select(SearchValue.id, SearchValue.field_id, SearchValue.display, SearchValue.norm).where(SearchValue.id >= known).order_by(SearchValue.id)).all()  # type: ignore[arg-type, operator]
+        mark = "%s" if conn.dialect.name == "postgresql" else "?"
+        rows = conn.exec_driver_sql(f"SELECT id, field_id, display FROM search_value WHERE id >= {mark} ORDER BY id", (known,)).fetchall()
         if not rows:
             return
         top = rows[-1][0] + 1
         self.value_field = np.concatenate([self.value_field, np.full(top - len(self.value_field), -1, np.int32)])
         self.value_display.extend([""] * (top - len(self.value_display)))
-        self.value_norm.extend([""] * (top - len(self.value_norm)))
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         self.value_field[ids] = np.fromiter((r[1] for r in rows), dtype=np.int32, count=len(rows))
-        for value_id, _, display, norm in rows:
-            self.value_display[value_id] = display
-            self.value_norm[value_id] = norm
+        display = self.value_display
+        for value_id, _, text in rows:
+            display[value_id] = text
 
     def _reload(self, conn: Connection, docs: list[int]) -> None:
         """Re-read changed series: their base pairs go stale, their current pairs into the deltas."""
-        rows: list[Any] = []
-        for start in range(0, len(docs), 500):
-            rows.extend(conn.execute(self._documents_query().where(SearchDocument.id.in_(docs[start : start + 500]))).all())  # type: ignore[union-attr]
+        rows = self._documents(conn, docs)
         self._load_fields(conn)
         self._load_values(conn)
         changed = np.asarray(docs, dtype=np.int32)
@@ -332,16 +341,39 @@ class Columns:
         mask[ids[(ids >= 0) & (ids < self.capacity)]] = True
         return mask & self.alive
 
-    def counts(self, name: str, hits: np.ndarray) -> dict[str, int]:
-        """Series per value of a field among `hits`, most frequent first."""
+    def counts(self, name: str, hits: np.ndarray, size: int | None = None) -> dict[str, int]:
+        """Series per value of a field among `hits`, most frequent first (the first `size`)."""
         docs, values = self.column(name).pairs(self._stale)
         selected = values[hits[docs]]
         if not len(selected):
             return {}
         tally = np.bincount(selected)
         nonzero = np.flatnonzero(tally)
-        order = nonzero[np.argsort(-tally[nonzero], kind="stable")]
+        order = nonzero[np.argsort(-tally[nonzero], kind="stable")][:size]
         return {self.display(name, int(v)): int(tally[v]) for v in order}
+
+    def bucket_counts(self, name: str, hits: np.ndarray, width: int) -> dict[str, int]:
+        """Series per date bucket among `hits`: the first `width` digits of each value (4 year, 6 month, 8 day)."""
+        docs, values = self.column(name).pairs(self._stale)
+        labels, bucket_of = self._buckets(name, width)
+        tally = np.bincount(bucket_of[values[hits[docs]]], minlength=len(labels))
+        return {labels[i]: int(tally[i]) for i in range(len(labels)) if tally[i]}
+
+    def _buckets(self, name: str, width: int) -> tuple[list[str], np.ndarray]:
+        """Bucket labels in order, and the bucket of every value id of the field (cached until values are added)."""
+        size = self.vocabulary_size(name)
+        cached = self._bucket_cache.get((name, width))
+        if cached is not None and cached[0] == size:
+            return cached[1], cached[2]
+        ids = np.unique(self.column(name).pairs(self._stale)[1])
+        keys = {int(i): _bucket_label(self.display(name, int(i)), width) for i in ids}
+        labels = sorted(set(keys.values()), key=lambda label: (label == "other", label))
+        index = {label: n for n, label in enumerate(labels)}
+        bucket_of = np.zeros(size + 1, np.int64)
+        for value_id, label in keys.items():
+            bucket_of[value_id] = index[label]
+        self._bucket_cache[(name, width)] = (size, labels, bucket_of)
+        return labels, bucket_of
 
     def distinct(self, keys: np.ndarray, hits: np.ndarray) -> int:
         selected = keys[hits]
@@ -392,6 +424,24 @@ class Columns:
 
     def known_fields(self) -> list[str]:
         return sorted(n for n, c in self.columns.items() if n not in LABEL_FIELDS and (len(c.docs) or len(c.delta_docs)))
+
+
+def _bucket_label(value: str, width: int) -> str:
+    """'2020', '2020-03' or '2020-03-15' for a DICOM date (dashes allowed); 'other' for anything else."""
+    digits = value.replace("-", "")
+    if len(digits) < width or not digits[:width].isdigit():
+        return "other"
+    return "-".join(part for part in (digits[:4], digits[4:6] if width >= 6 else "", digits[6:8] if width == 8 else "") if part)
+
+
+def _seconds(times: list[Any]) -> np.ndarray:
+    """UTC times (the driver's datetimes, or SQLite's 'YYYY-MM-DD HH:MM:SS.ffffff' text) as epoch seconds, vectorised."""
+    if any(getattr(t, "tzinfo", None) is not None for t in times[:1]):
+        times = [t.astimezone(timezone.utc).replace(tzinfo=None) if t is not None else None for t in times]
+    stamps = np.array([t if t is not None else "NaT" for t in times], dtype="datetime64[us]") if times else np.empty(0, "datetime64[us]")
+    seconds = stamps.astype("int64") / 1e6
+    seconds[np.isnat(stamps)] = math.nan
+    return seconds
 
 
 def parse_number(value: str) -> float | None:

@@ -132,10 +132,10 @@ class SeriesSearch:
                 patients=columns.distinct(columns.patient, hits),
             )
             for raw, name, interval in wanted:
-                counts = columns.counts(name, hits)
                 if interval:
-                    counts = _bucket_dates(counts, interval)
-                result.fields[raw] = dict(list(counts.items())[:size])
+                    result.fields[raw] = dict(list(columns.bucket_counts(name, hits, DATE_INTERVALS[interval]).items())[:size])
+                else:
+                    result.fields[raw] = columns.counts(name, hits, size)
             return result
 
     def values(self, field_raw: str, prefix: str = "", limit: int = 20, selection: Selection | None = None) -> list[dict[str, Any]]:
@@ -258,12 +258,11 @@ class SeriesSearch:
 
     def _value_ids(self, conn: Connection, field: str, accept: Any) -> np.ndarray:
         """Value ids of a field that a Python test accepts (ranges the rank order cannot answer)."""
-        columns = self.columns
-        field_id = columns.field_ids.get(field)
+        field_id = self.columns.field_ids.get(field)
         if field_id is None:
             return np.empty(0, np.int64)
-        ids = np.flatnonzero(columns.value_field == field_id)
-        return np.asarray([i for i in ids if accept(columns.value_display[i], columns.value_norm[i])], dtype=np.int64)
+        rows = conn.execute(select(SearchValue.id, SearchValue.display, SearchValue.norm).where(SearchValue.field_id == field_id)).all()  # type: ignore[arg-type]
+        return np.asarray([i for i, display, norm in rows if accept(display, norm)], dtype=np.int64)
 
     def _docs_for_values(self, value_ids: np.ndarray, field: str | None) -> np.ndarray:
         """Series holding any of these values — in `field`, or in whichever field each value belongs to."""
@@ -421,19 +420,6 @@ def _aggregation_field(raw: str) -> tuple[str, str, str | None]:
     if name in COUNTER_FIELDS:
         raise QueryError(f"{name} is a number per series; use a range query instead")
     return raw, name, interval.lower() or None
-
-
-def _bucket_dates(counts: dict[str, int], interval: str) -> dict[str, int]:
-    width = DATE_INTERVALS[interval]
-    buckets: dict[str, int] = {}
-    for value, n in counts.items():
-        digits = value.replace("-", "")
-        if len(digits) < width or not digits[:width].isdigit():
-            key = "other"
-        else:
-            key = "-".join(filter(None, (digits[:4], digits[4:6] if width >= 6 else "", digits[6:8] if width == 8 else "")))
-        buckets[key] = buckets.get(key, 0) + n
-    return dict(sorted(buckets.items()))
 
 
 def _label_test(node: Node) -> Any:

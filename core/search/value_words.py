@@ -34,8 +34,8 @@ class SqliteValueWords:
 
     def matching(self, conn: Connection, words: tuple[str, ...]) -> np.ndarray:
         phrase = '"' + " ".join(words) + '"'
-        cursor = conn.exec_driver_sql("SELECT rowid FROM search_value_text WHERE search_value_text MATCH ?", (phrase,))
-        return np.fromiter((r[0] for r in cursor), dtype=np.int64)
+        rows = conn.exec_driver_sql("SELECT rowid FROM search_value_text WHERE search_value_text MATCH ?", (phrase,)).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
 
 class PostgresValueWords:
@@ -46,8 +46,8 @@ class PostgresValueWords:
 
     def matching(self, conn: Connection, words: tuple[str, ...]) -> np.ndarray:
         query = " <-> ".join(f"'{w}'" for w in words)
-        cursor = conn.exec_driver_sql("SELECT id FROM search_value WHERE words @@ CAST(%s AS tsquery)", (query,))
-        return np.fromiter((r[0] for r in cursor), dtype=np.int64)
+        rows = conn.exec_driver_sql("SELECT id FROM search_value WHERE words @@ CAST(%s AS tsquery)", (query,)).fetchall()
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
 
 def tsvector(words: list[str]) -> str:
