@@ -91,7 +91,7 @@ class Columns:
         self.loaded = False
         self.version = 0  # bumped by every applied change: what cached per-series arrays are checked against
         self.last_seq = 0
-        self._applied: set[int] = set()
+        self._gaps: set[int] = set()  # change numbers below last_seq not seen yet (PostgreSQL only)
         self.capacity = 0
         self.alive = np.zeros(0, bool)
         self.study = np.zeros(0, np.int32)
@@ -118,28 +118,33 @@ class Columns:
         if not self.loaded:
             self._load_all(conn)
             return
-        floor = self.last_seq - (WINDOW if conn.dialect.name == "postgresql" else 0)
+        # PostgreSQL may commit sequence numbers out of order: look again from the oldest one still missing
+        floor = min(self._gaps) - 1 if self._gaps else self.last_seq
         rows = conn.execute(select(SearchChange.seq, SearchChange.doc_id).where(SearchChange.seq > floor).order_by(SearchChange.seq)).all()  # type: ignore[arg-type, operator]
-        fresh = [(seq, doc) for seq, doc in rows if seq > self.last_seq or seq not in self._applied]
+        fresh = [(seq, doc) for seq, doc in rows if seq > self.last_seq or seq in self._gaps]
         if not fresh:
             return
-        oldest = conn.execute(select(func.min(SearchChange.seq))).scalar_one()
-        if self.last_seq > 0 and oldest is not None and oldest > self.last_seq + 1:
-            self._load_all(conn)  # the change rows we missed were pruned
-            return
+        if self.last_seq > 0 and rows[0][0] > self.last_seq + 1 and not self._gaps:
+            oldest = conn.execute(select(func.min(SearchChange.seq))).scalar_one()
+            if oldest is not None and oldest > self.last_seq + 1:
+                self._load_all(conn)  # the change rows we missed were pruned
+                return
+        self._note_seen([seq for seq, _ in fresh], postgres=conn.dialect.name == "postgresql")
         docs = sorted({doc for _, doc in fresh})
-        self._remember([seq for seq, _ in fresh])
         if len(docs) > FULL_RELOAD:
             self._load_all(conn)
             return
         self._reload(conn, docs)
         self.version += 1
 
-    def _remember(self, seqs: list[int]) -> None:
-        self.last_seq = max([self.last_seq, *seqs])
-        self._applied.update(seqs)
-        if len(self._applied) > 4 * WINDOW:
-            self._applied = {s for s in self._applied if s > self.last_seq - WINDOW}
+    def _note_seen(self, seqs: list[int], postgres: bool) -> None:
+        newest = max(seqs)
+        self._gaps.difference_update(seqs)
+        if postgres and newest > self.last_seq:
+            self._gaps.update(set(range(self.last_seq + 1, newest)) - set(seqs))
+        self.last_seq = max(self.last_seq, newest)
+        # a sequence number missing this long belonged to a transaction that rolled back
+        self._gaps = {s for s in self._gaps if s > self.last_seq - WINDOW}
 
     def _load_all(self, conn: Connection) -> None:
         newest = conn.execute(select(func.max(SearchChange.seq))).scalar_one_or_none() or 0
@@ -163,7 +168,7 @@ class Columns:
             self.columns[name] = FieldColumn(docs[known], values[known])
         self._stale, self._delta_size = None, 0
         self._ranks, self._sort_keys = {}, {}
-        self.last_seq, self._applied = newest, set()
+        self.last_seq, self._gaps = newest, set()
         self.loaded = True
         self.version += 1
 

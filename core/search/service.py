@@ -152,7 +152,7 @@ class SeriesSearch:
             field_id = conn.execute(select(SearchField.id).where(SearchField.name == name)).scalar_one_or_none()
             if field_id is None:
                 return []
-            norm = SearchValue.norm.collate("C") if conn.dialect.name == "postgresql" else SearchValue.norm  # type: ignore[attr-defined]
+            norm = _norm(conn)
             query = select(SearchValue.display, SearchValue.count).where(SearchValue.field_id == field_id, SearchValue.count > 0)  # type: ignore[arg-type]
             if wanted:
                 query = query.where(norm >= wanted, norm < wanted + "\U0010ffff")
@@ -230,14 +230,14 @@ class SeriesSearch:
             return columns.docs_with(field, columns.label_ids_where(field, _label_test(node)))
         if isinstance(node, Text):
             ids = self._words(conn, node.words)
-            exact = conn.execute(select(SearchValue.id).where(SearchValue.norm == node.whole[:256])).scalars().all() if node.whole else []
+            exact = conn.execute(select(SearchValue.id).where(_norm(conn) == node.whole[:256])).scalars().all() if node.whole else []
             return self._docs_for_values(np.union1d(ids, np.asarray(exact, dtype=np.int64)), field)
         if isinstance(node, Equals):
-            query = select(SearchValue.id).where(SearchValue.norm.in_([v[:256] for v in node.values]))  # type: ignore[attr-defined]
+            query = select(SearchValue.id).where(_norm(conn).in_([v[:256] for v in node.values]))
             return self._docs_for_values(self._field_values(conn, query, node.field), node.field)
         if isinstance(node, Pattern):
             prefix = node.prefix
-            norm = SearchValue.norm.collate("C") if conn.dialect.name == "postgresql" else SearchValue.norm  # type: ignore[attr-defined]
+            norm = _norm(conn)
             if prefix is not None:
                 query = select(SearchValue.id).where(norm >= prefix, norm < prefix + "\U0010ffff")
             else:
@@ -386,6 +386,11 @@ def _cursor_threshold(cursor: str, name: str, descending: bool, sorted_keys: lis
     else:
         rank = float(value)
     return (-rank if descending else rank), doc_id
+
+
+def _norm(conn: Connection) -> Any:
+    """The dictionary's folded value as its indexes are built: byte order (collation "C") on PostgreSQL."""
+    return SearchValue.norm.collate("C") if conn.dialect.name == "postgresql" else SearchValue.norm  # type: ignore[attr-defined]
 
 
 def _matches_pattern(conn: Connection, column: Any, pattern: str) -> Any:
