@@ -513,7 +513,7 @@ class WorkflowEngine:
             busy: dict[str, int] = {}
             for job in self._active.values():
                 busy[job.dag_id] = busy.get(job.dag_id, 0) + 1
-        full = [d for d, n in busy.items() if self._max_active(d) is not None and n >= (self._max_active(d) or 0)]
+        full = [dag_id for dag_id, n in busy.items() if n >= (self._max_active(dag_id) or n + 1)]
         query = select(Job.id, Job.run, Job.dag_id, Job.workflow_id, Job.conf, Job.series, Job.dataset, Job.username, Job.timeout).where(
             Job.status == JobState.QUEUED.value, Job.runner_instance == self.instance_name
         )

@@ -116,8 +116,7 @@ class LocalExecutor:
     def start(self, sink: ReportSink) -> None:
         self._sink = sink
         self._stopping = False
-        with self._lock:
-            self._workers = [self._spawn() for _ in range(self.size)]
+        # Workers start with the first jobs that need them: a Vireo that runs no jobs pays nothing for them.
         self._thread = threading.Thread(target=self._monitor, name="vireo-job-monitor", daemon=True)
         self._thread.start()
 
@@ -147,11 +146,15 @@ class LocalExecutor:
 
     def free_slots(self) -> int:
         with self._lock:
-            return sum(1 for w in self._workers if w.spec is None)
+            return self.size - sum(1 for w in self._workers if w.spec is not None)
 
     def submit(self, spec: JobSpec) -> None:
         with self._lock:
             worker = next((w for w in self._workers if w.spec is None), None)
+            if worker is None and len(self._workers) < self.size:
+                worker = self._spawn()
+                self._workers.append(worker)
+                self._wake()  # the monitor watches the new worker too
             if worker is None:
                 raise RuntimeError("no idle worker")
             worker.spec, worker.child, worker.ended, worker.kill_at, worker.killed = spec, None, False, None, False

@@ -60,6 +60,10 @@ class _StepLog:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             os.close(fd)
+            # a print shows in the log viewer when it happens, not when the step ends
+            for stream in (sys.stdout, sys.stderr):
+                if hasattr(stream, "reconfigure"):
+                    stream.reconfigure(line_buffering=True)
 
     def close(self) -> None:
         if self.handler is not None:
