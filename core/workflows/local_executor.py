@@ -50,20 +50,32 @@ def _worker_main(conn: Connection, preload: list[str]) -> None:
             conn.close()
             _job_child(spec, writer)
         writer.close()
-        conn.send(("pid", pid))
-        while True:
-            try:
-                kind, data = reader.recv()
-            except (EOFError, OSError):
-                break
-            conn.send(("report", kind, data))
-        reader.close()
-        _, status = os.waitpid(pid, 0)
         try:
-            os.killpg(pid, signal.SIGKILL)  # whatever the job started and left behind
-        except (ProcessLookupError, PermissionError):
-            pass
-        conn.send(("exit", os.waitstatus_to_exitcode(status)))
+            conn.send(("pid", pid))
+            while True:
+                try:
+                    kind, data = reader.recv()
+                except (EOFError, OSError):
+                    break
+                conn.send(("report", kind, data))
+        except OSError:  # Vireo is gone: so is the job (a restarted Vireo fails it as interrupted)
+            _kill_group(pid)
+            return
+        finally:
+            reader.close()
+        _, status = os.waitpid(pid, 0)
+        _kill_group(pid)  # whatever the job started and left behind
+        try:
+            conn.send(("exit", os.waitstatus_to_exitcode(status)))
+        except OSError:
+            return
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _job_child(spec: JobSpec, writer: Connection) -> None:
