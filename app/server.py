@@ -10,9 +10,10 @@ from nicegui.storage import Storage
 from app.api import accounts as accounts_api
 from app.api import datasets as datasets_api
 from app.api import dags as dags_api
-from app.api import health, jobs, series
+from app.api import health, jobs, search, series, tags
 from app.api import workflows as workflows_api
 from app.auth import AuthMiddleware
+from app.cli import vireo_version
 from app.runtime import set_services
 from app.services import Services, build_services, storage_secret
 from app.settings import Settings
@@ -28,7 +29,8 @@ def build_app(settings_: Settings) -> Services:
     # Login sessions persist with the rest of Vireo's state, not in the working directory.
     Storage.path = (settings_.data_dir / "sessions").resolve()
     app.add_middleware(AuthMiddleware)
-    for router in (health.router, series.router, datasets_api.router, accounts_api.router, dags_api.router, workflows_api.router, jobs.router):
+    for router in (health.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router,
+                   dags_api.router, workflows_api.router, jobs.router):
         app.include_router(router)
     login.register()
     series_list.register()
@@ -44,7 +46,10 @@ def serve(settings_: Settings) -> None:
     """Run Vireo until interrupted: web UI, API and DICOM receiver in this one process."""
     build_app(settings_)
     log.info("Vireo on http://%s:%d, DICOM on port %d", settings_.host, settings_.http_port, settings_.dicom_port)
+    # The API's schema and docs live under /api, behind the same login as the API itself.
+    app.openapi_url, app.docs_url, app.redoc_url = "/api/openapi.json", "/api/docs", None
     ui.run(
+        fastapi_docs={"title": "Vireo", "version": vireo_version(), "description": "Local PACS, datasets and workflows. See API.md for the contract."},
         host=settings_.host,
         port=settings_.http_port,
         title="Vireo",

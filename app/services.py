@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from core import accounts
 from core.db import Database
 from core.events import SERIES_CHANGED, SERIES_DELETED, EventBus
 from core.pacs_store import PacsStore
+from core.search.indexing import index_series, missing_series
+from core.search.service import SeriesSearch
 from ingest.indexer import IndexWriter
 from ingest.receiver import DicomReceiver, ReceiverConfig
 from ingest.reindex import recover
@@ -41,6 +44,7 @@ class Services:
     indexer: IndexWriter
     thumbnails: ThumbnailService
     receiver: DicomReceiver
+    search: SeriesSearch
     registry: DagRegistry
     workflows: WorkflowEngine
     incoming: IncomingRecorder
@@ -65,6 +69,7 @@ class Services:
         self.workflows.start()
         self.incoming.start()
         self.receiver.start()
+        threading.Thread(target=self._prepare_search, name="search-warm-up", daemon=True).start()
 
     def stop(self) -> None:
         self.receiver.stop()
@@ -74,6 +79,23 @@ class Services:
         self.thumbnails.stop()
         self.running_marker.unlink(missing_ok=True)
         self.db.dispose()
+
+    def _prepare_search(self) -> None:
+        """Index series that predate the search index (an upgraded database), then load the columns."""
+        try:
+            total = 0
+            while True:
+                with self.db.engine.begin() as conn:
+                    missing = missing_series(conn, 2000)
+                    if not missing:
+                        break
+                    index_series(conn, missing)
+                total += len(missing)
+            if total:
+                log.info("search: indexed %d series that had no search document", total)
+            self.search.warm()
+        except Exception:  # the first query loads the columns itself; nothing is lost
+            log.exception("search warm-up failed")
 
     def _recover_after_unclean_stop(self) -> None:
         if not self.running_marker.exists():
@@ -113,7 +135,7 @@ def build_services(settings: Settings) -> Services:
     )
     incoming = IncomingRecorder(engine, bus, settings.thumbnail_quiet_seconds)
     indexer.add_listener(incoming.touch)
-    return Services(settings, db, store, bus, indexer, thumbnails, receiver, registry, engine, incoming)
+    return Services(settings, db, store, bus, indexer, thumbnails, receiver, SeriesSearch(db), registry, engine, incoming)
 
 
 def load_dags(settings: Settings) -> DagRegistry:

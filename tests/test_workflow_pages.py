@@ -134,7 +134,7 @@ async def test_the_datasets_page_opens_the_execution_page_with_its_dataset(user:
     user.find(marker="submit-workflow").click()
     await user.should_see(marker="workflow-table", retries=100)
     await until(lambda: bool(element(user, "workflow-table").rows) and counts(element(user, "workflow-table").rows[0]) == {"finished": 1})
-    with services.db.session() as session:
-        from core.tags import change_tags
+    from core.tags import tags_of
 
-        assert change_tags(session, ["1.2.3.1", "1.2.3.2"], [], []) == {"1.2.3.1": ["from-ui"], "1.2.3.2": ["from-ui"]}
+    with services.db.engine.connect() as conn:
+        assert tags_of(conn, ["1.2.3.1", "1.2.3.2"]) == {"1.2.3.1": ["from-ui"], "1.2.3.2": ["from-ui"]}
