@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.runtime import current_services
+from app.viewers import ohif_study_url
 from core import catalog, datasets
 from core.events import SERIES_CHANGED, THUMBNAIL_READY, EventBus
 from core.search.service import MAX_PAGE, Selection
 
-__all__ = ["MAX_PAGE", "SERIES_CHANGED", "THUMBNAIL_READY", "Listing", "Selection", "bus", "find_series", "series_and_datasets"]
+__all__ = ["MAX_PAGE", "SERIES_CHANGED", "THUMBNAIL_READY", "Listing", "Selection", "bus", "find_series", "ohif_url", "series_and_datasets"]
 
 
 @dataclass(frozen=True)
@@ -38,3 +39,8 @@ def series_and_datasets(dataset: str | None, limit: int) -> tuple[Listing, list[
 
 def bus() -> EventBus:
     return current_services().bus
+
+
+def ohif_url(study_uid: str) -> str | None:
+    """'Open in OHIF' for a series' study, when VIREO_OHIF_URL is set."""
+    return ohif_study_url(current_services().settings.ohif_url, study_uid)

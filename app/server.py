@@ -10,10 +10,11 @@ from nicegui.storage import Storage
 from app.api import accounts as accounts_api
 from app.api import datasets as datasets_api
 from app.api import dags as dags_api
-from app.api import health, jobs, search, series, tags
+from app.api import dicomweb, health, jobs, search, series, tags
 from app.api import workflows as workflows_api
 from app.auth import AuthMiddleware
 from app.cli import vireo_version
+from app.cors import DicomwebCors
 from app.runtime import set_services
 from app.services import Services, build_services, storage_secret
 from app.settings import Settings
@@ -29,8 +30,9 @@ def build_app(settings_: Settings) -> Services:
     # Login sessions persist with the rest of Vireo's state, not in the working directory.
     Storage.path = (settings_.data_dir / "sessions").resolve()
     app.add_middleware(AuthMiddleware)
-    for router in (health.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router,
-                   dags_api.router, workflows_api.router, jobs.router):
+    if settings_.cors_origin_list:
+        app.add_middleware(DicomwebCors, origins=settings_.cors_origin_list)  # added last: runs before authentication
+    for router in (health.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router, dicomweb.router, dags_api.router, workflows_api.router, jobs.router):
         app.include_router(router)
     login.register()
     series_list.register()

@@ -18,9 +18,10 @@ from core import accounts
 from core.db import Database
 from core.events import SERIES_CHANGED, SERIES_DELETED, EventBus
 from core.pacs_store import PacsStore
-from core.search.indexing import index_series, missing_series
+from core.search.indexing import index_series, missing_series, prune_changes
 from core.search.service import SeriesSearch
 from ingest.indexer import IndexWriter
+from ingest.query_retrieve import QueryRetrieveSCP
 from ingest.receiver import DicomReceiver, ReceiverConfig
 from ingest.reindex import recover
 from ingest.incoming_workflow import IncomingRecorder
@@ -93,6 +94,8 @@ class Services:
                 total += len(missing)
             if total:
                 log.info("search: indexed %d series that had no search document", total)
+            with self.db.engine.begin() as conn:
+                prune_changes(conn)
             self.search.warm()
         except Exception:  # the first query loads the columns itself; nothing is lost
             log.exception("search warm-up failed")
@@ -128,6 +131,7 @@ def build_services(settings: Settings) -> Services:
         ),
         store,
         indexer,
+        QueryRetrieveSCP(db, store, settings.dicom_ae_title, settings.move_destinations),
     )
     registry = load_dags(settings)
     engine = WorkflowEngine(

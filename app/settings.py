@@ -36,6 +36,9 @@ class Settings:
     workers: int = field(default=0, metadata={"help": "job processes the local executor runs at once (0: one per CPU core)"})
     session_hours: float = field(default=12.0, metadata={"help": "a login session expires after this many hours"})
     thumbnail_quiet_seconds: float = field(default=3.0, metadata={"help": "a series' thumbnail is drawn once it has been quiet this long"})
+    dicom_destinations: str = field(default="", metadata={"help": "C-MOVE destinations, comma-separated AE=host:port (e.g. WORKSTATION=10.0.0.5:104)"})
+    cors_origins: str = field(default="", metadata={"help": "origins whose browser pages may call /dicomweb (comma-separated, * for any; default: none)"})
+    ohif_url: str = field(default="", metadata={"help": "base URL of an OHIF Viewer reading this Vireo's /dicomweb; shows 'Open in OHIF' for studies"})
     storage_secret: str = field(default="", metadata={"help": "secret signing browser sessions (default: generated and kept in the data dir)"})
 
     @property
@@ -54,6 +57,30 @@ class Settings:
     @property
     def allowed_calling_aets(self) -> frozenset[str]:
         return frozenset(a.strip() for a in self.dicom_allowed_calling_aets.split(",") if a.strip())
+
+
+    @property
+    def move_destinations(self) -> dict[str, tuple[str, int]]:
+        """C-MOVE destinations by AE title; raises ValueError naming a malformed entry."""
+        return parse_destinations(self.dicom_destinations)
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+
+def parse_destinations(text: str) -> dict[str, tuple[str, int]]:
+    """`AE=host:port, AE2=host:port` → {AE: (host, port)}."""
+    destinations: dict[str, tuple[str, int]] = {}
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        ae, equals, address = entry.partition("=")
+        host, colon, port = address.strip().rpartition(":")
+        if not equals or not colon or not ae.strip() or not host or not port.isdigit() or len(ae.strip()) > 16:
+            raise ValueError(f"{entry!r} is not AE=host:port (AE titles have at most 16 characters)")
+        destinations[ae.strip()] = (host.strip("[]"), int(port))
+    return destinations
 
 
 def _env_name(name: str) -> str:
@@ -98,4 +125,9 @@ def load_settings(options: argparse.Namespace | None = None, environ: dict[str, 
             values[f.name] = _convert(f.type, raw)
         except ValueError as exc:
             raise SystemExit(f"invalid value for {_env_name(f.name)} / --{f.name.replace('_', '-')}: {raw!r} ({exc})") from exc
-    return Settings(**values)
+    settings = Settings(**values)
+    try:
+        settings.move_destinations
+    except ValueError as exc:
+        raise SystemExit(f"invalid value for VIREO_DICOM_DESTINATIONS / --dicom-destinations: {exc}") from exc
+    return settings

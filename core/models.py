@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.timeutil import UTCDateTime, utcnow
@@ -41,6 +41,12 @@ class Study(SQLModel, table=True):
 
 
 class Series(SQLModel, table=True):
+    # QIDO-RS and C-FIND page through series in study order and match descriptions by prefix (see core/dicom_query.py).
+    __table_args__ = (
+        Index("ix_series_study_order", "study_uid", "series_number", "series_uid"),
+        Index("ix_series_series_description", "series_description", "study_uid", "series_number", "series_uid"),
+        Index("ix_series_modality_order", "modality", "study_uid", "series_number", "series_uid"),
+    )
     series_uid: str = Field(primary_key=True, max_length=UID)
     study_uid: str = Field(sa_column=Column(String(UID), ForeignKey("study.study_uid", ondelete="CASCADE"), nullable=False, index=True))
     modality: str = Field(default="", max_length=16, index=True)
@@ -123,6 +129,21 @@ class ApiToken(SQLModel, table=True):
     revoked: Optional[datetime] = Field(default=None, sa_type=UTCDateTime, nullable=True)
 
 
+
+
+class InstanceDocument(SQLModel, table=True):
+    """An instance's DICOM JSON (PS3.18 F.2) without bulk data, written at ingest.
+
+    WADO-RS metadata is answered by joining these documents, never by reading files:
+    viewers ask for a series' metadata before they show anything. Bulk data elements carry
+    a BulkDataURI relative to the DICOMweb root, marked with `BULK_BASE` where the
+    request's base URL goes.
+    """
+
+    __tablename__ = "instance_document"
+    sop_instance_uid: str = Field(sa_column=Column(String(UID), ForeignKey("instance.sop_instance_uid", ondelete="CASCADE"), primary_key=True))
+    series_uid: str = Field(sa_column=Column(String(UID), nullable=False, index=True))
+    document: str = Field(sa_column=Column(Text, nullable=False))
 
 
 # --- The search index (core/search): derived from the tables above, rebuilt by `reindex`. ---

@@ -24,7 +24,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Connection
 
 from core.db import Database, insert_ignoring_duplicates
-from core.models import Dataset, DatasetSeries, Instance, Patient, Series, Study
+from core.models import Dataset, DatasetSeries, Instance, InstanceDocument, Patient, Series, Study
 from core.search.indexing import index_series, note_changed
 from core.pacs_store import StoredFile
 from core.timeutil import UTCDateTime, utcnow
@@ -48,6 +48,8 @@ class IncomingInstance:
     called_aet: str = ""
     peer_address: str = ""
     received: datetime = field(default_factory=utcnow)
+    # The instance's DICOM JSON for WADO-RS metadata (core.dicom_json.instance_document); None: made on first request.
+    metadata_document: str | None = None
 
 
 SeriesListener = Callable[[set[str]], None]
@@ -199,6 +201,7 @@ class _Statements:
         self.insert_series = insert_ignoring_duplicates(engine, Series.__table__)  # type: ignore[arg-type]
         # RETURNING names only the rows really inserted: a resent instance is stored and counted once.
         self.insert_instances = insert_ignoring_duplicates(engine, Instance.__table__).returning(Instance.sop_instance_uid)  # type: ignore[arg-type]
+        self.insert_metadata = insert_ignoring_duplicates(engine, InstanceDocument.__table__)  # type: ignore[arg-type]
         self.insert_datasets = insert_ignoring_duplicates(engine, Dataset.__table__)  # type: ignore[arg-type]
         member = select(Dataset.id, bindparam("m_series", type_=String), bindparam("m_added", type_=UTCDateTime)).where(Dataset.name == bindparam("m_name"))
         self.insert_members = insert_ignoring_duplicates(engine, DatasetSeries.__table__).from_select(  # type: ignore[arg-type]
@@ -241,6 +244,12 @@ def _write_batch(
     unique = {item.meta.sop_instance_uid: item for item in items}
     inserted = set(conn.execute(sql.insert_instances, [_instance_row(item) for item in unique.values()]).scalars())
     new_items = [item for uid, item in unique.items() if uid in inserted]
+    documents = [
+        {"sop_instance_uid": i.meta.sop_instance_uid, "series_uid": i.meta.series_uid, "document": i.metadata_document}
+        for i in new_items if i.metadata_document is not None
+    ]
+    if documents:
+        conn.execute(sql.insert_metadata, documents)
     _add_to_datasets(conn, items, now, sql)
     _count_new_instances(conn, series, new_items, now, sql, numbers)
     # searchable in the same commit: new series get their document, the others a change row (counts)

@@ -1,8 +1,9 @@
-"""The DICOM receiver: a pynetdicom AE answering C-ECHO and C-STORE on the DICOM port.
+"""The DICOM receiver: a pynetdicom AE answering C-ECHO and C-STORE on the DICOM port
+(and C-FIND, C-MOVE and C-GET through ingest.query_retrieve).
 
 Each association runs in its own pynetdicom thread. A C-STORE is checked, written as
 received (no re-encoding) to the PACS store with an fsync, indexed through the group-commit
-writer, and only then answered Success. A dataset that cannot be stored gets the failure
+writer (ingest.intake, shared with STOW-RS), and only then answered Success. A dataset that cannot be stored gets the failure
 status PS3.4 names for it, with an ErrorComment, and the association carries on.
 The called AE title names the dataset the series joins.
 """
@@ -12,26 +13,20 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from io import BytesIO
 
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from core.pacs_store import InvalidUID, PacsStore
+from core.pacs_store import PacsStore
 from ingest.dicom_transport import BulkRequestHandler, ReceiverServer
-from ingest.indexer import IncomingInstance, IndexWriter
-from ingest.metadata import MissingAttribute, extract
+from ingest.indexer import IndexWriter
+from ingest.query_retrieve import QueryRetrieveSCP, query_retrieve_models
+from ingest.intake import OUT_OF_RESOURCES, SUCCESS, Intake, Origin, StoreRefused
+from ingest.intake import parse_dataset  # noqa: F401  (part of this module's interface, as before the intake moved out)
 
 log = logging.getLogger(__name__)
-
-# C-STORE status codes (PS3.4 B.2.3 and PS3.7 C.4.1)
-SUCCESS = 0x0000
-OUT_OF_RESOURCES = 0xA700
-DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
-CANNOT_UNDERSTAND = 0xC000
 
 # DCMTK caps the PDUs it sends at 128 KiB; offering that much cuts per-PDU overhead 8x against the 16 KiB default.
 MAX_PDU = 131072
@@ -46,20 +41,13 @@ class ReceiverConfig:
     allowed_calling_aets: frozenset[str] = frozenset()
 
 
-class StoreRefused(Exception):
-    """An instance that cannot be stored, with the status and comment the sender gets."""
-
-    def __init__(self, status: int, comment: str) -> None:
-        super().__init__(comment)
-        self.status = status
-        self.comment = comment
-
-
 class DicomReceiver:
-    def __init__(self, config: ReceiverConfig, store: PacsStore, indexer: IndexWriter) -> None:
+    def __init__(self, config: ReceiverConfig, store: PacsStore, indexer: IndexWriter, query_retrieve: QueryRetrieveSCP | None = None) -> None:
         self.config = config
+        self.query_retrieve = query_retrieve
         self.store = store
         self.indexer = indexer
+        self.intake = Intake(store, indexer)
         self._server: ReceiverServer | None = None
 
     @property
@@ -79,9 +67,14 @@ class DicomReceiver:
         if self.config.allowed_calling_aets:
             ae.require_calling_aet = sorted(self.config.allowed_calling_aets)
         for context in AllStoragePresentationContexts:
-            ae.add_supported_context(context.abstract_syntax, accepted_transfer_syntaxes())
+            # Both roles: senders store to us, and a C-GET requestor takes the SCP role to receive from us.
+            ae.add_supported_context(context.abstract_syntax, accepted_transfer_syntaxes(), scu_role=True, scp_role=True)
         ae.add_supported_context(Verification)
         handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, handle_echo)]
+        if self.query_retrieve is not None:
+            for model in query_retrieve_models():
+                ae.add_supported_context(model)
+            handlers += self.query_retrieve.handlers()
         self._server = ae.make_server(
             (self.config.host, self.config.port), evt_handlers=handlers, server_class=ReceiverServer, request_handler=BulkRequestHandler
         )
@@ -99,101 +92,29 @@ class DicomReceiver:
 
     def handle_store(self, event: evt.Event) -> int | Dataset:
         """One C-STORE: check, store durably, index, then answer."""
-        try:
-            item = self._receive(event)
-        except StoreRefused as refused:
-            log.warning("C-STORE from %s refused (0x%04X): %s", _calling(event), refused.status, refused.comment)
-            return _status(refused.status, refused.comment)
-        except OSError as exc:
-            log.exception("C-STORE could not be written")
-            return _status(OUT_OF_RESOURCES, f"storage failed: {exc.strerror or exc}")
-        try:
-            self.indexer.submit(item).result(timeout=60)
-        except Exception as exc:
-            # The file stays: it is whole and durable, another sender may rely on it, and a resend or
-            # `reindex` indexes it. Only the sender's Success is withheld.
-            log.exception("C-STORE could not be indexed")
-            return _status(OUT_OF_RESOURCES, f"indexing failed: {exc}")
-        return SUCCESS
-
-    def _receive(self, event: evt.Event) -> IncomingInstance:
-        content = event.encoded_dataset(include_meta=True)
-        transfer_syntax = str(event.context.transfer_syntax)
-        ds = parse_dataset(content)
         request = event.request
-        try:
-            series_uid = str(ds.get("SeriesInstanceUID", "")).strip("\x00 ")
-            meta = extract(ds, with_attributes=bool(series_uid) and not self.indexer.knows_series(series_uid))
-        except MissingAttribute as exc:
-            raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from exc
-        except Exception as exc:  # lazily parsed elements fail on first access
-            raise StoreRefused(CANNOT_UNDERSTAND, f"dataset could not be parsed: {exc}") from exc
-        if meta.sop_class_uid != str(request.AffectedSOPClassUID):
-            raise StoreRefused(
-                DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                f"SOPClassUID {meta.sop_class_uid} does not match the request's {request.AffectedSOPClassUID}",
-            )
-        if meta.sop_instance_uid != str(request.AffectedSOPInstanceUID):
-            raise StoreRefused(
-                DATASET_DOES_NOT_MATCH_SOP_CLASS,
-                f"SOPInstanceUID {meta.sop_instance_uid} does not match the request's {request.AffectedSOPInstanceUID}",
-            )
-        try:
-            stored = self.store.store(meta.study_uid, meta.series_uid, meta.sop_instance_uid, content)
-        except InvalidUID as exc:
-            raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from exc
         primitive = event.assoc.requestor.primitive
         called = str(primitive.called_ae_title).strip() if primitive is not None else ""
-        return IncomingInstance(
-            meta=meta,
-            stored=stored,
-            transfer_syntax_uid=transfer_syntax,
-            dataset=dataset_name(called),
-            calling_aet=_calling(event),
-            called_aet=called,
-            peer_address=str(event.assoc.requestor.address),
-        )
+        origin = Origin(dataset=dataset_name(called), calling_aet=_calling(event), called_aet=called, peer_address=str(event.assoc.requestor.address))
+        try:
+            self.intake.ingest(
+                event.encoded_dataset(include_meta=True),
+                str(event.context.transfer_syntax),
+                origin,
+                sop_class_uid=str(request.AffectedSOPClassUID),
+                sop_instance_uid=str(request.AffectedSOPInstanceUID),
+            )
+        except StoreRefused as refused:
+            if refused.status != OUT_OF_RESOURCES:
+                log.warning("C-STORE from %s refused (0x%04X): %s", _calling(event), refused.status, refused.comment)
+            return _status(refused.status, refused.comment)
+        return SUCCESS
 
 
 def dataset_name(called_ae_title: str) -> str | None:
     """The dataset a called AE title names, made a valid dataset name (slashes and leading dots are legal in AE titles)."""
     name = called_ae_title.strip().replace("/", "_").replace("\\", "_").lstrip(".")
     return name or None
-
-
-def parse_dataset(content: bytes) -> Dataset:
-    """Parse a received Part 10 stream completely enough to know it is whole."""
-    try:
-        ds = dcmread(BytesIO(content))
-    except Exception as exc:
-        raise StoreRefused(CANNOT_UNDERSTAND, f"dataset could not be parsed: {exc}") from exc
-    if len(ds) == 0:
-        raise StoreRefused(CANNOT_UNDERSTAND, "dataset could not be parsed: no data elements (truncated or not DICOM)")
-    problem = truncation(ds)
-    if problem:
-        raise StoreRefused(CANNOT_UNDERSTAND, f"dataset is truncated: {problem}")
-    return ds
-
-
-def truncation(ds: Dataset) -> str | None:
-    """Why a dataset looks cut short, or None. pydicom reads short values without complaint."""
-    last = ds.get_item(max(ds.keys()))
-    length = getattr(last, "length", None)
-    value = getattr(last, "value", None)
-    if isinstance(value, bytes) and length is not None and length != 0xFFFFFFFF and len(value) < length:
-        return f"element {last.tag} declares {length} bytes but has {len(value)}"
-    if "PixelData" in ds and not ds.file_meta.TransferSyntaxUID.is_compressed:
-        try:
-            frames = int(ds.get("NumberOfFrames") or 1)
-            bits = int(ds.BitsAllocated)
-            expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * frames
-            expected = (expected + 7) // 8 if bits == 1 else expected * bits // 8
-        except (AttributeError, TypeError, ValueError):
-            return "pixel data without Rows, Columns or BitsAllocated"
-        actual = len(ds.get_item("PixelData").value or b"")
-        if actual < expected:
-            return f"pixel data has {actual} bytes, the image needs {expected}"
-    return None
 
 
 def handle_echo(event: evt.Event) -> int:

@@ -41,7 +41,7 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-__all__ = ["THUMBNAIL_SIZE", "ThumbnailError", "placeholder_thumbnail", "render_series_thumbnail"]
+__all__ = ["THUMBNAIL_SIZE", "ThumbnailError", "placeholder_thumbnail", "render_frame", "render_series_thumbnail"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,42 @@ def render_series_thumbnail(
     frame = _frame_count(ds) // 2
     pixels = _display_pixels(path, ds, frame)
     return _encode_png(_fit(Image.fromarray(pixels), _pixel_aspect(ds, frame), size))
+
+
+def render_frame(
+    path: Path, frame: int = 0, window: tuple[float, float, str] | None = None, viewport: tuple[int, int] | None = None
+) -> Image.Image:
+    """One frame for display (WADO-RS rendered): 8-bit grey or RGB, physical aspect kept.
+
+    `window` is (center, width, function) in modality units and overrides the stored
+    window; `viewport` (columns, rows) bounds the size, never enlarging the image.
+    Instances without pixels render as their label. Raises ThumbnailError.
+    """
+    ds = _read_dataset(path)
+    if not _has_pixel_data(ds):
+        return Image.open(io.BytesIO(placeholder_thumbnail(_object_label(ds), (viewport or (THUMBNAIL_SIZE,))[0])))
+    if not 0 <= frame < _frame_count(ds):
+        raise ThumbnailError(f"{path}: no frame {frame + 1} (the instance has {_frame_count(ds)})")
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    if window is not None and photometric in ("MONOCHROME1", "MONOCHROME2"):
+        values = _modality_values(_decode_frame(path, ds, frame), ds, frame)
+        center, width, function = window
+        if function.upper() == "SIGMOID":
+            unit = 1.0 / (1.0 + np.exp(-4.0 * (values - center) / width))
+        else:
+            unit = np.clip((values - (center - width / 2.0)) / width, 0.0, 1.0)
+        if photometric == "MONOCHROME1":
+            unit = 1.0 - unit
+        pixels = (unit * 255.0 + 0.5).astype(np.uint8)
+    else:
+        pixels = _display_pixels(path, ds, frame)
+    image = Image.fromarray(pixels)
+    aspect = _pixel_aspect(ds, frame)
+    if aspect != 1.0:
+        image = image.resize((image.width, max(1, round(image.height * aspect))), Image.Resampling.BILINEAR)
+    if viewport is not None:
+        image.thumbnail((max(1, viewport[0]), max(1, viewport[1])), Image.Resampling.BILINEAR)
+    return image
 
 
 def placeholder_thumbnail(label: str, size: int = THUMBNAIL_SIZE) -> bytes:

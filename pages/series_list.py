@@ -28,6 +28,7 @@ COLUMNS = [
     {"name": "datasets", "label": "Datasets", "field": "datasets_text", "align": "left"},
     {"name": "arrived", "label": "Arrived", "field": "arrived", "align": "left"},
 ]
+VIEWER_COLUMN = {"name": "viewer", "label": "Viewer", "field": "ohif", "align": "left"}
 
 
 def person_name(value: str) -> str:
@@ -44,6 +45,7 @@ def _row(item: dict[str, Any]) -> dict[str, Any]:
         "PatientName": person_name(str(item.get("PatientName", ""))),
         "datasets_text": ", ".join(item["datasets"]),
         "thumbnail": f"{item['thumbnail']}?v={item['thumbnail_version']}",
+        "ohif": browsing.ohif_url(str(item.get("StudyInstanceUID", ""))),
     }
 
 
@@ -58,10 +60,16 @@ def register() -> None:
                 ui.button("Run workflow", icon="play_arrow", on_click=lambda: ui.navigate.to(
                     "/workflows/execute" + (f"?{urlencode({'dataset': state['dataset']})}" if state["dataset"] != ALL else ""))
                 ).props("flat").mark("run-workflow")
-            table = ui.table(columns=COLUMNS, rows=[], row_key="SeriesInstanceUID").classes("w-full").mark("series-table")
+            with_viewer = browsing.ohif_url("1") is not None
+            table = ui.table(columns=COLUMNS + ([VIEWER_COLUMN] if with_viewer else []), rows=[], row_key="SeriesInstanceUID")
+            table.classes("w-full").mark("series-table")
             table.add_slot(
                 "body-cell-thumbnail",
                 '<q-td :props="props"><img :src="props.value" loading="lazy" style="width:64px;height:64px;object-fit:contain;background:#000"/></q-td>',
+            )
+            table.add_slot(
+                "body-cell-viewer",
+                '<q-td :props="props"><a v-if="props.value" :href="props.value" target="_blank" rel="noopener">Open in OHIF</a></q-td>',
             )
             more = ui.button("Load more", on_click=lambda: load_more()).props("flat").mark("load-more")
 

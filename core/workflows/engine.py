@@ -29,9 +29,10 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.engine import Connection
 
+from core.catalog import unknown_series
 from core.db import Database
 from core.events import JOB_CHANGED, SERIES_CHANGED, SERIES_DELETED, THUMBNAIL_READY, WORKFLOW_CHANGED, EventBus
-from core.models import Dataset, DatasetSeries, Series
+from core.models import Dataset, DatasetSeries
 from core.timeutil import utcnow
 from core.workflows.context import JobSpec, job_dir, run_dir
 from core.workflows.dag import ConfigError, Dag, DagInput
@@ -261,14 +262,9 @@ class WorkflowEngine:
         uids = list(dict.fromkeys(str(s) for s in series))
         if len(uids) > MAX_SERIES_PER_WORKFLOW:
             raise WorkflowError(f"at most {MAX_SERIES_PER_WORKFLOW} series per workflow")
-        known: set[str] = set()
-        for start in range(0, len(uids), 500):
-            chunk = uids[start : start + 500]
-            known.update(session.execute(select(Series.series_uid).where(Series.series_uid.in_(chunk))).scalars())  # type: ignore[attr-defined]
-        unknown = [u for u in uids if u not in known]
-        if unknown:
-            shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-            raise WorkflowError(f"unknown series: {shown}")
+        problem = unknown_series(session, uids)
+        if problem:
+            raise WorkflowError(problem)
         return uids
 
     # ---- service jobs: work the platform does itself, shown as jobs ----------------------

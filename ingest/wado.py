@@ -1,0 +1,213 @@
+"""What WADO-RS serves from the PACS files: instances, frames, bulk data and rendered images.
+
+Files are served as stored whenever the client accepts that (`transfer-syntax=*` or the
+stored syntax itself), so a retrieve is a file read. Otherwise they are decoded into an
+uncompressed syntax; a compressed syntax other than the stored one is refused (the caller
+answers 406), never lossy-recompressed behind the client's back.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.pixels import pixel_array
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from sqlalchemy import select
+from sqlmodel import Session
+
+from core.models import Instance, Series
+from core.pacs_store import PacsStore
+from ingest.thumbnails import ThumbnailError, render_frame
+
+ANY = "*"
+UNCOMPRESSED = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
+# Media types of compressed frames (PS3.18 Table 8.7.3-4).
+FRAME_MEDIA_TYPES = {
+    "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg", "1.2.840.10008.1.2.4.57": "image/jpeg",
+    "1.2.840.10008.1.2.4.70": "image/jpeg", "1.2.840.10008.1.2.4.80": "image/jls", "1.2.840.10008.1.2.4.81": "image/jls",
+    "1.2.840.10008.1.2.4.90": "image/jp2", "1.2.840.10008.1.2.4.91": "image/jp2", "1.2.840.10008.1.2.4.92": "image/jpx",
+    "1.2.840.10008.1.2.4.93": "image/jpx", "1.2.840.10008.1.2.4.201": "image/jphc", "1.2.840.10008.1.2.4.202": "image/jphc",
+    "1.2.840.10008.1.2.4.203": "image/jphc", "1.2.840.10008.1.2.5": "image/dicom-rle",
+}
+
+
+class NotAcceptable(ValueError):
+    """The client accepts no representation we can give it (HTTP 406)."""
+
+
+class NotFound(LookupError):
+    """No such study, series, instance, frame or element (HTTP 404)."""
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    sop_instance_uid: str
+    series_uid: str
+    sop_class_uid: str
+    transfer_syntax_uid: str
+    path: Path
+    number_of_frames: int
+
+
+def stored_instances(session: Session, store: PacsStore, study_uid: str, series_uid: str | None = None, sop_uid: str | None = None) -> list[StoredInstance]:
+    """The files of a study, series or instance, in series and instance order; NotFound when there are none."""
+    statement = (
+        select(Instance.sop_instance_uid, Instance.series_uid, Instance.sop_class_uid, Instance.transfer_syntax_uid, Instance.path,
+               Instance.number_of_frames)
+        .join(Series, Series.series_uid == Instance.series_uid)  # type: ignore[arg-type]
+        .where(Series.study_uid == study_uid)
+        .order_by(Instance.series_uid, Instance.instance_number, Instance.sop_instance_uid)
+    )
+    if series_uid is not None:
+        statement = statement.where(Instance.series_uid == series_uid)
+    if sop_uid is not None:
+        statement = statement.where(Instance.sop_instance_uid == sop_uid)
+    rows = session.execute(statement).all()
+    if not rows:
+        what = f"instance {sop_uid}" if sop_uid else f"series {series_uid}" if series_uid else f"study {study_uid}"
+        raise NotFound(f"no {what} in study {study_uid}" if (sop_uid or series_uid) else f"no {what}")
+    return [StoredInstance(sop, series, cls, ts, store.path(path), frames) for sop, series, cls, ts, path, frames in rows]
+
+
+# --------------------------------------------------------------------------- whole instances
+
+
+def choose_syntax(stored: str, accepted: list[str]) -> str:
+    """The transfer syntax to send an instance stored in `stored` to a client accepting `accepted` (in preference order)."""
+    for wanted in accepted:
+        if wanted in (ANY, stored):
+            return stored
+        if wanted in UNCOMPRESSED:
+            return wanted
+    raise NotAcceptable(f"the instance is stored as {stored}; it can be sent as that, {ExplicitVRLittleEndian} or {ImplicitVRLittleEndian}")
+
+
+def instance_bytes(instance: StoredInstance, syntax: str) -> bytes:
+    """The Part 10 file in `syntax` (as stored when it matches, otherwise decoded)."""
+    content = instance.path.read_bytes()
+    if syntax == instance.transfer_syntax_uid:
+        return content
+    ds = dcmread(io.BytesIO(content))
+    if UID(instance.transfer_syntax_uid).is_compressed:
+        ds.decompress()
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    out = io.BytesIO()
+    ds.save_as(out, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=True, enforce_file_format=True)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------- frames
+
+
+@dataclass(frozen=True)
+class Frame:
+    content: bytes
+    media_type: str  # application/octet-stream or the compressed format's image/… type
+    transfer_syntax: str
+
+
+def frame_syntax(stored: str, accepted: list[tuple[str, str]]) -> str:
+    """Pick the frames' syntax from (media type, transfer-syntax) pairs the client accepts, best first."""
+    compressed = UID(stored).is_compressed
+    for media, syntax in accepted:
+        if media in ("application/octet-stream", "*/*", "*"):
+            if syntax in ("", ExplicitVRLittleEndian) or (syntax == ANY and not compressed):
+                return ExplicitVRLittleEndian
+            if syntax in (ANY, stored):
+                return stored
+        elif compressed and media == FRAME_MEDIA_TYPES.get(stored) and syntax in ("", ANY, stored):
+            return stored
+        elif media.startswith("image/") and syntax == ANY and compressed and FRAME_MEDIA_TYPES.get(stored) == media:
+            return stored
+    raise NotAcceptable(f"frames are stored as {stored}; they can be sent as application/octet-stream (uncompressed) or in that syntax")
+
+
+def frames(instance: StoredInstance, numbers: list[int], syntax: str) -> list[Frame]:
+    """Frames by 1-based number, in `syntax` (the stored one, or explicit VR little endian: decoded)."""
+    ds = dcmread(instance.path)
+    count = int(ds.get("NumberOfFrames") or 1)
+    for number in numbers:
+        if not 1 <= number <= count:
+            raise NotFound(f"instance {instance.sop_instance_uid} has {count} frame(s), not frame {number}")
+    if "PixelData" not in ds:
+        raise NotFound(f"instance {instance.sop_instance_uid} has no pixel data")
+    stored = str(ds.file_meta.TransferSyntaxUID)
+    if UID(stored).is_compressed:
+        if syntax == stored:
+            encoded = list(generate_frames(ds.PixelData, number_of_frames=count))
+            media = FRAME_MEDIA_TYPES.get(stored, "application/octet-stream")
+            return [Frame(encoded[n - 1], media, stored) for n in numbers]
+        return [Frame(_native(pixel_array(ds, index=n - 1)), "application/octet-stream", ExplicitVRLittleEndian) for n in numbers]
+    return [Frame(_uncompressed_frame(ds, n - 1, count), "application/octet-stream", ExplicitVRLittleEndian) for n in numbers]
+
+
+def _native(array: np.ndarray) -> bytes:
+    return np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False)).tobytes()
+
+
+def _uncompressed_frame(ds: Dataset, index: int, count: int) -> bytes:
+    data = ds.PixelData
+    bits = int(ds.BitsAllocated)
+    pixels = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1)
+    if bits == 1:
+        size_bits = pixels
+        start, end = index * size_bits, (index + 1) * size_bits
+        packed = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")[start:end]
+        return np.packbits(packed, bitorder="little").tobytes()
+    size = pixels * bits // 8
+    return bytes(data[index * size : (index + 1) * size])
+
+
+# --------------------------------------------------------------------------- bulk data
+
+
+def bulk_value(instance: StoredInstance, tag_path: list[str]) -> tuple[bytes, bool]:
+    """The value a BulkDataURI names (`7FE00010`, `00089215/0/00080100`…); True when it is encapsulated pixel data."""
+    ds: Dataset = dcmread(instance.path)
+    element = None
+    try:
+        for position, part in enumerate(tag_path):
+            if position % 2 == 1:
+                ds = element.value[int(part)]  # type: ignore[union-attr]
+                continue
+            element = ds[int(part, 16)]
+    except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+        raise NotFound(f"instance {instance.sop_instance_uid} has no element {'/'.join(tag_path)}") from None
+    if element is None or not isinstance(element.value, bytes) or len(tag_path) % 2 == 0:
+        raise NotFound(f"element {'/'.join(tag_path)} of instance {instance.sop_instance_uid} is not bulk data")
+    return bytes(element.value), bool(element.is_undefined_length)
+
+
+# --------------------------------------------------------------------------- rendered
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    media_type: str = "image/jpeg"
+    window: tuple[float, float, str] | None = None
+    viewport: tuple[int, int] | None = None
+    quality: int = 90
+
+
+def rendered(instance: StoredInstance, frame_number: int, options: RenderOptions) -> bytes:
+    """A frame as a consumer image (JPEG, PNG or GIF), windowed as asked or as stored."""
+    if not 1 <= frame_number <= max(1, instance.number_of_frames):
+        raise NotFound(f"instance {instance.sop_instance_uid} has no frame {frame_number}")
+    try:
+        image = render_frame(instance.path, frame_number - 1, options.window, options.viewport)
+    except ThumbnailError as exc:
+        raise NotFound(str(exc)) from exc
+    out = io.BytesIO()
+    if options.media_type == "image/png":
+        image.save(out, format="PNG", compress_level=3)
+    elif options.media_type == "image/gif":
+        image.save(out, format="GIF")
+    else:
+        image.convert("L" if image.mode in ("L", "I", "I;16") else "RGB").save(out, format="JPEG", quality=options.quality)
+    return out.getvalue()
