@@ -19,7 +19,9 @@ def data_dir() -> Path:
 
 
 def dags(visible_only: bool = False) -> list[dict[str, Any]]:
-    described = current_services().registry.describe()
+    registry = current_services().registry
+    registry.refresh()  # DAG files added or changed since
+    described = registry.describe()
     return [d for d in described if not visible_only or (d.get("dag_id") and d.get("ui_visible"))]
 
 

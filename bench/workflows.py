@@ -270,6 +270,7 @@ def main() -> None:
     workflows, per_workflow = (2000, 5) if args.small else (10_000, 5)
     cores = os.cpu_count() or 1
     results: list[str] = []
+    load_before = os.getloadavg()[0]
     root = Path(tempfile.mkdtemp(prefix="vireo-wf-bench-"))
     try:
         if not args.no_local:
@@ -289,7 +290,8 @@ def main() -> None:
                     vireo.stop()
     finally:
         shutil.rmtree(root, ignore_errors=True)
-    print(f"Vireo workflow benchmark ({cores} cores{', --small' if args.small else ''})")
+    print(f"Vireo workflow benchmark ({cores} cores{', --small' if args.small else ''}; load average {load_before:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after: figures are only comparable on an idle machine)")
     for line in results:
         print("  " + line)
 

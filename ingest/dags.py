@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from core.tags import check_tag
 from core.workflows.context import JobContext
 from core.workflows.dag import Dag, DagInput, NoConfig, Step
 
@@ -62,24 +63,29 @@ def _delete_from_index(ctx: JobContext) -> None:
     plan = json.loads((ctx.work_dir / "to-delete.json").read_text())
     uids = [p["series"] for p in plan]
     with ctx.db.engine.begin() as conn:
-        # search entry, instances, tags and dataset memberships, then studies and patients left empty
-        delete_series(conn, uids)
-    ctx.log.info("removed %d series from the index", len(uids))
+        # search entry, instances, tags, dataset memberships, then empty studies and patients
+        files = delete_series(conn, uids)
+    (ctx.work_dir / "files.json").write_text(json.dumps(files))
+    ctx.log.info("removed %d series (%d instances) from the index", len(uids), len(files))
     ctx.report_series_deleted(uids)
 
 
 def _delete_files(ctx: JobContext) -> None:
     plan = json.loads((ctx.work_dir / "to-delete.json").read_text())
+    files = json.loads((ctx.work_dir / "files.json").read_text())
+    for done, relative in enumerate(files, start=1):
+        ctx.store.path(relative).unlink(missing_ok=True)
+        if done % 100 == 0 or done == len(files):
+            ctx.progress(done, len(files))
     thumbnails = ctx.data_dir / "thumbnails"
-    for done, item in enumerate(plan, start=1):
+    for item in plan:  # the series' folders (with files the index did not know) and thumbnails
         folder = ctx.store.root / item["study"] / item["series"]
         shutil.rmtree(folder, ignore_errors=True)
         (thumbnails / f"{item['series']}.png").unlink(missing_ok=True)
         study = folder.parent
         if study.is_dir() and not any(study.iterdir()):
             study.rmdir()
-        ctx.progress(done, len(plan))
-    ctx.log.info("deleted the files of %d series", len(plan))
+    ctx.log.info("deleted %d files of %d series", len(files), len(plan))
 
 
 delete_series = Dag(
@@ -164,8 +170,7 @@ class TagConfig(_Config):
         if isinstance(value, list):
             value = [str(v).strip() for v in value if str(v).strip()]
             for tag in value:
-                if len(tag) > 128:
-                    raise ValueError("a tag is at most 128 characters")
+                check_tag(tag)  # TagError is a ValueError: pydantic reports it on the field
         return value
 
 
@@ -175,11 +180,11 @@ def _tag(ctx: JobContext) -> None:
     conf: TagConfig = ctx.conf  # type: ignore[assignment]
     add, remove = (conf.tags, []) if conf.action == "add" else ([], conf.tags)
     uids = [s.series_uid for s in ctx.series]
-    for start in range(0, len(uids), 200):
-        chunk = uids[start : start + 200]
-        with ctx.db.engine.begin() as conn:
+    for start in range(0, len(uids), 500):
+        chunk = uids[start : start + 500]
+        with ctx.db.engine.begin() as conn:  # atomic per series, never read-modify-write
             change_tags(conn, chunk, add, remove)
-        ctx.progress(min(start + 200, len(uids)), len(uids))
+        ctx.progress(min(start + 500, len(uids)), len(uids))
     ctx.log.info("%s %s on %d series", "added" if add else "deleted", ", ".join(conf.tags), len(uids))
     ctx.series_changed(uids)
 

@@ -71,7 +71,9 @@ def test_tag_dataset_adds_and_deletes_tags(api: httpx.Client) -> None:
     run(api, dag_id="tag-dataset", dataset="first", conf={"action": "add", "tags": "reviewed, train"})
     tagged = api.get("/api/series", params={"dataset": "first"}).json()["items"]
     assert [s["tags"] for s in tagged] == [["reviewed", "train"]] * 3
+    assert api.get("/api/series", params={"q": "tags:train"}).json()["total"] == 3  # searchable at once
     run(api, dag_id="tag-dataset", dataset="first", conf={"action": "delete", "tags": ["train"]})
+    assert api.get("/api/series", params={"q": "tags:train"}).json()["total"] == 0
     assert [s["tags"] for s in api.get("/api/series", params={"dataset": "first"}).json()["items"]] == [["reviewed"]] * 3
     assert all(s["tags"] == [] for s in api.get("/api/series", params={"dataset": "second"}).json()["items"])
     assert api.post("/api/workflows", json={"dag_id": "tag-dataset", "dataset": "first", "conf": {"action": "paint", "tags": "x"}}).status_code == 400
@@ -143,6 +145,7 @@ def test_reindex_and_delete_series(api: httpx.Client, loaded: VireoProcess, smal
     first = small_study[0]
     run(api, dag_id="delete-series", series=[first.series_uid])
     assert api.get(f"/api/series/{first.series_uid}").status_code == 404
+    assert api.get("/api/series", params={"q": f"SeriesInstanceUID:{first.series_uid}"}).json()["total"] == 0
     assert not (loaded.data_dir / "pacs" / first.study_uid / first.series_uid).exists()
     assert not (loaded.data_dir / "thumbnails" / f"{first.series_uid}.png").exists()
     assert api.get("/api/datasets/first").json()["series"] == 2

@@ -31,14 +31,16 @@ def test_status_changes_arrive_live_and_a_job_is_aborted_from_the_list(wf_vireo:
     page.get_by_text("0 workflows").wait_for()
 
     with wf_vireo.client() as api:
-        started = time.monotonic()
         workflow = create(api, name="watched", dag_id="test-sleep", conf={"seconds": 30})
         row = page.locator(f"tr[data-workflow='{workflow['id']}']")
+        row.wait_for(timeout=10000)
+        wait_job(api, workflow["jobs"][0]["id"], {"running"}, timeout=60)
+        started = time.monotonic()
         row.locator(".workflow-count[data-status='running']").wait_for(timeout=10000)
         seen_running = time.monotonic() - started
         # the page never reloaded: the change came over the websocket
         assert page.evaluate("performance.getEntriesByType('navigation').length") == 1
-        assert seen_running < 5, seen_running
+        assert seen_running < 3, seen_running
 
         row.locator(".expand-workflow").click()
         job_id = workflow["jobs"][0]["id"]

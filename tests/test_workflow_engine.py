@@ -37,6 +37,7 @@ def test_dags_are_listed_with_their_schema_and_a_broken_file_with_its_error(api:
     schema = by_id["test-sleep"]["config_schema"]
     assert schema["type"] == "object" and schema["properties"]["seconds"]["minimum"] == 0
     assert by_id["tag-dataset"]["config_schema"]["properties"]["action"]["enum"] == ["add", "delete"]
+    assert [d["dag_id"] for d in api.get("/api/dags", params={"tag": "import"}).json()] == ["test-echo"]
     broken = [d for d in dags if d["error"]]
     assert len(broken) == 1 and broken[0]["file"].endswith("broken_dag.py") and "sideways" in broken[0]["error"]
 
@@ -143,6 +144,43 @@ def test_delete_removes_work_dirs_and_hides_the_workflow(api: httpx.Client, engi
     assert api.get("/api/workflows", params={"q": "to-delete"}).json() == []
     assert api.get(f"/api/jobs/{job['id']}").json()["status"] == "deleted"
     assert api.post(f"/api/jobs/{job['id']}/restart").status_code == 409
+
+
+def test_aborting_a_workflow_aborts_queued_and_running_jobs(api: httpx.Client) -> None:
+    running = [create(api, dag_id="test-sleep", conf={"seconds": 30})["jobs"][0]["id"] for _ in range(2)]
+    waiting = create(api, name="waits", dag_id="test-sleep", conf={"seconds": 30})
+    for job_id in running:
+        wait_job(api, job_id, {"running"})
+    assert waiting["jobs"][0]["status"] == "queued"  # two workers, both busy
+    aborted = api.post(f"/api/workflows/{waiting['id']}/abort").json()
+    assert [j["status"] for j in aborted["jobs"]] == ["aborted"]
+    for job_id in running:
+        job = api.get(f"/api/jobs/{job_id}").json()
+        api.post(f"/api/workflows/{job['workflow_id']}/abort")
+        assert wait_job(api, job_id, ENDED, timeout=2)["status"] == "aborted"
+
+
+def test_a_dag_file_dropped_in_later_is_picked_up_and_a_changed_one_reloaded(api: httpx.Client, engine_vireo: VireoProcess) -> None:
+    folder = Path(engine_vireo.extra_env["VIREO_DAGS_DIR"])
+    late = folder / "late_dag.py"
+    source = (
+        "from core.workflows.dag import Dag, DagInput, Step\n"
+        "def _say(ctx):\n    ctx.log.info('version {n}')\n"
+        "late = Dag('late-dag', 'Arrived late.', [Step('say', _say)], input=DagInput.NONE)\n"
+    )
+    late.write_text(source.format(n=1))
+    assert "late-dag" in [d["dag_id"] for d in api.get("/api/dags").json()]
+    for version in (1, 2):
+        if version == 2:
+            time.sleep(0.01)
+            late.write_text(source.format(n=2))
+            os.utime(late, ns=(time.time_ns(), time.time_ns() + 10_000_000))
+        (job,) = create(api, dag_id="late-dag")["jobs"]
+        assert wait_job(api, job["id"], ENDED)["status"] == "finished"
+        assert f"version {version}" in api.get(f"/api/jobs/{job['id']}/logs").text
+    late.unlink()
+    assert "late-dag" not in [d["dag_id"] for d in api.get("/api/dags").json()]
+    assert api.post("/api/workflows", json={"dag_id": "late-dag"}).status_code == 400
 
 
 def test_bad_requests_get_clear_errors(api: httpx.Client) -> None:

@@ -134,7 +134,18 @@ async def test_the_datasets_page_opens_the_execution_page_with_its_dataset(user:
     user.find(marker="submit-workflow").click()
     await user.should_see(marker="workflow-table", retries=100)
     await until(lambda: bool(element(user, "workflow-table").rows) and counts(element(user, "workflow-table").rows[0]) == {"finished": 1})
-    with services.db.engine.connect() as conn:
-        from core.tags import tags_of
+    from core.tags import tags_of
 
+    with services.db.engine.connect() as conn:
         assert tags_of(conn, ["1.2.3.1", "1.2.3.2"]) == {"1.2.3.1": ["from-ui"], "1.2.3.2": ["from-ui"]}
+    # a selection of series (as the Datasets page passes it) instead of a dataset
+    await user.open("/workflows/execute?dag=tag-dataset&series=1.2.3.2")
+    await user.should_see(marker="selection-count", retries=50)
+    assert element(user, "selection-count").text == "1 selected series"
+    element(user, "conf-tags").value = ["picked"]
+    user.find(marker="submit-workflow").click()
+    await user.should_see(marker="workflow-table", retries=100)
+    await until(lambda: any(r["jobs"] and r["jobs"][0]["dag_id"] == "tag-dataset" and counts(r) == {"finished": 1} and r["dataset"] == ""
+                            for r in element(user, "workflow-table").rows))
+    with services.db.engine.connect() as conn:
+        assert tags_of(conn, ["1.2.3.1", "1.2.3.2"]) == {"1.2.3.1": ["from-ui"], "1.2.3.2": ["from-ui", "picked"]}

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import FileResponse, PlainTextResponse
 
 from app import workflow_actions
-from app.api.workflows import _errors
+from app.api.workflows import http_error
 from core.workflows.engine import Conflict
 
 router = APIRouter(prefix="/api/jobs", tags=["workflows"])
@@ -18,7 +18,7 @@ def _call(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
     except (LookupError, Conflict, ValueError) as exc:
-        raise _errors(exc) from exc
+        raise http_error(exc) from exc
 
 
 @router.get("/{job_id}")

@@ -26,7 +26,7 @@ class NewWorkflow(BaseModel):
     timeout: float | None = Field(None, description="seconds a job may run (default: the DAG's)")
 
 
-def _errors(exc: Exception) -> HTTPException:
+def http_error(exc: Exception) -> HTTPException:
     if isinstance(exc, NotFound):
         return HTTPException(404, str(exc))
     if isinstance(exc, Conflict):
@@ -75,14 +75,14 @@ def get_workflow(workflow_id: str) -> dict[str, Any]:
     try:
         return workflow_actions.workflow(workflow_id)
     except LookupError as exc:
-        raise _errors(exc) from exc
+        raise http_error(exc) from exc
 
 
 def _act(workflow_id: str, action: str) -> dict[str, Any]:
     try:
         return workflow_actions.act_on_workflow(workflow_id, action)
     except (LookupError, Conflict, ValueError) as exc:
-        raise _errors(exc) from exc
+        raise http_error(exc) from exc
 
 
 @router.post("/{workflow_id}/abort")

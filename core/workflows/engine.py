@@ -185,6 +185,7 @@ class WorkflowEngine:
         timeout: float | None = None,
     ) -> str:
         """Validate the request and create the workflow with its jobs (queued locally); returns its id."""
+        self.registry.refresh()  # a DAG file dropped into the folder a moment ago
         try:
             dag = self.registry.get(dag_id)
         except UnknownDag as exc:
@@ -417,8 +418,23 @@ class WorkflowEngine:
             return [(r[0], r[1]) for r in conn.execute(select(Job.id, Job.status).where(Job.workflow_id == workflow_id).order_by(Job.id))]
 
     def abort_workflow(self, workflow_id: str) -> None:
-        for job_id, status in self._workflow_jobs(workflow_id):
-            if status not in ENDED and status != JobState.DELETED:
+        """Abort every job of the workflow: waiting ones in one statement, running ones one by one."""
+        jobs = self._workflow_jobs(workflow_id)
+        waiting = [job_id for job_id, status in jobs if status in (JobState.PENDING, JobState.QUEUED)]
+        if waiting:
+            now = utcnow()
+            with self._tx() as conn:
+                for start in range(0, len(waiting), 500):
+                    conn.execute(
+                        update(Job)
+                        .where(Job.id.in_(waiting[start : start + 500]), Job.status.in_([JobState.PENDING.value, JobState.QUEUED.value]))  # type: ignore[union-attr, attr-defined]
+                        .values(status=JobState.ABORTED.value, error="aborted", ended=now, updated=now)
+                    )
+                conn.execute(update(Workflow).where(Workflow.id == workflow_id).values(updated=now))  # type: ignore[arg-type]
+            for job_id in waiting:
+                self._publish(job_id, workflow_id, JobState.ABORTED.value)
+        for job_id, status in jobs:
+            if status in (JobState.SCHEDULED, JobState.RUNNING):
                 self.abort_job(job_id)
 
     def restart_workflow(self, workflow_id: str) -> None:
@@ -430,9 +446,22 @@ class WorkflowEngine:
             self.restart_job(job_id)
 
     def delete_workflow(self, workflow_id: str) -> None:
-        for job_id, status in self._workflow_jobs(workflow_id):
-            if status != JobState.DELETED:
-                self.delete_job(job_id)
+        """Abort what runs, then hide every job and the workflow and remove the jobs' work dirs."""
+        self.abort_workflow(workflow_id)
+        jobs = [job_id for job_id, status in self._workflow_jobs(workflow_id) if status != JobState.DELETED]
+        deadline = time.monotonic() + 3.0
+        while any(job_id in self._active for job_id in jobs) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        now = utcnow()
+        with self._tx() as conn:
+            for start in range(0, len(jobs), 500):
+                conn.execute(
+                    update(Job).where(Job.id.in_(jobs[start : start + 500]), Job.status != JobState.DELETED.value)  # type: ignore[union-attr]
+                    .values(status=JobState.DELETED.value, updated=now)
+                )
+        for job_id in jobs:
+            shutil.rmtree(job_dir(self.config.data_dir, job_id), ignore_errors=True)
+            self._publish(job_id, workflow_id, JobState.DELETED.value)
         with self._tx() as conn:
             conn.execute(update(Workflow).where(Workflow.id == workflow_id).values(deleted=True, updated=utcnow()))  # type: ignore[arg-type]
         self.bus.publish(WORKFLOW_CHANGED, workflow_id=workflow_id)
@@ -509,7 +538,7 @@ class WorkflowEngine:
             busy: dict[str, int] = {}
             for job in self._active.values():
                 busy[job.dag_id] = busy.get(job.dag_id, 0) + 1
-        full = [d for d, n in busy.items() if self._max_active(d) is not None and n >= (self._max_active(d) or 0)]
+        full = [dag_id for dag_id, n in busy.items() if n >= (self._max_active(dag_id) or n + 1)]
         query = select(Job.id, Job.run, Job.dag_id, Job.workflow_id, Job.conf, Job.series, Job.dataset, Job.username, Job.timeout).where(
             Job.status == JobState.QUEUED.value, Job.runner_instance == self.instance_name
         )

@@ -50,20 +50,32 @@ def _worker_main(conn: Connection, preload: list[str]) -> None:
             conn.close()
             _job_child(spec, writer)
         writer.close()
-        conn.send(("pid", pid))
-        while True:
-            try:
-                kind, data = reader.recv()
-            except (EOFError, OSError):
-                break
-            conn.send(("report", kind, data))
-        reader.close()
-        _, status = os.waitpid(pid, 0)
         try:
-            os.killpg(pid, signal.SIGKILL)  # whatever the job started and left behind
-        except (ProcessLookupError, PermissionError):
-            pass
-        conn.send(("exit", os.waitstatus_to_exitcode(status)))
+            conn.send(("pid", pid))
+            while True:
+                try:
+                    kind, data = reader.recv()
+                except (EOFError, OSError):
+                    break
+                conn.send(("report", kind, data))
+        except OSError:  # Vireo is gone: so is the job (a restarted Vireo fails it as interrupted)
+            _kill_group(pid)
+            return
+        finally:
+            reader.close()
+        _, status = os.waitpid(pid, 0)
+        _kill_group(pid)  # whatever the job started and left behind
+        try:
+            conn.send(("exit", os.waitstatus_to_exitcode(status)))
+        except OSError:
+            return
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _job_child(spec: JobSpec, writer: Connection) -> None:
@@ -116,8 +128,7 @@ class LocalExecutor:
     def start(self, sink: ReportSink) -> None:
         self._sink = sink
         self._stopping = False
-        with self._lock:
-            self._workers = [self._spawn() for _ in range(self.size)]
+        # Workers start with the first jobs that need them: a Vireo that runs no jobs pays nothing for them.
         self._thread = threading.Thread(target=self._monitor, name="vireo-job-monitor", daemon=True)
         self._thread.start()
 
@@ -147,11 +158,15 @@ class LocalExecutor:
 
     def free_slots(self) -> int:
         with self._lock:
-            return sum(1 for w in self._workers if w.spec is None)
+            return self.size - sum(1 for w in self._workers if w.spec is not None)
 
     def submit(self, spec: JobSpec) -> None:
         with self._lock:
             worker = next((w for w in self._workers if w.spec is None), None)
+            if worker is None and len(self._workers) < self.size:
+                worker = self._spawn()
+                self._workers.append(worker)
+                self._wake()  # the monitor watches the new worker too
             if worker is None:
                 raise RuntimeError("no idle worker")
             worker.spec, worker.child, worker.ended, worker.kill_at, worker.killed = spec, None, False, None, False

@@ -43,7 +43,8 @@ class DagRegistry:
     def __init__(self) -> None:
         self._dags: dict[str, Dag] = {}
         self._broken: dict[str, BrokenDagFile] = {}
-        self._loaded: set[str] = set()
+        self._loaded: dict[str, int] = {}  # module name or file path → the file's mtime when loaded (0 for modules)
+        self._folder: Path | None = None
         self._lock = threading.RLock()
 
     # ---- loading -------------------------------------------------------------------------
@@ -53,21 +54,37 @@ class DagRegistry:
             if name in self._loaded:
                 return
             self._collect(importlib.import_module(name), name)
-            self._loaded.add(name)
+            self._loaded[name] = 0
 
     def load_folder(self, folder: Path | None) -> None:
-        """(Re)load every `*.py` in the user DAGs folder; failures are kept as broken entries."""
-        if folder is None or not folder.is_dir():
+        """Load every `*.py` in the user DAGs folder; failures are kept as broken entries."""
+        self._folder = folder
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Pick up DAG files added, changed or removed in the folder since (a few stat calls when nothing changed)."""
+        folder = self._folder
+        if folder is None:
             return
-        for path in sorted(folder.glob("*.py")):
-            self.load_file(path)
+        present = {str(p.resolve()): p for p in sorted(folder.glob("*.py"))} if folder.is_dir() else {}
+        with self._lock:
+            for gone in [s for s in self._loaded if s.endswith(".py") and s not in present]:
+                self._unload(gone)
+            for key, path in present.items():
+                if self._loaded.get(key) != _mtime(path):
+                    self.load_file(path)
+
+    def _unload(self, key: str) -> None:
+        for dag_id in [d for d, dag in self._dags.items() if dag.source == key]:
+            del self._dags[dag_id]
+        self._broken.pop(key, None)
+        self._loaded.pop(key, None)
 
     def load_file(self, path: Path) -> None:
         key = str(path.resolve())
         with self._lock:
-            self._broken.pop(key, None)
-            for dag_id in [d for d, dag in self._dags.items() if dag.source == key]:
-                del self._dags[dag_id]
+            self._unload(key)
+            self._loaded[key] = _mtime(path)
             try:
                 module = _import_file(path)
                 self._collect(module, key)
@@ -75,17 +92,16 @@ class DagRegistry:
                 detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
                 log.warning("DAG file %s could not be loaded: %s", path, detail)
                 self._broken[key] = BrokenDagFile(key, detail)
-            self._loaded.add(key)
 
     def load_source(self, source: str) -> None:
-        """Load what defines a DAG in a job process: a module name or a file path."""
-        if source in self._loaded:
-            return
+        """Load what defines a DAG in a job process: a module name, or a file path (again if the file changed)."""
         if source.endswith(".py"):
+            if self._loaded.get(source) == _mtime(Path(source)):
+                return
             self.load_file(Path(source))
             if source in self._broken:
                 raise UnknownDag(self._broken[source].error)
-        else:
+        elif source not in self._loaded:
             self.load_module(source)
 
     def register(self, dag: Dag, source: str) -> None:
@@ -119,6 +135,13 @@ class DagRegistry:
 
     def describe(self) -> list[dict[str, Any]]:
         return [d.describe() for d in self.dags()] + [b.describe() for b in self.broken()]
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
 
 
 def _import_file(path: Path) -> ModuleType:

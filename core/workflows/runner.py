@@ -60,6 +60,10 @@ class _StepLog:
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             os.close(fd)
+            # a print shows in the log viewer when it happens, not when the step ends
+            for stream in (sys.stdout, sys.stderr):
+                if hasattr(stream, "reconfigure"):
+                    stream.reconfigure(line_buffering=True)
 
     def close(self) -> None:
         if self.handler is not None:
@@ -119,7 +123,9 @@ def run_job(spec: JobSpec, report: Reporter, cancelled: Callable[[], bool], redi
         outcome = {"status": "failed", "error": f"step {exc.step} failed: {exc.cause}"}
     except Exception as exc:  # the DAG could not be loaded or its configuration is no longer valid
         logger.error("%s", traceback.format_exc())
-        outcome = {"status": "failed", "error": str(exc) or type(exc).__name__}
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        where = "" if failed_step is not None else "could not start: "
+        outcome = {"status": "failed", "error": where + detail}
     finally:
         step_log.close()
         if ctx is not None:

@@ -51,7 +51,7 @@ def _tree(ctx):  # type: ignore[no-untyped-def]
     child.wait()
 
 
-test_echo = Dag("test-echo", "Logs a line and prints one.", [Step("echo", _echo)], input=DagInput.NONE)
+test_echo = Dag("test-echo", "Logs a line and prints one.", [Step("echo", _echo)], input=DagInput.NONE, tags=("import",))
 test_echo_series = Dag("test-echo-series", "Logs its series, one job per series.", [Step("echo", _echo)], input=DagInput.SERIES)
 test_sleep = Dag("test-sleep", "Sleeps, reporting progress.", [Step("prepare", _echo), Step("sleep", _sleep), Step("after", _echo)],
                  config=SleepConfig, input=DagInput.NONE)
