@@ -354,10 +354,14 @@ def _columns(table: Any, names: tuple[str, ...], prefix: str) -> list[Any]:
 
 def _split_row(row: Any) -> tuple[SimpleNamespace, SimpleNamespace, SimpleNamespace]:
     """A row of the labelled columns as (series, study, patient) namespaces: plain columns cost far less than ORM entities."""
-    data = row._mapping
+    values = tuple(row)
     parts = []
-    for prefix, names in (("se_", _SERIES_COLUMNS), ("st_", _STUDY_COLUMNS), ("pa_", _PATIENT_COLUMNS)):
-        parts.append(SimpleNamespace(**{name: data[prefix + name] for name in names if prefix + name in data}))
+    start = 0
+    for names in (_SERIES_COLUMNS, _STUDY_COLUMNS, _PATIENT_COLUMNS) if len(values) > len(_STUDY_COLUMNS) + len(_PATIENT_COLUMNS) else (
+        (), _STUDY_COLUMNS, _PATIENT_COLUMNS
+    ):
+        parts.append(SimpleNamespace(**dict(zip(names, values[start : start + len(names)], strict=True))))
+        start += len(names)
     return parts[0], parts[1], parts[2]
 
 

@@ -14,9 +14,10 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Request
-from pydicom.datadict import dictionary_VR, keyword_for_tag
 from fastapi.responses import Response, StreamingResponse
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from starlette.concurrency import run_in_threadpool
 
 from app.api.multipart import (
@@ -138,7 +139,7 @@ def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
         warnings.append(f'299 Vireo "The following attributes were not matched at this level: {", ".join(result.ignored)}"')
     if warnings:
         headers["Warning"] = ", ".join(warnings)
-    return Response(json.dumps(items, separators=(",", ":"), ensure_ascii=False), media_type=DICOM_JSON, headers=headers)
+    return Response(orjson.dumps(items), media_type=DICOM_JSON, headers=headers)
 
 
 def _qido_item(item: dict[str, Any], level: str, root: str, wanted: set[int] | None, always: set[int]) -> dict[str, Any]:
