@@ -202,6 +202,8 @@ def compare(manifest: dict[str, Any], repeat: int, workdir: Path) -> dict[str, A
             every = [s for samples in qido[name].values() for s in samples]
             results[name] = {
                 "qido_p95_ms": p95(every),
+                "qido_median_ms": statistics.median(every),
+                "qido_median_by_query_ms": {label: statistics.median(samples) for label, samples in qido[name].items()},
                 "qido_p95_by_query_ms": {label: p95(samples) for label, samples in qido[name].items()},
                 "metadata_median_ms": statistics.median(metadata[name]),
                 "metadata_p95_ms": p95(metadata[name]),
@@ -300,7 +302,9 @@ def at_scale(series_count: int, repeat: int, workdir: Path) -> dict[str, Any]:
                 results.setdefault("counts", {})[label] = len(client.get(url(path, params)).json())
         every = [s for values in samples.values() for s in values]
         results["qido_p95_ms"] = p95(every)
+        results["qido_median_ms"] = statistics.median(every)
         results["qido_p95_by_query_ms"] = {label: p95(values) for label, values in samples.items()}
+        results["qido_median_by_query_ms"] = {label: statistics.median(values) for label, values in samples.items()}
     finally:
         vireo.stop()
     return results
@@ -313,22 +317,26 @@ def report(results: dict[str, Any]) -> bool:
     ok = True
     compared = results.get("compare")
     if compared:
-        print("\nQIDO-RS series search, p95 ms (same data in both)")
-        print(f"  {'query':<28} {'results':>7} {'Vireo':>8} {'Orthanc':>8}")
+        print("\nQIDO-RS series search, ms (same data in both)")
+        print(f"  {'query':<28} {'results':>7} {'Vireo p95':>10} {'Orthanc p95':>12} {'Vireo median':>13} {'Orthanc median':>15}")
+        v, o = compared["vireo"], compared["orthanc"]
         for label, count in compared["qido_counts"].items():
-            print(f"  {label:<28} {count:>7} {compared['vireo']['qido_p95_by_query_ms'][label]:>8.1f} "
-                  f"{compared['orthanc']['qido_p95_by_query_ms'][label]:>8.1f}")
-        print(f"  {'all queries':<28} {'':>7} {compared['vireo']['qido_p95_ms']:>8.1f} {compared['orthanc']['qido_p95_ms']:>8.1f}")
+            print(f"  {label:<28} {count:>7} {v['qido_p95_by_query_ms'][label]:>10.1f} {o['qido_p95_by_query_ms'][label]:>12.1f} "
+                  f"{v['qido_median_by_query_ms'][label]:>13.1f} {o['qido_median_by_query_ms'][label]:>15.1f}")
+        print(f"  {'all queries':<28} {'':>7} {v['qido_p95_ms']:>10.1f} {o['qido_p95_ms']:>12.1f} {v['qido_median_ms']:>13.1f} {o['qido_median_ms']:>15.1f}")
         print(f"\nWADO-RS metadata of a {BIG_SERIES_SLICES}-instance series, ms")
         print(f"  {'':<28} {'':>7} {'Vireo':>8} {'Orthanc':>8}")
         for key, label in (("metadata_median_ms", "median"), ("metadata_p95_ms", "p95")):
             print(f"  {label:<28} {'':>7} {compared['vireo'][key]:>8.1f} {compared['orthanc'][key]:>8.1f}")
     scale = results.get("scale")
     if scale:
-        print(f"\nQIDO-RS at {results['series_count']:,} series (Vireo), p95 ms")
+        print(f"\nQIDO-RS at {results['series_count']:,} series (Vireo), ms")
+        print(f"  {'query':<28} {'results':>7} {'p95':>8} {'median':>8}")
         for label, value in scale["qido_p95_by_query_ms"].items():
-            print(f"  {label:<28} {scale['counts'][label]:>7} {value:>8.1f}")
-        print(f"  {'all queries':<28} {'':>7} {scale['qido_p95_ms']:>8.1f}")
+            print(f"  {label:<28} {scale['counts'][label]:>7} {value:>8.1f} {scale['qido_median_by_query_ms'][label]:>8.1f}")
+        print(f"  {'all queries':<28} {'':>7} {scale['qido_p95_ms']:>8.1f} {scale['qido_median_ms']:>8.1f}")
+    print(f"\nMachine load average (1 min) before/after: {results['load_before']:.1f} / {results['load_after']:.1f} on {os.cpu_count()} cores"
+          " (other work on the machine inflates p95s; benchmark alone)")
     print("\nTargets")
     if compared:
         for key, label in (("qido_ratio", "QIDO-RS series search p95, Vireo/Orthanc"), ("metadata_ratio", "WADO-RS metadata p95, Vireo/Orthanc")):
@@ -353,7 +361,7 @@ def main() -> None:
     args = parser.parse_args()
     ensure_private_netns()
     workdir = Path(tempfile.mkdtemp(prefix="vireo-dicomweb-bench-"))
-    results: dict[str, Any] = {"series_count": args.series, "repeat": args.repeat}
+    results: dict[str, Any] = {"series_count": args.series, "repeat": args.repeat, "load_before": os.getloadavg()[0]}
     try:
         if not args.skip_compare:
             results["compare"] = compare(dataset(), args.repeat, workdir)
@@ -361,6 +369,7 @@ def main() -> None:
             results["scale"] = at_scale(args.series, args.repeat, workdir)
     finally:
         subprocess.run(["rm", "-rf", str(workdir)], check=False)
+    results["load_after"] = os.getloadavg()[0]
     ok = report(results)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
