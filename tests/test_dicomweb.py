@@ -114,6 +114,9 @@ def test_qido_studies_series_instances(vireo: VireoProcess, loaded: Loaded) -> N
     assert [s["0020000E"]["Value"][0] for s in mr_series] == [loaded.mr.series_uid]
     assert mr_series[0]["00100020"]["Value"] == ["DW2"]  # study-level attributes in an all-series search
     assert {s["0020000E"]["Value"][0] for s in client.search_for_series(search_filters={"SeriesDescription": "Lung*"})} == {loaded.ct2.series_uid}
+    with vireo.client() as http:
+        repeated = http.get("/dicomweb/series", params=[("Modality", "MR"), ("Modality", "OT")]).json()
+    assert {s["0020000E"]["Value"][0] for s in repeated} == {loaded.mr.series_uid, loaded.multiframe.series_uid}
     assert {s["0020000E"]["Value"][0] for s in client.search_for_series(search_filters={"Modality": "CT\\OT"})} >= {
         loaded.ct.series_uid, loaded.multiframe.series_uid}
 

@@ -96,7 +96,8 @@ def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
             raise HTTPException(400, f"unknown query parameter: {exc}") from None
         if not keyword:
             raise HTTPException(400, f"cannot match on {name}: private or unknown attributes are not indexed")
-        matches[keyword] = value
+        # A repeated attribute lists alternatives, as a comma- or backslash-separated value does.
+        matches[keyword] = "\\".join(v for v in (matches.get(keyword, ""), value) if v)
     matches.update(scope)
     include: set[int] = set()
     include_all = False
