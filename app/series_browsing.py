@@ -1,22 +1,40 @@
-"""What the series page reads: a page of series documents and the dataset list, and the events that change them."""
+"""Finding series for the API and the pages: search (core.search) picks the UIDs, the catalog draws the documents."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from app.runtime import current_services
 from app.viewers import ohif_study_url
 from core import catalog, datasets
-from core.catalog import MAX_PAGE, Page
 from core.events import SERIES_CHANGED, THUMBNAIL_READY, EventBus
+from core.search.service import MAX_PAGE, Selection
 
-__all__ = ["MAX_PAGE", "SERIES_CHANGED", "THUMBNAIL_READY", "Page", "bus", "ohif_url", "series_and_datasets"]
+__all__ = ["MAX_PAGE", "SERIES_CHANGED", "THUMBNAIL_READY", "Listing", "Selection", "bus", "find_series", "ohif_url", "series_and_datasets"]
 
 
-def series_and_datasets(dataset: str | None, limit: int) -> tuple[Page, list[dict[str, Any]]]:
+@dataclass(frozen=True)
+class Listing:
+    total: int
+    items: list[dict[str, Any]]
+    next: str | None = None
+
+
+def find_series(selection: Selection, *, sort: str | None = None, limit: int = 100, offset: int = 0, after: str | None = None) -> Listing:
+    """One page of series documents matching `selection`; raises QueryError (bad query) or LookupError (no such dataset)."""
+    services = current_services()
+    page = services.search.page(selection, sort=sort, limit=limit, offset=offset, after=after)
+    with services.db.session() as session:
+        items = catalog.documents_for(session, page.series_uids)
+    return Listing(total=page.total, items=items, next=page.next_cursor)
+
+
+def series_and_datasets(dataset: str | None, limit: int) -> tuple[Listing, list[dict[str, Any]]]:
     """Newest series first (in `dataset`, or all), and every dataset with its series count."""
+    listing = find_series(Selection.of(dataset=dataset), limit=limit)
     with current_services().db.session() as session:
-        return catalog.list_series(session, dataset=dataset, limit=limit), datasets.list_datasets(session)
+        return listing, datasets.list_datasets(session)
 
 
 def bus() -> EventBus:

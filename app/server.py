@@ -9,8 +9,9 @@ from nicegui.storage import Storage
 
 from app.api import accounts as accounts_api
 from app.api import datasets as datasets_api
-from app.api import dicomweb, health, series
+from app.api import dicomweb, health, search, series, tags
 from app.auth import AuthMiddleware
+from app.cli import vireo_version
 from app.cors import DicomwebCors
 from app.runtime import set_services
 from app.services import Services, build_services, storage_secret
@@ -29,7 +30,7 @@ def build_app(settings_: Settings) -> Services:
     app.add_middleware(AuthMiddleware)
     if settings_.cors_origin_list:
         app.add_middleware(DicomwebCors, origins=settings_.cors_origin_list)  # added last: runs before authentication
-    for router in (health.router, series.router, datasets_api.router, accounts_api.router, dicomweb.router):
+    for router in (health.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router, dicomweb.router):
         app.include_router(router)
     login.register()
     series_list.register()
@@ -43,7 +44,10 @@ def serve(settings_: Settings) -> None:
     """Run Vireo until interrupted: web UI, API and DICOM receiver in this one process."""
     build_app(settings_)
     log.info("Vireo on http://%s:%d, DICOM on port %d", settings_.host, settings_.http_port, settings_.dicom_port)
+    # The API's schema and docs live under /api, behind the same login as the API itself.
+    app.openapi_url, app.docs_url, app.redoc_url = "/api/openapi.json", "/api/docs", None
     ui.run(
+        fastapi_docs={"title": "Vireo", "version": vireo_version(), "description": "Local PACS, datasets and workflows. See API.md for the contract."},
         host=settings_.host,
         port=settings_.http_port,
         title="Vireo",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from core import accounts
 from core.db import Database
 from core.events import SERIES_CHANGED, EventBus
 from core.pacs_store import PacsStore
+from core.search.indexing import index_series, missing_series
+from core.search.service import SeriesSearch
 from ingest.indexer import IndexWriter
 from ingest.query_retrieve import QueryRetrieveSCP
 from ingest.receiver import DicomReceiver, ReceiverConfig
@@ -37,6 +40,7 @@ class Services:
     indexer: IndexWriter
     thumbnails: ThumbnailService
     receiver: DicomReceiver
+    search: SeriesSearch
 
     @property
     def running_marker(self) -> Path:
@@ -56,6 +60,7 @@ class Services:
         self.indexer.heartbeat = self.running_marker
         self.thumbnails.start()
         self.receiver.start()
+        threading.Thread(target=self._prepare_search, name="search-warm-up", daemon=True).start()
 
     def stop(self) -> None:
         self.receiver.stop()
@@ -63,6 +68,23 @@ class Services:
         self.thumbnails.stop()
         self.running_marker.unlink(missing_ok=True)
         self.db.dispose()
+
+    def _prepare_search(self) -> None:
+        """Index series that predate the search index (an upgraded database), then load the columns."""
+        try:
+            total = 0
+            while True:
+                with self.db.engine.begin() as conn:
+                    missing = missing_series(conn, 2000)
+                    if not missing:
+                        break
+                    index_series(conn, missing)
+                total += len(missing)
+            if total:
+                log.info("search: indexed %d series that had no search document", total)
+            self.search.warm()
+        except Exception:  # the first query loads the columns itself; nothing is lost
+            log.exception("search warm-up failed")
 
     def _recover_after_unclean_stop(self) -> None:
         if not self.running_marker.exists():
@@ -95,7 +117,7 @@ def build_services(settings: Settings) -> Services:
         indexer,
         QueryRetrieveSCP(db, store, settings.dicom_ae_title, settings.move_destinations),
     )
-    return Services(settings, db, store, bus, indexer, thumbnails, receiver)
+    return Services(settings, db, store, bus, indexer, thumbnails, receiver, SeriesSearch(db))
 
 
 def storage_secret(settings: Settings) -> str:

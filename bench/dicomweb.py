@@ -228,6 +228,7 @@ def fill_100k(data_dir: Path, series_count: int) -> dict[str, Any]:
     """Write patients, studies and series rows straight into a new Vireo database (no files: QIDO reads only the index)."""
     from core.db import Database
     from core.models import Patient, Series, Study
+    from core.search.indexing import index_series
 
     data_dir.mkdir(parents=True, exist_ok=True)
     db = Database(f"sqlite:///{(data_dir / 'vireo.db').resolve()}")
@@ -268,6 +269,9 @@ def fill_100k(data_dir: Path, series_count: int) -> dict[str, Any]:
         conn.execute(Study.__table__.insert(), studies)  # type: ignore[attr-defined]
         for chunk in range(0, len(series), 20000):
             conn.execute(Series.__table__.insert(), series[chunk : chunk + 20000])  # type: ignore[attr-defined]
+    with db.engine.begin() as conn:
+        # The search index a real ingest writes in the same commit (core.search), so Vireo starts as it would on such data.
+        index_series(conn, [row["series_uid"] for row in series])
     with db.engine.connect() as conn:
         conn.exec_driver_sql("ANALYZE")
     db.dispose()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, String, Text
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from core.timeutil import UTCDateTime, utcnow
@@ -144,3 +144,45 @@ class InstanceDocument(SQLModel, table=True):
     sop_instance_uid: str = Field(sa_column=Column(String(UID), ForeignKey("instance.sop_instance_uid", ondelete="CASCADE"), primary_key=True))
     series_uid: str = Field(sa_column=Column(String(UID), nullable=False, index=True))
     document: str = Field(sa_column=Column(Text, nullable=False))
+
+
+# --- The search index (core/search): derived from the tables above, rebuilt by `reindex`. ---
+
+
+class SearchField(SQLModel, table=True):
+    """A field name the index has seen; its small id qualifies the field's words in the text index."""
+
+    __tablename__ = "search_field"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128, unique=True)
+
+
+class SearchValue(SQLModel, table=True):
+    """The value dictionary: every distinct (field, value) with the number of series holding it."""
+
+    __tablename__ = "search_value"
+    __table_args__ = (UniqueConstraint("field_id", "display"), Index("ix_search_value_field_norm", "field_id", "norm"), Index("ix_search_value_norm", "norm"))
+    id: Optional[int] = Field(default=None, primary_key=True)
+    field_id: int
+    display: str = Field(max_length=256)
+    norm: str = Field(max_length=256, description="folded: what matching and prefix completion compare")
+    count: int = 0
+
+
+class SearchDocument(SQLModel, table=True):
+    """One row per series: the dictionary ids of its values (the in-memory columns are built from these)."""
+
+    __tablename__ = "search_document"
+    id: Optional[int] = Field(default=None, primary_key=True)
+    series_uid: str = Field(max_length=UID, unique=True)
+    study_uid: str = Field(max_length=UID)
+    patient_pk: int
+    value_ids: bytes = Field(default=b"", sa_column=Column(LargeBinary, nullable=False))
+
+
+class SearchChange(SQLModel, table=True):
+    """Series whose search data changed, in commit order: the in-memory columns catch up from here."""
+
+    __tablename__ = "search_change"
+    seq: Optional[int] = Field(default=None, primary_key=True)
+    doc_id: int

@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from core.db import Database, insert_ignoring_duplicates
 from core.models import Dataset, DatasetSeries, Instance, InstanceDocument, Patient, Series, Study
+from core.search.indexing import index_series, note_changed
 from core.pacs_store import StoredFile
 from core.timeutil import UTCDateTime, utcnow
 from ingest.metadata import InstanceMetadata
@@ -251,6 +252,12 @@ def _write_batch(
         conn.execute(sql.insert_metadata, documents)
     _add_to_datasets(conn, items, now, sql)
     _count_new_instances(conn, series, new_items, now, sql, numbers)
+    # searchable in the same commit: new series get their document, the others a change row (counts)
+    fresh = {item.meta.series_uid for item in new_series}
+    if fresh:
+        index_series(conn, fresh)
+    if len(fresh) < len(series):
+        note_changed(conn, [uid for uid in series if uid not in fresh])
     return set(series)
 
 
@@ -416,3 +423,4 @@ def refresh_series_counts(conn: Connection, series_uids: set[str], now: datetime
                 missing_instance_numbers=missing, is_complete=not missing, updated=now,
             )
         )
+    note_changed(conn, series_uids)

@@ -13,6 +13,7 @@ from core import accounts, catalog, datasets
 from core.db import Database
 from core.models import Instance, Series, SeriesTag
 from core.pacs_store import PacsStore
+from core.search.service import Selection, SeriesSearch
 from ingest.indexer import IndexWriter
 from ingest.reindex import read_instance
 from tests.factories import write_series
@@ -65,10 +66,11 @@ def test_index_series_documents_and_completeness(db: Database, tmp_path: Path) -
     mr = write_series(tmp_path / "in", modality="MR", slices=4, rows=32, columns=32, patient_id="P2", seed=2)
     # a gap: instance 5 of the CT does not arrive
     _index(db, store, [p for i, p in enumerate(ct.paths) if i != 4] + mr.paths, dataset="first")
+    search = SeriesSearch(db)
+    page = search.page(Selection(), sort="Modality")
+    assert page.total == 2
     with db.session() as session:
-        page = catalog.list_series(session, sort="Modality")
-        assert page.total == 2
-        assert [i["Modality"] for i in page.items] == ["CT", "MR"]
+        assert [i["Modality"] for i in catalog.documents_for(session, page.series_uids)] == ["CT", "MR"]
         doc = catalog.get_series(session, ct.series_uid)
     assert doc["PatientID"] == "P1" and doc["instances"] == 7 and doc["datasets"] == ["first"]
     assert doc["missing_instance_numbers"] == [5] and doc["is_complete"] is False
@@ -79,12 +81,12 @@ def test_index_series_documents_and_completeness(db: Database, tmp_path: Path) -
         doc = catalog.get_series(session, ct.series_uid)
         assert doc["instances"] == 8 and doc["is_complete"] and doc["datasets"] == ["first", "second"]
         assert session.execute(select(func.count()).select_from(Instance)).scalar_one() == 12
-        with pytest.raises(LookupError):
-            catalog.list_series(session, dataset="nope")
-        with pytest.raises(ValueError):
-            catalog.list_series(session, sort="NotAField")
-        assert catalog.list_series(session, sort="-PatientID", limit=1).items[0]["PatientID"] == "P2"
-        assert catalog.list_series(session, dataset="first", offset=1, limit=5).total == 2
+    with pytest.raises(LookupError):
+        search.page(Selection(dataset="nope"))
+    with pytest.raises(ValueError):
+        search.page(Selection(), sort="NotAField")
+    assert search.page(Selection(), sort="-PatientID", limit=1).series_uids == [mr.series_uid]
+    assert search.page(Selection(dataset="first"), offset=1, limit=5).total == 2
 
 
 def test_concurrent_batches_share_patients_and_studies(db: Database, tmp_path: Path) -> None:

@@ -40,7 +40,7 @@ async def log_in(user: User, username: str = "admin", password: str = ADMIN_PASS
 
 async def test_login_shell_and_logout(user: User) -> None:
     await log_in(user)
-    await user.should_see("Datasets")
+    await user.should_see("Datasets", retries=50)
     await user.should_see(marker="user-menu")
     await user.should_see(marker="series-table")
     user.find(marker="menu-logout").click()
@@ -51,13 +51,13 @@ async def test_login_shell_and_logout(user: User) -> None:
 
 async def test_wrong_password_is_refused(user: User) -> None:
     await log_in(user, password="not-the-password")
-    await user.should_see("Wrong user name or password.")
+    await user.should_see("Wrong user name or password.", retries=50)
     await user.should_not_see(marker="user-menu")
 
 
 async def test_settings_creates_token_and_user(user: User) -> None:
     await log_in(user)
-    await user.should_see(marker="user-menu")
+    await user.should_see(marker="user-menu", retries=50)  # argon2 and the first page load take a moment
     await user.open("/settings")
     await user.should_see("API tokens")
     user.find(marker="token-name").type("ci-script")
@@ -130,7 +130,7 @@ async def test_every_route_requires_login(user: User) -> None:
 @pytest.mark.session_hours(0.0004)  # 1.4 s
 async def test_session_expires(user: User) -> None:
     await log_in(user)
-    await user.should_see(marker="user-menu")
+    await user.should_see(marker="user-menu", retries=50)  # argon2 and the first page load take a moment
     await asyncio.sleep(2)
     await user.open("/settings")
     await user.should_see(marker="login-button")

@@ -1,59 +1,44 @@
-"""`/api/series`: series documents, one series, its thumbnail."""
+"""`/api/series`: search and page through series, one series, its thumbnail."""
 
 from __future__ import annotations
 
 from functools import lru_cache
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import Response
+from pydantic import BaseModel
 
+from app import series_browsing
+from app.api.search_params import search_errors, selection, whole_number
 from app.runtime import current_services
-from ingest.thumbnails import placeholder_thumbnail
 from core import catalog
 from core.pacs_store import InvalidUID
+from core.search.service import MAX_PAGE, Selection
+from ingest.thumbnails import placeholder_thumbnail
 
 router = APIRouter(prefix="/api/series", tags=["series"])
 
 
-@router.get("")
+class SeriesPageModel(BaseModel):
+    total: int
+    items: list[dict[str, Any]]
+    next: str | None = None
+
+
+@router.get("", response_model=SeriesPageModel)
 def list_series(
-    dataset: str | None = Query(None, description="only series in this dataset"),
-    sort: str | None = Query(None, description="Field, -Field or Field:desc (default: -arrived)"),
-    limit: str | None = Query(None, description=f"page size, 0–{catalog.MAX_PAGE} (default 100)"),
+    chosen: Selection = Depends(selection),
+    sort: str | None = Query(None, description="Field, -Field, Field:asc or Field:desc; any DICOM keyword, tags, instances, arrived, updated (default: -arrived)"),
+    limit: str | None = Query(None, description=f"page size, 0–{MAX_PAGE} (default 100)"),
     offset: str | None = Query(None, description="items to skip (default 0)"),
-    q: str | None = Query(None, description="Lucene query"),
-    filter: list[str] | None = Query(None, description="Field:v1,v2"),
+    after: str | None = Query(None, description="cursor from the previous page's `next` (keyset paging; offset is then ignored)"),
 ) -> dict[str, Any]:
-    # An empty parameter (`?q=&dataset=`, as a client fills a template) means "not given".
-    dataset = dataset or None
-    sort = sort or None
-    if q and q.strip() not in ("", "*"):
-        raise HTTPException(400, "search queries (q=) are not supported by this version yet")
-    if any(f.strip() for f in filter or []):
-        raise HTTPException(400, "filters (filter=) are not supported by this version yet")
-    page_size = _whole_number("limit", limit, 100, catalog.MAX_PAGE)
-    skip = _whole_number("offset", offset, 0, None)
-    try:
-        with current_services().db.session() as session:
-            page = catalog.list_series(session, dataset=dataset, sort=sort, limit=page_size, offset=skip)
-    except ValueError as exc:
-        raise HTTPException(400, str(exc)) from exc
-    except LookupError as exc:
-        raise HTTPException(404, str(exc)) from exc
-    return {"total": page.total, "items": page.items}
-
-
-def _whole_number(name: str, raw: str | None, default: int, maximum: int | None) -> int:
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HTTPException(400, f"{name} must be a whole number, not {raw!r}") from None
-    if value < 0 or (maximum is not None and value > maximum):
-        raise HTTPException(400, f"{name} must be between 0 and {maximum}" if maximum is not None else f"{name} must not be negative")
-    return value
+    page_size = whole_number("limit", limit, 100, MAX_PAGE)
+    skip = whole_number("offset", offset, 0, None)
+    with search_errors():
+        listing = series_browsing.find_series(chosen, sort=sort or None, limit=page_size, offset=skip, after=after or None)
+    return {"total": listing.total, "items": listing.items, "next": listing.next}
 
 
 @router.get("/{series_uid}")

@@ -1,7 +1,7 @@
 """dicomweb: precomputed instance metadata (DICOM JSON) for WADO-RS; series indexes for QIDO-RS paging
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-28
 
 Instances indexed before this revision get their document the first time a client asks
@@ -11,8 +11,8 @@ from alembic import op
 import sqlalchemy as sa
 
 
-revision = '0002'
-down_revision = '0001'
+revision = '0003'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 

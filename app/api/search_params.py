@@ -1,0 +1,55 @@
+"""What every search endpoint takes (`q`, `filter`, `dataset`) and how its errors become HTTP answers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from fastapi import HTTPException, Query
+from pydantic import BaseModel, Field
+
+from core.search.query import QueryError
+from core.search.service import Selection, UnknownDataset
+
+
+def selection(
+    q: str | None = Query(None, description="Lucene query: words, Field:value, wildcards * ?, ranges [a TO b], AND/OR/NOT, -term; juxtaposed terms are ANDed"),
+    filter: list[str] | None = Query(None, description="Field:v1,v2 — values ORed; repeat for more filters (ANDed)"),
+    dataset: str | None = Query(None, description="only series in this dataset"),
+) -> Selection:
+    """The series a request is about. An empty parameter (`?q=&dataset=`, as a client fills a template) means "not given"."""
+    return Selection.of(q, filter, dataset)
+
+
+class SelectionBody(BaseModel):
+    """The same selection in a JSON body (datasets made from a query)."""
+
+    q: str | None = None
+    filter: list[str] = Field(default_factory=list)
+    dataset: str | None = None
+
+    def selection(self) -> Selection:
+        return Selection.of(self.q, self.filter, self.dataset)
+
+
+@contextmanager
+def search_errors() -> Iterator[None]:
+    """Bad queries are the caller's to fix (400, with the position); an unknown dataset is a 404."""
+    try:
+        yield
+    except QueryError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    except UnknownDataset as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
+def whole_number(name: str, raw: str | None, default: int, maximum: int | None) -> int:
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise HTTPException(400, f"{name} must be a whole number, not {raw!r}") from None
+    if value < 0 or (maximum is not None and value > maximum):
+        raise HTTPException(400, f"{name} must be between 0 and {maximum}" if maximum is not None else f"{name} must not be negative")
+    return value

@@ -1,0 +1,72 @@
+"""`/api/tags`: tag and untag many series at once (atomic per series), list, rename and delete tags."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from app.runtime import current_services
+from core import tags
+
+router = APIRouter(prefix="/api/tags", tags=["tags"])
+
+
+class TagChange(BaseModel):
+    series: list[str] = Field(description="SeriesInstanceUIDs")
+    add: list[str] = Field(default_factory=list)
+    remove: list[str] = Field(default_factory=list)
+
+
+class TagCount(BaseModel):
+    tag: str
+    count: int
+
+
+class TagRename(BaseModel):
+    name: str
+
+
+@router.post("", response_model=dict[str, list[str]])
+def change_tags(body: TagChange) -> dict[str, list[str]]:
+    """Add and remove tags; answers the tags of each series afterwards (`{uid: [tag…]}`)."""
+    if not body.series:
+        raise HTTPException(400, "name at least one series")
+    if not body.add and not body.remove:
+        raise HTTPException(400, "name tags to add or remove")
+    try:
+        with current_services().db.engine.begin() as conn:
+            return tags.change_tags(conn, body.series, body.add, body.remove)
+    except tags.TagError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+
+
+@router.get("", response_model=list[TagCount])
+def list_tags() -> list[dict[str, object]]:
+    """Every tag with the number of series that have it, most used first."""
+    return current_services().search.tag_counts()
+
+
+@router.put("/{tag}")
+def rename_tag(tag: str, body: TagRename) -> dict[str, object]:
+    try:
+        with current_services().db.engine.begin() as conn:
+            count = tags.rename_tag(conn, tag, body.name)
+    except tags.TagError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return {"tag": body.name.strip(), "series": count}
+
+
+@router.delete("/{tag}")
+def delete_tag(tag: str) -> dict[str, object]:
+    try:
+        with current_services().db.engine.begin() as conn:
+            count = tags.delete_tag(conn, tag)
+    except tags.TagError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    return {"deleted": tag, "series": count}
