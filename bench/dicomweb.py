@@ -159,6 +159,12 @@ def expect_json_list(expected: int | None = None) -> Any:
     return check
 
 
+def wait_for_search_warm_up(vireo: VireoProcess) -> None:
+    """Vireo loads its search columns in the background after start; a listing waits for them. Time nothing before."""
+    with httpx.Client(base_url=vireo.url, auth=vireo.auth, timeout=600) as client:
+        client.get("/api/series", params={"limit": "1"}).raise_for_status()
+
+
 def compare(manifest: dict[str, Any], repeat: int, workdir: Path) -> dict[str, Any]:
     (workdir / "vireo").mkdir(parents=True)
     (workdir / "orthanc").mkdir(parents=True)
@@ -172,6 +178,7 @@ def compare(manifest: dict[str, Any], repeat: int, workdir: Path) -> dict[str, A
         dcmsend(vireo.dicom_port, "BENCH", manifest["data"])
         dcmsend(orthanc.dicom_port, "BENCH", manifest["data"])
         vireo.wait_for_instances(manifest["instances"], timeout=120)
+        wait_for_search_warm_up(vireo)
         orthanc_count = orthanc.get("/statistics")["CountInstances"]
         if orthanc_count != manifest["instances"]:
             raise SystemExit(f"bench: Orthanc holds {orthanc_count} instances, expected {manifest['instances']}")
@@ -299,6 +306,7 @@ def at_scale(series_count: int, repeat: int, workdir: Path) -> dict[str, Any]:
     results: dict[str, Any] = {}
     try:
         vireo.start()
+        wait_for_search_warm_up(vireo)
         with httpx.Client(base_url=f"{vireo.url}/dicomweb", auth=vireo.auth, timeout=120) as client:
             samples: dict[str, list[float]] = {}
             for label, path, params in queries:
