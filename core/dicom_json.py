@@ -159,7 +159,7 @@ def dataset_json(ds: Dataset, bulk_base: str, codec: str | None = None) -> dict[
         if tag.group == 0x0002 or tag.element == 0x0000:
             continue  # file meta and group lengths are not part of DICOM JSON
         key = tag_hex(tag)
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)
         if raw is not None and not isinstance(raw, DataElement) and raw.VR is not None:
             if _is_bulk(int(tag), raw.VR, raw.length):
                 out[key] = {"vr": raw.VR, "BulkDataURI": f"{bulk_base}/{key}"}  # deferred or unread bulk data stays unread
