@@ -417,6 +417,32 @@ def rendered_frame(study: str, series: str, instance: str, frame: str, request: 
     return _rendered(request, study, series, instance, numbers[0])
 
 
+def _rendered_parts(request: Request, study: str, series: str | None) -> Response:
+    """Every instance of a study or series rendered (its first frame), one part each, as PS3.18 has it for those levels."""
+    options = _render_options(request, thumbnail=False)
+    items = _instances(study, series)
+
+    def parts() -> Iterator[tuple[str, bytes]]:
+        for item in items:
+            try:
+                yield options.media_type, wado.rendered(item, 1, options)
+            except wado.NotFound as exc:
+                log.warning("instance %s left out of a rendered retrieve: %s", item.sop_instance_uid, exc)
+
+    boundary = new_boundary()
+    return StreamingResponse(multipart_stream(boundary, parts()), media_type=multipart_content_type(boundary, options.media_type))
+
+
+@router.get("/studies/{study}/series/{series}/rendered", summary="WADO-RS: a series' instances rendered (multipart)")
+def rendered_series(study: str, series: str, request: Request) -> Response:
+    return _rendered_parts(request, study, series)
+
+
+@router.get("/studies/{study}/rendered", summary="WADO-RS: a study's instances rendered (multipart)")
+def rendered_study(study: str, request: Request) -> Response:
+    return _rendered_parts(request, study, None)
+
+
 @router.get("/studies/{study}/series/{series}/instances/{instance}/thumbnail", summary="WADO-RS: an instance's thumbnail")
 def instance_thumbnail(study: str, series: str, instance: str, request: Request) -> Response:
     return _rendered(request, study, series, instance, 1, thumbnail=True)
