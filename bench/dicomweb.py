@@ -159,6 +159,12 @@ def expect_json_list(expected: int | None = None) -> Any:
     return check
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far: what a request costs, whatever else the machine is doing."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_for_search_warm_up(vireo: VireoProcess) -> None:
     """Vireo loads its search columns in the background after start; a listing waits for them. Time nothing before."""
     with httpx.Client(base_url=vireo.url, auth=vireo.auth, timeout=600) as client:
@@ -307,10 +313,13 @@ def at_scale(series_count: int, repeat: int, workdir: Path) -> dict[str, Any]:
     try:
         vireo.start()
         wait_for_search_warm_up(vireo)
+        assert vireo.process is not None
         with httpx.Client(base_url=f"{vireo.url}/dicomweb", auth=vireo.auth, timeout=120) as client:
             samples: dict[str, list[float]] = {}
             for label, path, params in queries:
+                before = cpu_seconds(vireo.process.pid)
                 samples[label] = timed(client, path, params, repeat, expect_json_list())
+                results.setdefault("cpu_ms_per_request", {})[label] = (cpu_seconds(vireo.process.pid) - before) * 1000 / (repeat + 2)
                 results.setdefault("counts", {})[label] = len(client.get(url(path, params)).json())
         every = [s for values in samples.values() for s in values]
         results["qido_p95_ms"] = p95(every)
@@ -343,9 +352,10 @@ def report(results: dict[str, Any]) -> bool:
     scale = results.get("scale")
     if scale:
         print(f"\nQIDO-RS at {results['series_count']:,} series (Vireo), ms")
-        print(f"  {'query':<28} {'results':>7} {'p95':>8} {'median':>8}")
+        print(f"  {'query':<28} {'results':>7} {'p95':>8} {'median':>8} {'Vireo CPU/request':>18}")
         for label, value in scale["qido_p95_by_query_ms"].items():
-            print(f"  {label:<28} {scale['counts'][label]:>7} {value:>8.1f} {scale['qido_median_by_query_ms'][label]:>8.1f}")
+            print(f"  {label:<28} {scale['counts'][label]:>7} {value:>8.1f} {scale['qido_median_by_query_ms'][label]:>8.1f} "
+                  f"{scale['cpu_ms_per_request'][label]:>18.1f}")
         print(f"  {'all queries':<28} {'':>7} {scale['qido_p95_ms']:>8.1f} {scale['qido_median_ms']:>8.1f}")
     print(f"\nMachine load average (1 min) before/after: {results['load_before']:.1f} / {results['load_after']:.1f} on {os.cpu_count()} cores"
           " (other work on the machine inflates p95s; benchmark alone)")

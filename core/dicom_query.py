@@ -303,13 +303,31 @@ def _patients(
     return items, more
 
 
+def _study_layers(study: Any, patient: Any) -> list[dict[str, Any]]:
+    """A study's values, lowest priority first: column defaults, the recorded attributes, the index's own keys."""
+    defaults = {"PatientName": patient.patient_name, "StudyDate": study.study_date, "StudyDescription": study.study_description}
+    return [defaults, study.attributes, {"PatientID": patient.patient_id, "StudyInstanceUID": study.study_uid}]
+
+
 def _study_values(study: Any, patient: Any) -> dict[str, Any]:
-    values = dict(study.attributes)
-    values.update(PatientID=patient.patient_id, StudyInstanceUID=study.study_uid)
-    values.setdefault("PatientName", patient.patient_name)
-    values.setdefault("StudyDate", study.study_date)
-    values.setdefault("StudyDescription", study.study_description)
-    return values
+    return _select(None, _study_layers(study, patient))
+
+
+def _select(fields: frozenset[str] | None, layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """keyword → value from layers (later ones win), only `fields` when given: a page of results
+    then touches the ~30 attributes asked for, not every attribute the index holds."""
+    if fields is None:
+        merged: dict[str, Any] = {}
+        for layer in layers:
+            merged.update(layer)
+        return merged
+    picked: dict[str, Any] = {}
+    for keyword in fields:
+        for layer in reversed(layers):
+            if keyword in layer:
+                picked[keyword] = layer[keyword]
+                break
+    return picked
 
 
 def _study_aggregates(session: Session, study_uids: list[str], with_sop_classes: bool = True) -> dict[str, dict[str, Any]]:
@@ -392,17 +410,20 @@ def _studies(
     found = [_split_row(row)[1:] for row in session.execute(statement.where(Study.study_uid.in_(uids)))]  # type: ignore[attr-defined]
     rows = _in_order(found, uids, lambda row: row[0].study_uid)
     aggregates = _study_aggregates(session, [study.study_uid for study, _ in rows], fields is None or "SOPClassesInStudy" in fields)
-    return [attributes_json({**_study_values(study, patient), **aggregates[study.study_uid]}, only=fields) for study, patient in rows], more
+    return [attributes_json(_select(fields, [*_study_layers(study, patient), aggregates[study.study_uid]])) for study, patient in rows], more
+
+
+def _series_layers(series: Any) -> list[dict[str, Any]]:
+    defaults: dict[str, Any] = {"SeriesDescription": series.series_description}
+    if series.series_number is not None:
+        defaults["SeriesNumber"] = series.series_number
+    own = {"SeriesInstanceUID": series.series_uid, "StudyInstanceUID": series.study_uid, "Modality": series.modality,
+           "NumberOfSeriesRelatedInstances": series.instance_count}
+    return [defaults, series.attributes, own]
 
 
 def _series_values(series: Any) -> dict[str, Any]:
-    values = dict(series.attributes)
-    values.update(SeriesInstanceUID=series.series_uid, StudyInstanceUID=series.study_uid, Modality=series.modality,
-                  NumberOfSeriesRelatedInstances=series.instance_count)
-    values.setdefault("SeriesDescription", series.series_description)
-    if series.series_number is not None:
-        values.setdefault("SeriesNumber", series.series_number)
-    return values
+    return _select(None, _series_layers(series))
 
 
 def _series(
@@ -422,7 +443,7 @@ def _series(
         .where(Series.series_uid.in_(uids))  # type: ignore[attr-defined]
     )
     rows = _in_order([_split_row(row) for row in session.execute(statement)], uids, lambda row: row[0].series_uid)
-    return [attributes_json({**_study_values(study, patient), **_series_values(series)}, only=fields) for series, study, patient in rows], more
+    return [attributes_json(_select(fields, [*_study_layers(study, patient), *_series_layers(series)])) for series, study, patient in rows], more
 
 
 def _instances(
