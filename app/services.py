@@ -16,19 +16,24 @@ from pathlib import Path
 from app.settings import Settings
 from core import accounts
 from core.db import Database
-from core.events import SERIES_CHANGED, EventBus
+from core.events import SERIES_CHANGED, SERIES_DELETED, EventBus
 from core.pacs_store import PacsStore
-from core.search.indexing import index_series, missing_series
+from core.search.indexing import index_series, missing_series, prune_changes
 from core.search.service import SeriesSearch
 from ingest.indexer import IndexWriter
 from ingest.query_retrieve import QueryRetrieveSCP
 from ingest.receiver import DicomReceiver, ReceiverConfig
 from ingest.reindex import recover
+from ingest.incoming_workflow import IncomingRecorder
 from ingest.thumbnail_service import ThumbnailService
+from core.workflows.engine import EngineConfig, WorkflowEngine
+from core.workflows.executor import Executor
+from core.workflows.registry import DagRegistry
 
 log = logging.getLogger(__name__)
 
 RUNNING_MARKER = "vireo.running"
+BUILTIN_DAG_MODULES = ["ingest.dags", "ingest.pacs_dags"]
 
 
 @dataclass
@@ -41,6 +46,9 @@ class Services:
     thumbnails: ThumbnailService
     receiver: DicomReceiver
     search: SeriesSearch
+    registry: DagRegistry
+    workflows: WorkflowEngine
+    incoming: IncomingRecorder
 
     @property
     def running_marker(self) -> Path:
@@ -59,11 +67,15 @@ class Services:
         # Only now does the writer keep the marker fresh: a recovery cut short must find the same window again.
         self.indexer.heartbeat = self.running_marker
         self.thumbnails.start()
+        self.workflows.start()
+        self.incoming.start()
         self.receiver.start()
         threading.Thread(target=self._prepare_search, name="search-warm-up", daemon=True).start()
 
     def stop(self) -> None:
         self.receiver.stop()
+        self.incoming.stop()
+        self.workflows.stop()
         self.indexer.stop()
         self.thumbnails.stop()
         self.running_marker.unlink(missing_ok=True)
@@ -82,6 +94,8 @@ class Services:
                 total += len(missing)
             if total:
                 log.info("search: indexed %d series that had no search document", total)
+            with self.db.engine.begin() as conn:
+                prune_changes(conn)
             self.search.warm()
         except Exception:  # the first query loads the columns itself; nothing is lost
             log.exception("search warm-up failed")
@@ -105,6 +119,8 @@ def build_services(settings: Settings) -> Services:
     thumbnails = ThumbnailService(db, store, data_dir / "thumbnails", bus, settings.thumbnail_quiet_seconds)
     indexer.add_listener(thumbnails.touch)
     indexer.add_listener(lambda uids: bus.publish(SERIES_CHANGED, series_uids=sorted(uids)))
+    # A job deleted series (or rebuilt the index): the writer must not trust its cache of known series.
+    bus.subscribe(SERIES_DELETED, lambda _topic, payload: indexer.forget(payload.get("series_uids")))
     receiver = DicomReceiver(
         ReceiverConfig(
             host=settings.dicom_host or settings.host,
@@ -117,7 +133,33 @@ def build_services(settings: Settings) -> Services:
         indexer,
         QueryRetrieveSCP(db, store, settings.dicom_ae_title, settings.move_destinations),
     )
-    return Services(settings, db, store, bus, indexer, thumbnails, receiver, SeriesSearch(db))
+    registry = load_dags(settings)
+    engine = WorkflowEngine(
+        db, bus, registry, EngineConfig(data_dir.resolve(), settings.sqlalchemy_url, settings.instance_name), build_executor(settings)
+    )
+    incoming = IncomingRecorder(engine, bus, settings.thumbnail_quiet_seconds)
+    indexer.add_listener(incoming.touch)
+    return Services(settings, db, store, bus, indexer, thumbnails, receiver, SeriesSearch(db), registry, engine, incoming)
+
+
+def load_dags(settings: Settings) -> DagRegistry:
+    """Built-in DAGs, then the user's DAG files (a broken file is listed with its error, not fatal)."""
+    registry = DagRegistry()
+    for module in BUILTIN_DAG_MODULES:
+        registry.load_module(module)
+    registry.load_folder(settings.dags_path)
+    return registry
+
+
+def build_executor(settings: Settings) -> Executor:
+    """The local process pool, or the Dask cluster named by `VIREO_DASK_SCHEDULER`."""
+    if settings.dask_scheduler:
+        from core.workflows.dask_executor import DaskExecutor
+
+        return DaskExecutor(settings.dask_scheduler)
+    from core.workflows.local_executor import LocalExecutor
+
+    return LocalExecutor(settings.worker_count, preload=BUILTIN_DAG_MODULES)
 
 
 def storage_secret(settings: Settings) -> str:

@@ -32,6 +32,8 @@ class Settings:
     instance_name: str = field(default_factory=socket.gethostname, metadata={"help": "this instance's name in a federation"})
     admin_password: str = field(default="", metadata={"help": "password of user admin, set on first start (default: generated and printed once)"})
     dask_scheduler: str = field(default="", metadata={"help": "address of a Dask scheduler to run jobs on"})
+    dags_dir: str = field(default="", metadata={"help": "folder of user DAG files, *.py (default: <data dir>/dags)"})
+    workers: int = field(default=0, metadata={"help": "job processes the local executor runs at once (0: one per CPU core)"})
     session_hours: float = field(default=12.0, metadata={"help": "a login session expires after this many hours"})
     thumbnail_quiet_seconds: float = field(default=3.0, metadata={"help": "a series' thumbnail is drawn once it has been quiet this long"})
     dicom_destinations: str = field(default="", metadata={"help": "C-MOVE destinations, comma-separated AE=host:port (e.g. WORKSTATION=10.0.0.5:104)"})
@@ -43,6 +45,14 @@ class Settings:
     def sqlalchemy_url(self) -> str:
         """The database URL, defaulting to a SQLite file inside the data dir."""
         return self.database_url or f"sqlite:///{(self.data_dir / 'vireo.db').resolve()}"
+
+    @property
+    def dags_path(self) -> Path:
+        return Path(self.dags_dir) if self.dags_dir else self.data_dir / "dags"
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers if self.workers > 0 else (os.cpu_count() or 1)
 
     @property
     def allowed_calling_aets(self) -> frozenset[str]:

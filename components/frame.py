@@ -13,6 +13,8 @@ from core.accounts import Principal
 # Pages join the navigation as their issues land them.
 NAVIGATION: list[tuple[str, str, str]] = [
     ("Datasets", "/", "photo_library"),
+    ("Workflow Execution", "/workflows/execute", "play_circle"),
+    ("Workflow List", "/workflows", "account_tree"),
 ]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Connection, Select, select
 from sqlmodel import Session
 
 from core.models import Dataset, DatasetSeries, Patient, Series, SeriesTag, Study
@@ -35,6 +35,18 @@ def documents_for(session: Session, series_uids: list[str]) -> list[dict[str, An
         rows.extend(session.execute(_joined(select(Series, Study, Patient)).where(Series.series_uid.in_(chunk))).all())  # type: ignore[attr-defined]
     by_uid = {row[0].series_uid: row for row in rows}
     return _documents(session, [by_uid[uid] for uid in series_uids if uid in by_uid])
+
+
+def unknown_series(connection: Session | Connection, series_uids: list[str]) -> str | None:
+    """None when every UID names an indexed series, else a message naming (some of) the others."""
+    known: set[str] = set()
+    for start in range(0, len(series_uids), 500):
+        chunk = series_uids[start : start + 500]
+        known.update(connection.execute(select(Series.series_uid).where(Series.series_uid.in_(chunk))).scalars())  # type: ignore[attr-defined]
+    unknown = [uid for uid in series_uids if uid not in known]
+    if not unknown:
+        return None
+    return "unknown series: " + ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
 
 
 def get_series(session: Session, series_uid: str) -> dict[str, Any]:

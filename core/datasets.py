@@ -9,8 +9,9 @@ from sqlalchemy import delete, func
 from sqlmodel import select
 from sqlmodel import Session
 
+from core.catalog import unknown_series
 from core.db import insert_ignoring_duplicates
-from core.models import Dataset, DatasetSeries, Series
+from core.models import Dataset, DatasetSeries
 from core.search.indexing import note_changed
 from core.timeutil import isoformat, utcnow
 
@@ -57,14 +58,9 @@ def series_count(session: Session, dataset: Dataset) -> int:
 
 
 def _check_series(session: Session, uids: list[str]) -> None:
-    known: set[str] = set()
-    for start in range(0, len(uids), 500):
-        chunk = uids[start : start + 500]
-        known.update(session.execute(select(Series.series_uid).where(Series.series_uid.in_(chunk))).scalars())  # type: ignore[attr-defined]
-    unknown = [uid for uid in uids if uid not in known]
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        raise DatasetError(f"unknown series: {shown}")
+    problem = unknown_series(session, uids)
+    if problem:
+        raise DatasetError(problem)
 
 
 def _add_members(session: Session, dataset: Dataset, uids: list[str]) -> None:

@@ -19,6 +19,7 @@ Handler = Callable[[str, dict[str, Any]], None]
 
 SERIES_CHANGED = "series.changed"
 THUMBNAIL_READY = "series.thumbnail"
+SERIES_DELETED = "series.deleted"  # payload: series_uids (None: any series may be gone, e.g. after a reindex)
 
 
 class EventBus:
@@ -46,3 +47,6 @@ class EventBus:
                 handler(topic, payload)
             except Exception:  # a listener's bug must not stop ingest
                 log.exception("event handler for %s failed", topic)
+
+JOB_CHANGED = "workflows.job"  # payload: job_id, workflow_id, status, progress_done, progress_total
+WORKFLOW_CHANGED = "workflows.workflow"  # payload: workflow_id (created, deleted, or a job of it changed)

@@ -11,8 +11,9 @@ from collections import defaultdict
 
 from sqlalchemy import Connection, delete, func, select
 
+from core.catalog import unknown_series
 from core.db import insert_ignoring_duplicates
-from core.models import Series, SeriesTag
+from core.models import SeriesTag
 from core.search.indexing import note_changed
 from core.timeutil import utcnow
 
@@ -31,22 +32,14 @@ def check_tag(tag: str) -> str:
     return cleaned
 
 
-def _known_series(conn: Connection, uids: list[str]) -> None:
-    known: set[str] = set()
-    for start in range(0, len(uids), 500):
-        known.update(conn.execute(select(Series.series_uid).where(Series.series_uid.in_(uids[start : start + 500]))).scalars())  # type: ignore[attr-defined]
-    unknown = [uid for uid in uids if uid not in known]
-    if unknown:
-        shown = ", ".join(unknown[:5]) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
-        raise LookupError(f"unknown series: {shown}")
-
-
 def change_tags(conn: Connection, series_uids: list[str], add: list[str], remove: list[str]) -> dict[str, list[str]]:
     """Add and remove tags on many series in one transaction; returns each series' tags afterwards."""
     uids = list(dict.fromkeys(series_uids))
     adding = list(dict.fromkeys(check_tag(t) for t in add))
     removing = [t for t in dict.fromkeys(check_tag(t) for t in remove) if t not in adding]
-    _known_series(conn, uids)
+    problem = unknown_series(conn, uids)
+    if problem:
+        raise LookupError(problem)
     now = utcnow()
     insert = insert_ignoring_duplicates(conn.engine, SeriesTag.__table__)  # type: ignore[arg-type]
     for start in range(0, len(uids), 500):

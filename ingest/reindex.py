@@ -17,6 +17,7 @@ from sqlalchemy import delete, exists, select
 
 from core.models import Instance, Series
 from core.pacs_store import PacsStore, StoredFile
+from core.search.indexing import forget_series
 from core.timeutil import utcnow
 from ingest.indexer import IncomingInstance, IndexWriter, refresh_series_counts
 from ingest.metadata import extract
@@ -96,7 +97,9 @@ def _drop_rows_without_files(store: PacsStore, writer: IndexWriter) -> int:
         if affected:
             refresh_series_counts(conn, affected, utcnow())
             has_instances = exists().where(Instance.series_uid == Series.series_uid)
-            conn.execute(delete(Series).where(Series.series_uid.in_(affected), ~has_instances))  # type: ignore[attr-defined]
+            empty = list(conn.execute(select(Series.series_uid).where(Series.series_uid.in_(affected), ~has_instances)).scalars())  # type: ignore[attr-defined]
+            forget_series(conn, empty)
+            conn.execute(delete(Series).where(Series.series_uid.in_(empty)))  # type: ignore[attr-defined]
     return len(gone)
 
 

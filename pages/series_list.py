@@ -57,6 +57,9 @@ def register() -> None:
             with ui.row().classes("items-center gap-4"):
                 chooser = ui.select({ALL: "All series"}, value=ALL, label="Dataset").classes("w-64").mark("dataset-select")
                 summary = ui.label("").mark("series-summary")
+                ui.button("Run workflow", icon="play_arrow", on_click=lambda: ui.navigate.to(
+                    "/workflows/execute" + (f"?{urlencode({'dataset': state['dataset']})}" if state["dataset"] != ALL else ""))
+                ).props("flat").mark("run-workflow")
             with_viewer = browsing.ohif_url("1") is not None
             table = ui.table(columns=COLUMNS + ([VIEWER_COLUMN] if with_viewer else []), rows=[], row_key="SeriesInstanceUID")
             table.classes("w-full").mark("series-table")

@@ -252,3 +252,30 @@ def test_a_pasted_uid_finds_its_series(corpus: Any) -> None:
         assert target.series_uid in expected, q
         assert set(search.series_uids(Selection.of(q))) == expected, q
     assert search.count(Selection.of("1.2.826")) == len(reference_hits(docs, "1.2.826")) == 0  # identifiers are not split into words
+
+
+def test_columns_stay_exact_through_many_small_changes_and_compaction(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Changes arrive one by one between queries, the deltas get folded in again and again: answers never drift."""
+    import core.search.columns as columns_module
+
+    monkeypatch.setattr(columns_module, "COMPACT_AT", 40)
+    db = Database(f"sqlite:///{tmp_path / 'vireo.db'}")
+    db.migrate()
+    items = list(generate(240, seed=5))
+    load(db, items[:120])
+    search = SeriesSearch(db)
+    search.warm()
+    docs = reference_documents(items[:120])
+    for step, item in enumerate(items[120:]):
+        load(db, [item])
+        docs.update(reference_documents([item]))
+        target = items[step]
+        with db.engine.begin() as conn:
+            tags.change_tags(conn, [target.series_uid], ["walked"], [])
+        docs[target.series_uid]["tags"].append("walked")
+        if step % 7 == 0:
+            for q in ("tags:walked", "Modality:CT -tags:walked", "lung*", "*"):
+                assert set(search.series_uids(Selection.of(q))) == reference_hits(docs, q), (step, q)
+            assert search.aggregate(Selection(), ["Modality"]).fields["Modality"] == dict(Counter(v for d in docs.values() for v in d["values"]["Modality"]))
+    assert search.columns._delta_size < 40 + 60  # folded in along the way
+    db.dispose()

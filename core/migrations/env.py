@@ -9,6 +9,7 @@ from sqlalchemy import create_engine
 from sqlmodel import SQLModel
 
 import core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import core.workflows.models  # noqa: F401
 
 target_metadata = SQLModel.metadata
 

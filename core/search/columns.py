@@ -30,6 +30,7 @@ from core.search.analysis import LABEL_FIELDS, fold, vr_of
 
 FULL_RELOAD = 50_000  # more changed series than this at once: reload everything (one scan beats many lookups)
 WINDOW = 1_000  # PostgreSQL may commit change rows out of sequence order: look back this far
+COMPACT_AT = 200_000  # changed pairs kept apart before they are folded into the loaded ones
 _NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
 _EMPTY = np.empty(0, np.int32)
 
@@ -259,7 +260,7 @@ class Columns:
             before = len(column.delta_docs)
             column.set_delta(changed, *grouped.get(name, (_EMPTY, _EMPTY)))
             self._delta_size += len(column.delta_docs) - before
-        if self._delta_size > max(200_000, int(self.alive.sum()) // 4):
+        if self._delta_size > max(COMPACT_AT, int(self.alive.sum()) // 4):
             self._compact()
 
     def _compact(self) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from core.catalog import attribute_values
 from core.db import executemany, insert_ignoring_duplicates
-from core.models import Patient, SearchChange, SearchDocument, SearchField, SearchValue, Series, Study
+from core.models import Patient, SearchChange, SearchDocument, SearchField, Series, Study
 from core.search.analysis import MAX_VALUE, as_strings, fold, folded_words, is_identifier
 from core.search.value_words import tsvector, value_words_for
 

@@ -285,13 +285,3 @@ def _split_values(text: str) -> list[str]:
         if match.end() >= len(text):
             break
     return list(dict.fromkeys(values))
-
-
-def fields_of(node: Node) -> set[str]:
-    """Every field a query names (for telling which may be served by which index)."""
-    if isinstance(node, (And, Or)):
-        return set().union(*(fields_of(c) for c in node.children))
-    if isinstance(node, Not):
-        return fields_of(node.child)
-    field = getattr(node, "field", None)
-    return {field} if field else set()

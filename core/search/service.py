@@ -1,9 +1,11 @@
 """Series search: a query, filters and a dataset in; hits, pages, counts and completions out.
 
-`SeriesSearch` evaluates the query tree (core.search.query) as a boolean mask over series:
-word and prefix leaves go to the database's text index in as few calls as possible, whole-value
-leaves (filters, ranges, wildcards, tags, datasets) to the in-memory columns. Sorting and
-paging then happen on the mask, so there is no hit limit and a deep page costs what the first does.
+`SeriesSearch` evaluates the query tree (core.search.query) as a boolean mask over series. Each
+leaf first finds the matching *values* — words through the database's full-text index over the
+value dictionary, prefixes and wildcards through its `norm` column, ranges through the values'
+sort order — and then the series holding them through the in-memory columns. AND, OR and NOT
+are mask operations. Sorting and paging happen on the mask too, so there is no hit limit and a
+deep page costs what the first does.
 """
 
 from __future__ import annotations
@@ -300,6 +302,12 @@ class SeriesSearch:
     @staticmethod
     def _series_uids(conn: Connection, ids: list[int]) -> dict[int, str]:
         found: dict[int, str] = {}
+        if len(ids) > 20_000:  # one scan beats thousands of lookups
+            wanted = set(ids)
+            for doc_id, uid in conn.execute(select(SearchDocument.id, SearchDocument.series_uid)):
+                if doc_id in wanted:
+                    found[doc_id] = uid
+            return found
         for start in range(0, len(ids), 900):
             chunk = ids[start : start + 900]
             found.update(conn.execute(select(SearchDocument.id, SearchDocument.series_uid).where(SearchDocument.id.in_(chunk))).all())  # type: ignore[arg-type, union-attr]

@@ -1,0 +1,70 @@
+"""`/api/jobs/{id}`: one job, its logs and output files; abort, restart, confirm, delete."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import FileResponse, PlainTextResponse
+
+from app import workflow_actions
+from app.api.workflows import _errors
+from core.workflows.engine import Conflict
+
+router = APIRouter(prefix="/api/jobs", tags=["workflows"])
+
+
+def _call(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except (LookupError, Conflict, ValueError) as exc:
+        raise _errors(exc) from exc
+
+
+@router.get("/{job_id}")
+def get_job(job_id: int) -> dict[str, Any]:
+    return _call(workflow_actions.job, job_id)  # type: ignore[no-any-return]
+
+
+@router.get("/{job_id}/logs", response_class=PlainTextResponse)
+def get_logs(job_id: int, run: int | None = Query(None, ge=1, description="an earlier run (default: the current one)"),
+             step: str | None = Query(None, description="one step, by name or number")) -> str:
+    return _call(workflow_actions.job_logs, job_id, run, step)  # type: ignore[no-any-return]
+
+
+@router.get("/{job_id}/steps")
+def get_steps(job_id: int, run: int | None = Query(None, ge=1)) -> list[dict[str, Any]]:
+    """Each step's state, attempts, times and log text."""
+    return _call(workflow_actions.job_steps, job_id, run)  # type: ignore[no-any-return]
+
+
+@router.get("/{job_id}/files")
+def list_files(job_id: int) -> list[dict[str, Any]]:
+    """Files the job produced for download (download-series, collect-metadata)."""
+    return _call(workflow_actions.job_files, job_id)  # type: ignore[no-any-return]
+
+
+@router.get("/{job_id}/files/{name}")
+def get_file(job_id: int, name: str) -> FileResponse:
+    path = _call(workflow_actions.job_file, job_id, name)
+    return FileResponse(path, filename=name)
+
+
+@router.post("/{job_id}/abort")
+def abort_job(job_id: int) -> dict[str, Any]:
+    return _call(workflow_actions.act_on_job, job_id, "abort")  # type: ignore[no-any-return]
+
+
+@router.post("/{job_id}/restart")
+def restart_job(job_id: int) -> dict[str, Any]:
+    return _call(workflow_actions.act_on_job, job_id, "restart")  # type: ignore[no-any-return]
+
+
+@router.post("/{job_id}/confirm")
+def confirm_job(job_id: int) -> dict[str, Any]:
+    return _call(workflow_actions.act_on_job, job_id, "confirm")  # type: ignore[no-any-return]
+
+
+@router.delete("/{job_id}")
+def delete_job(job_id: int) -> dict[str, Any]:
+    return _call(workflow_actions.act_on_job, job_id, "delete")  # type: ignore[no-any-return]

@@ -1,0 +1,101 @@
+"""What the workflow routers and pages do: one function per action, shared so both behave the same."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from app.runtime import current_services
+from core.workflows import queries
+from core.workflows.engine import WorkflowEngine
+
+
+def engine() -> WorkflowEngine:
+    return current_services().workflows
+
+
+def data_dir() -> Path:
+    return engine().config.data_dir
+
+
+def dags(visible_only: bool = False) -> list[dict[str, Any]]:
+    described = current_services().registry.describe()
+    return [d for d in described if not visible_only or (d.get("dag_id") and d.get("ui_visible"))]
+
+
+def datasets() -> list[dict[str, Any]]:
+    from core import datasets as dataset_store
+
+    with current_services().db.session() as session:
+        return dataset_store.list_datasets(session)
+
+
+def instance_name() -> str:
+    return engine().instance_name
+
+
+def create(**request: Any) -> dict[str, Any]:
+    workflow_id = engine().create_workflow(**request)
+    return workflow(workflow_id)
+
+
+def workflow(workflow_id: str) -> dict[str, Any]:
+    with engine().db.engine.connect() as conn:
+        return queries.get_workflow(conn, workflow_id)
+
+
+def workflows(f: queries.WorkflowFilter, limit: int, offset: int, with_jobs: bool = True, jobs_per_workflow: int | None = None) -> tuple[int, list[dict[str, Any]]]:
+    with engine().db.engine.connect() as conn:
+        return queries.list_workflows(conn, f, limit=limit, offset=offset, with_jobs=with_jobs, jobs_per_workflow=jobs_per_workflow)
+
+
+def filter_choices() -> tuple[list[str], list[str]]:
+    with engine().db.engine.connect() as conn:
+        return queries.usernames_and_dags(conn)
+
+
+def job(job_id: int) -> dict[str, Any]:
+    with engine().db.engine.connect() as conn:
+        return queries.get_job(conn, job_id)
+
+
+def job_logs(job_id: int, run: int | None = None, step: str | None = None) -> str:
+    return queries.logs_text(data_dir(), job(job_id), run, step)
+
+
+def job_steps(job_id: int, run: int | None = None) -> list[dict[str, Any]]:
+    return queries.step_logs(data_dir(), job(job_id), run)
+
+
+def step_log(job_id: int, run: int, index: int, name: str, offset: int = 0) -> tuple[str, int]:
+    """New text of one step's log from byte `offset` on (a viewer follows a running step with it)."""
+    path = queries.step_log_path(data_dir(), job_id, run, index, name)
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read(2_000_000)
+    except FileNotFoundError:
+        return "", offset
+    return data.decode(errors="replace"), offset + len(data)
+
+
+def job_files(job_id: int) -> list[dict[str, Any]]:
+    return queries.output_files(data_dir(), job(job_id))
+
+
+def job_file(job_id: int, name: str) -> Path:
+    return queries.output_path(data_dir(), job(job_id), name)
+
+
+def act_on_job(job_id: int, action: str) -> dict[str, Any]:
+    """abort | restart | confirm | delete one job; returns the job afterwards."""
+    actions = {"abort": engine().abort_job, "restart": engine().restart_job, "confirm": engine().confirm_job, "delete": engine().delete_job}
+    actions[action](job_id)
+    return job(job_id)
+
+
+def act_on_workflow(workflow_id: str, action: str) -> dict[str, Any]:
+    """abort | restart | delete one workflow (all its jobs); returns the workflow afterwards."""
+    actions = {"abort": engine().abort_workflow, "restart": engine().restart_workflow, "delete": engine().delete_workflow}
+    actions[action](workflow_id)
+    return workflow(workflow_id)

@@ -1,0 +1,123 @@
+"""A job's details in a dialog: its steps, a log viewer that follows a running job, its configuration and files.
+
+The log viewer opens at the failed step (or the running one) and, while the job runs, adds
+what its step writes once a second (only while the dialog is open).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nicegui import run, ui
+
+from app import workflow_actions as actions
+from components.status import colour, duration, short_time
+
+STEP_COLUMNS = [
+    {"name": "index", "label": "#", "field": "number"},
+    {"name": "name", "label": "Step", "field": "name", "align": "left"},
+    {"name": "state", "label": "State", "field": "state", "align": "left"},
+    {"name": "attempt", "label": "Attempts", "field": "attempt"},
+    {"name": "started", "label": "Started", "field": "started_text", "align": "left"},
+    {"name": "duration", "label": "Duration", "field": "duration", "align": "left"},
+]
+
+
+def _step_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from datetime import datetime
+
+    rows = []
+    for index, step in enumerate(steps):
+        seconds = None
+        if step.get("started"):
+            start = datetime.fromisoformat(step["started"].replace("Z", "+00:00"))
+            end = datetime.fromisoformat(step["ended"].replace("Z", "+00:00")) if step.get("ended") else datetime.now(start.tzinfo)
+            seconds = (end - start).total_seconds()
+        rows.append({**step, "number": index + 1, "started_text": short_time(step.get("started")), "duration": duration(seconds)})
+    return rows
+
+
+def initial_step(steps: list[dict[str, Any]]) -> int:
+    """The step a log viewer opens at: the failed one, else the running one, else the last that ran."""
+    for wanted in ("failed", "aborted", "running"):
+        for index, step in enumerate(steps):
+            if step.get("state") == wanted:
+                return index
+    ran = [i for i, s in enumerate(steps) if s.get("state") not in (None, "waiting", "skipped")]
+    return ran[-1] if ran else 0
+
+
+async def open_job_details(job_id: int, container: ui.element) -> None:
+    """Open the dialog (built inside `container`, an element of the page that stays)."""
+    job = await run.io_bound(actions.job, job_id)
+    with container:
+        _build(job, await run.io_bound(actions.job_files, job_id))
+
+
+def _build(job: dict[str, Any], files: list[dict[str, Any]]) -> None:
+    job_id = job["id"]
+    state: dict[str, Any] = {"step": initial_step(job["steps"]), "offset": 0, "job": job}
+
+    with ui.dialog().props("maximized=false") as dialog, ui.card().classes("w-full").style("max-width: 1100px").mark("job-dialog"):
+        with ui.row().classes("items-center gap-3 w-full"):
+            ui.label(f"Job {job['id']} · {job['dag_id']} · run {job['run']}").classes("text-lg")
+            status = ui.badge(job["status"], color=colour(job["status"])).mark("job-dialog-status")
+            ui.space()
+            ui.button(icon="close", on_click=dialog.close).props("flat round dense")
+        error = ui.label(job["error"]).classes("text-negative").mark("job-error")
+        with ui.tabs() as tabs:
+            logs_tab = ui.tab("Logs")
+            steps_tab = ui.tab("Steps")
+            conf_tab = ui.tab("Configuration")
+            files_tab = ui.tab(f"Files ({len(files)})")
+        with ui.tab_panels(tabs, value=logs_tab).classes("w-full"):
+            with ui.tab_panel(logs_tab):
+                options = {i: f"{i + 1}. {s.get('name')} ({s.get('state')})" for i, s in enumerate(job["steps"])}
+                chooser = ui.select(options, value=state["step"] if options else None, label="Step").classes("w-96").mark("log-step")
+                viewer = ui.log(max_lines=20000).classes("w-full h-96 font-mono text-xs").mark("log-viewer")
+            with ui.tab_panel(steps_tab):
+                steps_table = ui.table(columns=STEP_COLUMNS, rows=_step_rows(job["steps"]), row_key="number").classes("w-full").mark("step-table")
+            with ui.tab_panel(conf_tab):
+                ui.json_editor({"content": {"json": job["conf"]}, "readOnly": True, "mainMenuBar": False}).classes("w-full").mark("job-conf")
+            with ui.tab_panel(files_tab):
+                if not files:
+                    ui.label("This job made no files to download.").classes("text-grey-7")
+                for item in files:
+                    ui.link(f"{item['name']} ({item['size']:,} bytes)", f"/api/jobs/{job['id']}/files/{item['name']}", new_tab=True).mark("job-file")
+
+    async def load_more() -> None:
+        current = state["job"]
+        if not current["steps"] or state["step"] is None:
+            return
+        step = current["steps"][state["step"]]
+        text, state["offset"] = await run.io_bound(actions.step_log, current["id"], current["run"], state["step"], step.get("name", ""), state["offset"])
+        if text:
+            for line in text.rstrip("\n").split("\n"):
+                viewer.push(line)
+
+    async def show_step(index: int | None) -> None:
+        state["step"] = index
+        state["offset"] = 0
+        viewer.clear()
+        await load_more()
+
+    async def follow() -> None:
+        if state["job"]["status"] not in ("queued", "scheduled", "running", "pending"):
+            return
+        fresh = await run.io_bound(actions.job, job_id)
+        if fresh["run"] != state["job"]["run"]:
+            return
+        state["job"] = fresh
+        status.set_text(fresh["status"])
+        status.props(f"color={colour(fresh['status'])}")
+        error.set_text(fresh["error"])
+        steps_table.rows = _step_rows(fresh["steps"])
+        steps_table.update()
+        chooser.set_options({i: f"{i + 1}. {s.get('name')} ({s.get('state')})" for i, s in enumerate(fresh["steps"])}, value=state["step"])
+        await load_more()
+
+    chooser.on_value_change(lambda e: show_step(e.value))
+    ui.timer(0, lambda: show_step(state["step"] if job["steps"] else None), once=True)
+    timer = ui.timer(1.0, follow)
+    dialog.on("hide", lambda: (timer.cancel(), dialog.delete()))
+    dialog.open()

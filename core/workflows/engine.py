@@ -1,0 +1,630 @@
+"""The workflow engine: creates workflows and jobs, schedules queued jobs, follows them to their end.
+
+Only the engine changes a job's state, and every change is one conditional UPDATE
+(`... WHERE status IN (earlier states) AND run = :run`): an abort and a job's own end can
+race, and whichever comes second finds the state already moved on and changes nothing.
+Every change is also published on the event bus, which is how pages learn of it.
+
+One scheduler thread starts queued jobs while the executor has free slots, respecting each
+DAG's `max_active`, and fails jobs that overrun their timeout. Reports from running jobs
+arrive on the executor's monitor thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.engine import Connection
+
+from core.catalog import unknown_series
+from core.db import Database
+from core.events import JOB_CHANGED, SERIES_CHANGED, SERIES_DELETED, THUMBNAIL_READY, WORKFLOW_CHANGED, EventBus
+from core.models import Dataset, DatasetSeries
+from core.timeutil import utcnow
+from core.workflows.context import JobSpec, job_dir, run_dir
+from core.workflows.dag import ConfigError, Dag, DagInput
+from core.workflows.executor import Executor
+from core.workflows.models import Job, JobRun, Workflow
+from core.workflows.registry import DagRegistry, UnknownDag
+from core.workflows.states import ENDED, JobState, StepState, predecessors
+
+log = logging.getLogger(__name__)
+
+MAX_SERIES_PER_WORKFLOW = 100_000
+
+
+class WorkflowError(ValueError):
+    """A request the engine refuses (bad DAG, configuration or input); the message says why.
+
+    `errors` holds pydantic's per-field errors when the configuration was refused (a form marks its fields with them).
+    """
+
+    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.errors = errors or []
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(RuntimeError):
+    """The action does not fit the job's current state (e.g. restarting a running job)."""
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    data_dir: Path
+    database_url: str
+    instance_name: str
+
+
+@dataclass
+class _Active:
+    """A job handed to the executor, until the executor releases it."""
+
+    job_id: int
+    run: int
+    workflow_id: str
+    dag_id: str
+    deadline: float | None
+    timeout: float | None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    submitted: bool = False
+    stopping: str | None = None  # "aborted" or "timeout" once the engine ended it
+
+
+def close_steps(steps: list[dict[str, Any]], state: str, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Steps of a run that ended: a running step gets `state`, steps that never ran are skipped."""
+    stamp = (now or utcnow()).isoformat().replace("+00:00", "Z")
+    closed = []
+    for step in steps:
+        step = dict(step)
+        if step.get("state") == StepState.RUNNING:
+            step.update(state=state, ended=stamp)
+        elif step.get("state") == StepState.WAITING:
+            step["state"] = StepState.SKIPPED
+        closed.append(step)
+    return closed
+
+
+def stop_orphan(folder: Path) -> None:
+    """Kill the process group of a job a previous Vireo left behind (if it still runs and is one of ours)."""
+    try:
+        pid = int((folder / "pid").read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if os.getpgid(pid) == pid and (b"multiprocessing" in cmdline or b"core.workflows" in cmdline):
+            os.killpg(pid, signal.SIGKILL)
+            log.warning("killed job process %d left by the previous run", pid)
+    except (OSError, ValueError):
+        pass
+
+
+class WorkflowEngine:
+    def __init__(self, db: Database, bus: EventBus, registry: DagRegistry, config: EngineConfig, executor: Executor) -> None:
+        self.db = db
+        self.bus = bus
+        self.registry = registry
+        self.config = config
+        self.executor = executor
+        self._active: dict[int, _Active] = {}
+        self._lock = threading.RLock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._outbox = threading.local()
+
+    @property
+    def instance_name(self) -> str:
+        return self.config.instance_name
+
+    # ---- life cycle ----------------------------------------------------------------------
+    def start(self) -> None:
+        """Fail runs a previous process left running, then start scheduling (queued jobs go on)."""
+        self.recover()
+        self.executor.start(self._on_report)
+        self._stopping = False
+        self._thread = threading.Thread(target=self._loop, name="vireo-scheduler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        with self._lock:
+            active = list(self._active.values())
+        self.executor.stop()
+        if active:
+            with self._tx() as conn:
+                for job in active:
+                    self._end(conn, job.job_id, job.run, JobState.FAILED, "interrupted by restart", job.steps)
+
+    def recover(self) -> int:
+        """Jobs a previous Vireo left scheduled or running are failed ("interrupted by restart") and restartable."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                select(Job.id, Job.run, Job.steps).where(
+                    Job.status.in_([JobState.SCHEDULED.value, JobState.RUNNING.value]),  # type: ignore[attr-defined]
+                    Job.runner_instance == self.instance_name,
+                )
+            ).all()
+            for job_id, run, steps in rows:
+                self._end(conn, job_id, run, JobState.FAILED, "interrupted by restart", steps or [])
+                stop_orphan(run_dir(self.config.data_dir, job_id, run))
+        if rows:
+            log.warning("%d jobs were interrupted by the restart; they are failed and can be restarted", len(rows))
+        return len(rows)
+
+    # ---- creating ------------------------------------------------------------------------
+    def create_workflow(
+        self,
+        *,
+        dag_id: str,
+        name: str = "",
+        dataset: str | None = None,
+        series: list[str] | None = None,
+        conf: dict[str, Any] | None = None,
+        runners: list[str] | None = None,
+        username: str = "",
+        service: bool | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Validate the request and create the workflow with its jobs (queued locally); returns its id."""
+        try:
+            dag = self.registry.get(dag_id)
+        except UnknownDag as exc:
+            raise WorkflowError(str(exc)) from exc
+        try:
+            validated = dag.validate_conf(conf)
+        except ConfigError as exc:
+            raise WorkflowError(str(exc), exc.errors) from exc
+        runners = list(dict.fromkeys(runners or [self.instance_name]))
+        remote = [r for r in runners if r != self.instance_name]
+        if remote:
+            raise WorkflowError(f"unknown runner instance(s): {', '.join(remote)} (this instance is {self.instance_name!r})")
+        if timeout is not None and timeout <= 0:
+            raise WorkflowError("timeout must be a positive number of seconds")
+        workflow_id = str(uuid.uuid4())
+        now = utcnow()
+        with self.db.session() as session:
+            uids = self._input_series(session, dag, dataset, series)
+            stored_conf = validated.model_dump(mode="json")
+            workflow = Workflow(
+                id=workflow_id,
+                name=(name or "").strip()[:200] or f"{dag.dag_id}-{now:%Y%m%d-%H%M%S}",
+                dag_id=dag.dag_id,
+                dataset=dataset,
+                conf=stored_conf,
+                username=username,
+                owner_instance=self.instance_name,
+                service=dag.service if service is None else service,
+                created=now,
+                updated=now,
+            )
+            session.add(workflow)
+            session.flush()  # no ORM relationship orders the inserts: the workflow row goes first
+            groups = [[uid] for uid in uids] if dag.input is DagInput.SERIES else [uids]
+            jobs = [
+                Job(
+                    workflow_id=workflow_id, dag_id=dag.dag_id, status=JobState.QUEUED.value, conf=stored_conf, series=group,
+                    dataset=dataset, username=username, runner_instance=runner, owner_instance=self.instance_name,
+                    timeout=timeout if timeout is not None else dag.timeout, created=now, updated=now,
+                )
+                for runner in runners
+                for group in groups
+            ]
+            session.add_all(jobs)
+            session.flush()
+            job_ids = [(j.id, j.status) for j in jobs]
+        self.bus.publish(WORKFLOW_CHANGED, workflow_id=workflow_id)
+        for job_id, status in job_ids:
+            self.bus.publish(JOB_CHANGED, job_id=job_id, workflow_id=workflow_id, status=status, progress_done=0, progress_total=0)
+        self._wake.set()
+        return workflow_id
+
+    def _input_series(self, session: Any, dag: Dag, dataset: str | None, series: list[str] | None) -> list[str]:
+        if dag.input is DagInput.NONE:
+            if dataset or series:
+                raise WorkflowError(f"{dag.dag_id} takes no input series: leave out 'dataset' and 'series'")
+            return []
+        if dataset and series:
+            raise WorkflowError("give either 'dataset' or 'series', not both")
+        if dataset:
+            dataset_id = session.execute(select(Dataset.id).where(Dataset.name == dataset)).scalar_one_or_none()
+            if dataset_id is None:
+                raise WorkflowError(f"no dataset {dataset!r}")
+            uids = list(
+                session.execute(
+                    select(DatasetSeries.series_uid).where(DatasetSeries.dataset_id == dataset_id).order_by(DatasetSeries.series_uid)
+                ).scalars()
+            )
+            if not uids:
+                raise WorkflowError(f"dataset {dataset!r} holds no series")
+            return uids
+        if not series:
+            raise WorkflowError(f"{dag.dag_id} needs input: give 'dataset' (a dataset name) or 'series' (SeriesInstanceUIDs)")
+        uids = list(dict.fromkeys(str(s) for s in series))
+        if len(uids) > MAX_SERIES_PER_WORKFLOW:
+            raise WorkflowError(f"at most {MAX_SERIES_PER_WORKFLOW} series per workflow")
+        problem = unknown_series(session, uids)
+        if problem:
+            raise WorkflowError(problem)
+        return uids
+
+    # ---- service jobs: work the platform does itself, shown as jobs ----------------------
+    def record_service_job(self, dag_id: str, series: list[str], steps: list[str]) -> int:
+        """A `running` job in today's service workflow of `dag_id`, for work done outside the executor.
+
+        The service updates and ends it (`update_service_job`, `end_service_job`); a restart
+        runs the DAG itself through the executor.
+        """
+        dag = self.registry.get(dag_id)
+        now = utcnow()
+        workflow_id = self._service_workflow(dag, now)
+        first = [{"name": name, "state": (StepState.RUNNING if i == 0 else StepState.WAITING).value,
+                  **({"started": now.isoformat().replace("+00:00", "Z")} if i == 0 else {})} for i, name in enumerate(steps)]
+        with self._tx() as conn:
+            job_id = conn.execute(
+                Job.__table__.insert().values(  # type: ignore[attr-defined]
+                    workflow_id=workflow_id, dag_id=dag_id, status=JobState.RUNNING.value, run=1, conf={}, series=series, dataset=None,
+                    username="system", runner_instance=self.instance_name, owner_instance=self.instance_name, progress_done=0,
+                    progress_total=len(series), steps=first, error="", created=now, updated=now, started=now,
+                )
+            ).inserted_primary_key[0]
+            conn.execute(update(Workflow).where(Workflow.id == workflow_id).values(updated=now))  # type: ignore[arg-type]
+        self._publish(job_id, workflow_id, JobState.RUNNING.value, 0, len(series))
+        return int(job_id)
+
+    def _service_workflow(self, dag: Dag, now: datetime) -> str:
+        """Today's service workflow of a DAG (one a day keeps each one's job list short)."""
+        day = now.strftime("%Y-%m-%d")
+        workflow_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"vireo:{self.instance_name}:{dag.dag_id}:{day}"))
+        with self.db.engine.connect() as conn:
+            if conn.execute(select(Workflow.id).where(Workflow.id == workflow_id)).first() is not None:
+                return workflow_id
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(Workflow.__table__.insert().values(  # type: ignore[attr-defined]
+                    id=workflow_id, name=f"{dag.dag_id}-{day}", dag_id=dag.dag_id, dataset=None, conf={}, username="system",
+                    owner_instance=self.instance_name, service=True, deleted=False, created=now, updated=now,
+                ))
+        except Exception:  # created at the same moment by another thread
+            with self.db.engine.connect() as conn:
+                if conn.execute(select(Workflow.id).where(Workflow.id == workflow_id)).first() is None:
+                    raise
+        self.bus.publish(WORKFLOW_CHANGED, workflow_id=workflow_id)
+        return workflow_id
+
+    def update_service_job(self, job_id: int, **values: Any) -> bool:
+        """Change a running service job's series, steps or progress; False once it ended (e.g. aborted)."""
+        with self._tx() as conn:
+            row = conn.execute(select(Job.workflow_id).where(Job.id == job_id)).first()
+            if row is None:
+                return False
+            moved = conn.execute(
+                update(Job).where(Job.id == job_id, Job.status == JobState.RUNNING.value).values(updated=utcnow(), **values)  # type: ignore[arg-type]
+            ).rowcount
+        if moved:
+            self._publish(job_id, row.workflow_id, JobState.RUNNING.value, values.get("progress_done"), values.get("progress_total"))
+        return bool(moved)
+
+    def end_service_job(self, job_id: int, status: JobState, error: str = "", steps: list[dict[str, Any]] | None = None) -> bool:
+        with self._tx() as conn:
+            row = conn.execute(select(Job.run, Job.steps).where(Job.id == job_id)).first()
+            if row is None:
+                return False
+            return self._end(conn, job_id, row.run, status, error, steps if steps is not None else row.steps)
+
+    # ---- actions on jobs -----------------------------------------------------------------
+    def _job(self, conn: Connection, job_id: int) -> Any:
+        row = conn.execute(select(Job.id, Job.run, Job.status, Job.workflow_id, Job.steps).where(Job.id == job_id)).first()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        return row
+
+    def abort_job(self, job_id: int) -> None:
+        """Abort a job: queued ones never start, running ones are killed (their whole process tree)."""
+        with self._lock:
+            with self._tx() as conn:
+                row = self._job(conn, job_id)
+                if row.status in ENDED or row.status == JobState.DELETED:
+                    return
+                active = self._active.get(job_id)
+                steps = active.steps if active is not None and active.run == row.run else row.steps or []
+                ended = self._end(conn, job_id, row.run, JobState.ABORTED, "aborted", steps)
+            if ended and active is not None and active.run == row.run:
+                active.stopping = "aborted"
+                if active.submitted:
+                    self.executor.kill(job_id, row.run)
+
+    def restart_job(self, job_id: int) -> None:
+        """Start a new run of an ended job; the old run's logs and record stay."""
+        with self._tx() as conn:
+            job = conn.execute(
+                select(Job.run, Job.status, Job.steps, Job.error, Job.started, Job.ended, Job.workflow_id).where(Job.id == job_id)
+            ).first()
+            if job is None:
+                raise NotFound(f"no job {job_id}")
+            if job.status not in ENDED:
+                raise Conflict(f"job {job_id} is {job.status}: only finished, failed or aborted jobs can be restarted")
+            conn.execute(
+                JobRun.__table__.insert().values(  # type: ignore[attr-defined]
+                    job_id=job_id, run=job.run, status=job.status, steps=job.steps, error=job.error, started=job.started, ended=job.ended
+                )
+            )
+            moved = conn.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.run == job.run, Job.status == job.status)  # type: ignore[arg-type]
+                .values(run=job.run + 1, status=JobState.QUEUED.value, steps=[], progress_done=0, progress_total=0, error="",
+                        started=None, ended=None, updated=utcnow())
+            ).rowcount
+            if not moved:
+                raise Conflict(f"job {job_id} changed meanwhile; try again")
+            workflow_id = job.workflow_id
+        self._touch_workflow(workflow_id)
+        self._publish(job_id, workflow_id, JobState.QUEUED.value, 0, 0)
+        self._wake.set()
+
+    def confirm_job(self, job_id: int) -> None:
+        """A runner confirms a pending job (federation without automatic execution): it is queued."""
+        with self._tx() as conn:
+            row = self._job(conn, job_id)
+            if row.status != JobState.PENDING:
+                raise Conflict(f"job {job_id} is {row.status}: only pending jobs are confirmed")
+            self._transition(conn, job_id, row.run, JobState.QUEUED)
+        self._publish(job_id, row.workflow_id, JobState.QUEUED.value)
+        self._wake.set()
+
+    def delete_job(self, job_id: int) -> None:
+        """Abort the job if it is active, hide it (`deleted`) and remove its work dir; PACS data is never touched."""
+        self.abort_job(job_id)
+        deadline = time.monotonic() + 3.0
+        while job_id in self._active and time.monotonic() < deadline:  # let an aborted job's processes finish dying
+            time.sleep(0.02)
+        with self._tx() as conn:
+            row = self._job(conn, job_id)
+            if row.status != JobState.DELETED:
+                self._transition(conn, job_id, None, JobState.DELETED)
+            workflow_id = row.workflow_id
+            visible = conn.execute(
+                select(func.count()).select_from(Job).where(Job.workflow_id == workflow_id, Job.status != JobState.DELETED.value)
+            ).scalar_one()
+            if not visible:
+                conn.execute(update(Workflow).where(Workflow.id == workflow_id).values(deleted=True, updated=utcnow()))  # type: ignore[arg-type]
+        shutil.rmtree(job_dir(self.config.data_dir, job_id), ignore_errors=True)
+        self._publish(job_id, workflow_id, JobState.DELETED.value)
+
+    # ---- actions on workflows ------------------------------------------------------------
+    def _workflow_jobs(self, workflow_id: str) -> list[tuple[int, str]]:
+        with self.db.engine.connect() as conn:
+            if conn.execute(select(Workflow.id).where(Workflow.id == workflow_id)).first() is None:
+                raise NotFound(f"no workflow {workflow_id}")
+            return [(r[0], r[1]) for r in conn.execute(select(Job.id, Job.status).where(Job.workflow_id == workflow_id).order_by(Job.id))]
+
+    def abort_workflow(self, workflow_id: str) -> None:
+        for job_id, status in self._workflow_jobs(workflow_id):
+            if status not in ENDED and status != JobState.DELETED:
+                self.abort_job(job_id)
+
+    def restart_workflow(self, workflow_id: str) -> None:
+        """Restart every ended job of the workflow (running ones carry on)."""
+        jobs = [job_id for job_id, status in self._workflow_jobs(workflow_id) if status in ENDED]
+        if not jobs:
+            raise Conflict(f"workflow {workflow_id} has no finished, failed or aborted jobs to restart")
+        for job_id in jobs:
+            self.restart_job(job_id)
+
+    def delete_workflow(self, workflow_id: str) -> None:
+        for job_id, status in self._workflow_jobs(workflow_id):
+            if status != JobState.DELETED:
+                self.delete_job(job_id)
+        with self._tx() as conn:
+            conn.execute(update(Workflow).where(Workflow.id == workflow_id).values(deleted=True, updated=utcnow()))  # type: ignore[arg-type]
+        self.bus.publish(WORKFLOW_CHANGED, workflow_id=workflow_id)
+
+    # ---- state changes -------------------------------------------------------------------
+    def _transition(self, conn: Connection, job_id: int, run: int | None, target: JobState, **values: Any) -> bool:
+        """Move a job (in run `run`, or any run) to `target` if it is in an earlier state; True if it moved."""
+        condition = [Job.id == job_id, Job.status.in_(predecessors(target))]  # type: ignore[attr-defined]
+        if run is not None:
+            condition.append(Job.run == run)
+        result = conn.execute(update(Job).where(*condition).values(status=target.value, updated=utcnow(), **values))
+        return bool(result.rowcount)
+
+    def _end(self, conn: Connection, job_id: int, run: int, target: JobState, error: str, steps: list[dict[str, Any]]) -> bool:
+        step_state = {JobState.FINISHED: StepState.FINISHED, JobState.ABORTED: "aborted"}.get(target, StepState.FAILED)
+        now = utcnow()
+        moved = self._transition(conn, job_id, run, target, error=error[:4000], ended=now, steps=close_steps(steps, step_state, now))
+        if moved:
+            workflow_id = conn.execute(select(Job.workflow_id).where(Job.id == job_id)).scalar_one()
+            conn.execute(update(Workflow).where(Workflow.id == workflow_id).values(updated=now))  # type: ignore[arg-type]
+            self._after_commit(conn, job_id, workflow_id, target.value)
+        return moved
+
+    @contextmanager
+    def _tx(self) -> Iterator[Connection]:
+        """A transaction whose job changes are published once it committed (subscribers read the database)."""
+        outbox: list[tuple[int, str, str]] = []
+        self._outbox.stack = [*getattr(self._outbox, "stack", []), outbox]
+        try:
+            with self.db.engine.begin() as conn:
+                yield conn
+        finally:
+            self._outbox.stack = self._outbox.stack[:-1]
+        for job_id, workflow_id, status in outbox:
+            self._publish(job_id, workflow_id, status)
+
+    def _after_commit(self, conn: Connection, job_id: int, workflow_id: str, status: str) -> None:
+        stack = getattr(self._outbox, "stack", None)
+        if stack:
+            stack[-1].append((job_id, workflow_id, status))
+        else:
+            self._publish(job_id, workflow_id, status)
+
+    def _publish(self, job_id: int, workflow_id: str, status: str, done: int | None = None, total: int | None = None) -> None:
+        self.bus.publish(JOB_CHANGED, job_id=job_id, workflow_id=workflow_id, status=status, progress_done=done, progress_total=total)
+        self.bus.publish(WORKFLOW_CHANGED, workflow_id=workflow_id)
+
+    def _touch_workflow(self, workflow_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute(update(Workflow).where(Workflow.id == workflow_id).values(updated=utcnow()))  # type: ignore[arg-type]
+
+    # ---- scheduling ----------------------------------------------------------------------
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            self._wake.wait(timeout=0.5)
+            self._wake.clear()
+            if self._stopping:
+                break
+            try:
+                self._check_timeouts()
+                self._schedule()
+            except Exception:
+                log.exception("scheduling failed")
+                time.sleep(1)
+
+    def _schedule(self) -> None:
+        free = self.executor.free_slots()
+        if free <= 0:
+            return
+        with self._lock:
+            busy: dict[str, int] = {}
+            for job in self._active.values():
+                busy[job.dag_id] = busy.get(job.dag_id, 0) + 1
+        full = [d for d, n in busy.items() if self._max_active(d) is not None and n >= (self._max_active(d) or 0)]
+        query = select(Job.id, Job.run, Job.dag_id, Job.workflow_id, Job.conf, Job.series, Job.dataset, Job.username, Job.timeout).where(
+            Job.status == JobState.QUEUED.value, Job.runner_instance == self.instance_name
+        )
+        if full:
+            query = query.where(Job.dag_id.not_in(full))  # type: ignore[attr-defined]
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(query.order_by(Job.id).limit(free * 4 + 10)).all()
+        for row in rows:
+            if free <= 0 or self._stopping:
+                break
+            try:
+                dag = self.registry.get(row.dag_id)
+            except UnknownDag:
+                with self._tx() as conn:
+                    self._end(conn, row.id, row.run, JobState.FAILED, f"DAG {row.dag_id!r} is no longer available", [])
+                continue
+            if dag.max_active is not None and busy.get(dag.dag_id, 0) >= dag.max_active:
+                continue
+            if self._start(row, dag):
+                busy[dag.dag_id] = busy.get(dag.dag_id, 0) + 1
+                free -= 1
+        if rows and free > 0 and len(rows) == free * 4 + 10:
+            self._wake.set()
+
+    def _max_active(self, dag_id: str) -> int | None:
+        try:
+            return self.registry.get(dag_id).max_active
+        except UnknownDag:
+            return None
+
+    def _start(self, row: Any, dag: Dag) -> bool:
+        spec = JobSpec(
+            job_id=row.id, run=row.run, workflow_id=row.workflow_id, dag_id=dag.dag_id, dag_source=dag.source, conf=row.conf,
+            series=list(row.series or []), dataset=row.dataset, username=row.username, data_dir=str(self.config.data_dir.resolve()),
+            database_url=self.config.database_url, instance_name=self.instance_name,
+        )
+        with self._lock:
+            with self._tx() as conn:
+                if not self._transition(conn, row.id, row.run, JobState.SCHEDULED):
+                    return False
+            deadline = time.monotonic() + row.timeout if row.timeout else None
+            active = _Active(row.id, row.run, row.workflow_id, dag.dag_id, deadline, row.timeout)
+            self._active[row.id] = active
+            self._publish(row.id, row.workflow_id, JobState.SCHEDULED.value)
+            try:
+                self.executor.submit(spec)
+                active.submitted = True
+            except Exception as exc:
+                log.exception("job %d could not be started", row.id)
+                self._active.pop(row.id, None)
+                with self._tx() as conn:
+                    self._end(conn, row.id, row.run, JobState.FAILED, f"could not be started: {exc}", [])
+                return False
+        return True
+
+    def _check_timeouts(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            overdue = [a for a in self._active.values() if a.deadline is not None and now >= a.deadline and a.stopping is None]
+        for active in overdue:
+            with self._lock:
+                active.stopping = "timeout"
+                with self._tx() as conn:
+                    self._end(conn, active.job_id, active.run, JobState.FAILED, f"timed out after {active.timeout:g} s", active.steps)
+                self.executor.kill(active.job_id, active.run)
+
+    # ---- reports from jobs ---------------------------------------------------------------
+    def _on_report(self, job_id: int, run: int, kind: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            active = self._active.get(job_id)
+        if active is None or active.run != run:
+            return
+        if kind == "released":
+            with self._lock:
+                self._active.pop(job_id, None)
+            self._wake.set()
+            return
+        if kind == "series_changed":
+            uids = list(data.get("series") or [])
+            self.bus.publish(SERIES_CHANGED, series_uids=uids)
+            if data.get("thumbnails"):
+                for uid in uids:
+                    self.bus.publish(THUMBNAIL_READY, series_uid=uid)
+            return
+        if kind == "series_deleted":
+            uids = data.get("series")
+            self.bus.publish(SERIES_DELETED, series_uids=uids)
+            self.bus.publish(SERIES_CHANGED, series_uids=list(uids or []))
+            return
+        with self._tx() as conn:
+            if kind == "started":
+                active.steps = [{"name": name, "state": StepState.WAITING.value} for name in data.get("steps", [])]
+                if self._transition(conn, job_id, run, JobState.RUNNING, started=utcnow(), steps=active.steps):
+                    self._after_commit(conn, job_id, active.workflow_id, JobState.RUNNING.value)
+            elif kind == "step":
+                index = int(data["index"])
+                while len(active.steps) <= index:
+                    active.steps.append({"name": "", "state": StepState.WAITING.value})
+                active.steps[index] = {k: data.get(k) for k in ("name", "state", "attempt", "started", "ended") if data.get(k) is not None}
+                self._update_running(conn, active, steps=list(active.steps))
+            elif kind == "progress":
+                done, total = int(data.get("done", 0)), int(data.get("total", 0))
+                if self._update_running(conn, active, progress_done=done, progress_total=total, publish=False):
+                    self.bus.publish(JOB_CHANGED, job_id=job_id, workflow_id=active.workflow_id, status=JobState.RUNNING.value,
+                                     progress_done=done, progress_total=total)
+            elif kind == "ended":
+                status = JobState(data.get("status", "failed"))
+                if active.stopping is None:
+                    self._end(conn, job_id, run, status, str(data.get("error") or ""), active.steps)
+
+    def _update_running(self, conn: Connection, active: _Active, publish: bool = True, **values: Any) -> bool:
+        result = conn.execute(
+            update(Job).where(Job.id == active.job_id, Job.run == active.run, Job.status == JobState.RUNNING.value)  # type: ignore[arg-type]
+            .values(updated=utcnow(), **values)
+        )
+        if result.rowcount and publish:
+            self._after_commit(conn, active.job_id, active.workflow_id, JobState.RUNNING.value)
+        return bool(result.rowcount)
