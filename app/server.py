@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from nicegui import app, ui
@@ -40,8 +41,20 @@ def build_app(settings_: Settings) -> Services:
     workflow_execution.register()
     workflow_list.register()
     app.on_startup(services.start)
+    app.on_startup(freeze_start_up_heap)
     app.on_shutdown(services.stop)
     return services
+
+
+def freeze_start_up_heap() -> None:
+    """Exempt everything built at start-up from garbage collection.
+
+    NiceGUI, pydicom's dictionaries and SQLAlchemy leave ~170,000 long-lived objects that every
+    full collection would scan again (100-250 ms on our machines), at a moment an
+    allocation-heavy request (a QIDO page, a metadata answer) happens to trigger it.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def serve(settings_: Settings) -> None:

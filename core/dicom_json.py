@@ -114,7 +114,7 @@ _SPECIAL_VRS = frozenset({"PN", "IS", "DS", "SQ"} | NUMBER_VRS | BINARY_VRS)
 
 
 @lru_cache(maxsize=None)
-def _key_of(keyword: str) -> tuple[str, str] | None:
+def key_of(keyword: str) -> tuple[str, str] | None:
     """(tag as 8 hex digits, VR) of a keyword; hex tags sort as the numbers do."""
     tag = _tag_of(keyword)
     return None if tag is None else (tag_hex(tag), vr_of(keyword))
@@ -130,11 +130,11 @@ def attributes_json(values: dict[str, Any], include_empty: Iterable[str] = (), o
     for keyword, value in values.items():
         if only is not None and keyword not in only:
             continue
-        key = _key_of(keyword)
+        key = key_of(keyword)
         if key is not None:
             out[key[0]] = element_json(keyword, value, key[1])
     for keyword in include_empty:
-        key = _key_of(keyword)
+        key = key_of(keyword)
         if key is not None and key[0] not in out:
             out[key[0]] = {"vr": key[1]}
     return {tag: out[tag] for tag in sorted(out)}
@@ -159,7 +159,7 @@ def dataset_json(ds: Dataset, bulk_base: str, codec: str | None = None) -> dict[
         if tag.group == 0x0002 or tag.element == 0x0000:
             continue  # file meta and group lengths are not part of DICOM JSON
         key = tag_hex(tag)
-        raw = ds.get_item(tag)
+        raw = ds.get_item(tag, keep_deferred=True)
         if raw is not None and not isinstance(raw, DataElement) and raw.VR is not None:
             if _is_bulk(int(tag), raw.VR, raw.length):
                 out[key] = {"vr": raw.VR, "BulkDataURI": f"{bulk_base}/{key}"}  # deferred or unread bulk data stays unread

@@ -18,17 +18,18 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
+from functools import lru_cache
 from collections import defaultdict
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 from pydicom.datadict import tag_for_keyword
-from sqlalchemy import Select, and_, exists, func, literal_column, or_, select
+from sqlalchemy import Select, Text, and_, cast, exists, func, literal_column, or_, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
-from core.dicom_json import attributes_json, tag_hex, vr_of
+from core.dicom_json import attributes_json, element_json, key_of, tag_hex, vr_of
 from core.models import Instance, InstanceDocument, Patient, Series, Study
 
 LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
@@ -303,13 +304,62 @@ def _patients(
     return items, more
 
 
+def _study_layers(study: Any, patient: Any) -> list[dict[str, Any] | str]:
+    """A study's values, lowest priority first: column defaults, the recorded attributes (a dict, or its JSON text), the index's own keys."""
+    defaults = {"PatientName": patient.patient_name, "StudyDate": study.study_date, "StudyDescription": study.study_description}
+    return [defaults, study.attributes, {"PatientID": patient.patient_id, "StudyInstanceUID": study.study_uid}]
+
+
+def _attributes(value: Any) -> dict[str, Any]:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _merged(layers: list[dict[str, Any] | str]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(_attributes(layer))
+    return merged
+
+
 def _study_values(study: Any, patient: Any) -> dict[str, Any]:
-    values = dict(study.attributes)
-    values.update(PatientID=patient.patient_id, StudyInstanceUID=study.study_uid)
-    values.setdefault("PatientName", patient.patient_name)
-    values.setdefault("StudyDate", study.study_date)
-    values.setdefault("StudyDescription", study.study_description)
-    return values
+    return _merged(_study_layers(study, patient))
+
+
+@lru_cache(maxsize=1024)
+def _converted_attributes(text: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Recorded attributes (their JSON text, as stored) → keyword → (tag, DICOM JSON element).
+
+    A pure function of the text, remembered: the pages a viewer asks for again (a study list
+    refreshed, the next page and back) cost a lookup per series instead of a conversion.
+    """
+    return _converted(json.loads(text))
+
+
+def _converted(values: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
+    out = {}
+    for keyword, value in values.items():
+        key = key_of(keyword)
+        if key is not None:
+            out[keyword] = (key[0], element_json(keyword, value, key[1]))
+    return out
+
+
+def _dicom_json(fields: frozenset[str] | None, layers: list[dict[str, Any] | str]) -> dict[str, Any]:
+    """A result as DICOM JSON from layers of values (later ones win; recorded attributes come as their JSON text),
+    with only `fields` when given: a page touches the ~30 attributes asked for, not all the index holds."""
+    converted = [_converted_attributes(layer) if isinstance(layer, str) else _converted(layer) for layer in layers]  # type: ignore[arg-type]
+    picked: dict[str, dict[str, Any]] = {}
+    if fields is None:
+        for layer in converted:
+            picked.update({tag: element for tag, element in layer.values()})
+    else:
+        for keyword in fields:
+            for layer in reversed(converted):
+                if keyword in layer:
+                    tag, element = layer[keyword]
+                    picked[tag] = element
+                    break
+    return {tag: picked[tag] for tag in sorted(picked)}
 
 
 def _study_aggregates(session: Session, study_uids: list[str], with_sop_classes: bool = True) -> dict[str, dict[str, Any]]:
@@ -349,15 +399,20 @@ _PATIENT_COLUMNS = ("patient_id", "patient_name")
 
 
 def _columns(table: Any, names: tuple[str, ...], prefix: str) -> list[Any]:
-    return [table.__table__.c[name].label(prefix + name) for name in names]
+    """The columns, recorded attributes as their JSON text (converted once per distinct text, see _converted_attributes)."""
+    return [(cast(table.__table__.c[name], Text) if name == "attributes" else table.__table__.c[name]).label(prefix + name) for name in names]
 
 
 def _split_row(row: Any) -> tuple[SimpleNamespace, SimpleNamespace, SimpleNamespace]:
     """A row of the labelled columns as (series, study, patient) namespaces: plain columns cost far less than ORM entities."""
-    data = row._mapping
+    values = tuple(row)
     parts = []
-    for prefix, names in (("se_", _SERIES_COLUMNS), ("st_", _STUDY_COLUMNS), ("pa_", _PATIENT_COLUMNS)):
-        parts.append(SimpleNamespace(**{name: data[prefix + name] for name in names if prefix + name in data}))
+    start = 0
+    for names in (_SERIES_COLUMNS, _STUDY_COLUMNS, _PATIENT_COLUMNS) if len(values) > len(_STUDY_COLUMNS) + len(_PATIENT_COLUMNS) else (
+        (), _STUDY_COLUMNS, _PATIENT_COLUMNS
+    ):
+        parts.append(SimpleNamespace(**dict(zip(names, values[start : start + len(names)], strict=True))))
+        start += len(names)
     return parts[0], parts[1], parts[2]
 
 
@@ -388,17 +443,20 @@ def _studies(
     found = [_split_row(row)[1:] for row in session.execute(statement.where(Study.study_uid.in_(uids)))]  # type: ignore[attr-defined]
     rows = _in_order(found, uids, lambda row: row[0].study_uid)
     aggregates = _study_aggregates(session, [study.study_uid for study, _ in rows], fields is None or "SOPClassesInStudy" in fields)
-    return [attributes_json({**_study_values(study, patient), **aggregates[study.study_uid]}, only=fields) for study, patient in rows], more
+    return [_dicom_json(fields, [*_study_layers(study, patient), aggregates[study.study_uid]]) for study, patient in rows], more
+
+
+def _series_layers(series: Any) -> list[dict[str, Any] | str]:
+    defaults: dict[str, Any] = {"SeriesDescription": series.series_description}
+    if series.series_number is not None:
+        defaults["SeriesNumber"] = series.series_number
+    own = {"SeriesInstanceUID": series.series_uid, "StudyInstanceUID": series.study_uid, "Modality": series.modality,
+           "NumberOfSeriesRelatedInstances": series.instance_count}
+    return [defaults, series.attributes, own]
 
 
 def _series_values(series: Any) -> dict[str, Any]:
-    values = dict(series.attributes)
-    values.update(SeriesInstanceUID=series.series_uid, StudyInstanceUID=series.study_uid, Modality=series.modality,
-                  NumberOfSeriesRelatedInstances=series.instance_count)
-    values.setdefault("SeriesDescription", series.series_description)
-    if series.series_number is not None:
-        values.setdefault("SeriesNumber", series.series_number)
-    return values
+    return _merged(_series_layers(series))
 
 
 def _series(
@@ -418,7 +476,7 @@ def _series(
         .where(Series.series_uid.in_(uids))  # type: ignore[attr-defined]
     )
     rows = _in_order([_split_row(row) for row in session.execute(statement)], uids, lambda row: row[0].series_uid)
-    return [attributes_json({**_study_values(study, patient), **_series_values(series)}, only=fields) for series, study, patient in rows], more
+    return [_dicom_json(fields, [*_study_layers(study, patient), *_series_layers(series)]) for series, study, patient in rows], more
 
 
 def _instances(

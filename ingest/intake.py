@@ -124,9 +124,10 @@ class Intake:
         if study_uid is not None and meta.study_uid != study_uid:
             raise StoreRefused(REFERENCED_STUDY_MISMATCH, f"StudyInstanceUID {meta.study_uid} is not the study {study_uid} of the request")
         try:
-            document = instance_document(ds, meta.study_uid, meta.series_uid, meta.sop_instance_uid)
-        except Exception as exc:
-            raise StoreRefused(CANNOT_UNDERSTAND, f"dataset could not be parsed: {exc}") from exc
+            document: str | None = instance_document(ds, meta.study_uid, meta.series_uid, meta.sop_instance_uid)
+        except Exception:  # never refuse an instance over its metadata document: it is made again on first request
+            log.exception("metadata document of %s could not be made", meta.sop_instance_uid)
+            document = None
         try:
             stored = self.store.store(meta.study_uid, meta.series_uid, meta.sop_instance_uid, content)
         except InvalidUID as exc:

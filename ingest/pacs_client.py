@@ -1,8 +1,7 @@
 """Vireo as a client of other PACS: query (C-FIND), retrieve (C-GET or C-MOVE) and send (C-STORE).
 
 These are the steps the DAGs `query-pacs`, `retrieve-from-pacs` and `send-dicom` run; they
-are plain functions so the workflow engine only has to wrap them (see ingest/dags.py when it
-lands):
+are plain functions, wrapped as DAGs in ingest/pacs_dags.py (send-dicom: ingest/dags.py):
 
 * `query_pacs(node, level, filters, return_keys)` → list of keyword → value dicts;
 * `retrieve_from_pacs(node, intake, db, study_uid, series_uids, method, dataset, …)` →
@@ -28,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
 from pydicom import dcmread
 from pydicom.dataset import Dataset
@@ -116,6 +115,8 @@ def echo(node: DicomNode, calling_ae: str = "VIREO") -> None:
 class PacsNodeConfig(BaseModel):
     """The remote PACS, as a DAG's form asks for it."""
 
+    model_config = ConfigDict(extra="forbid")
+
     ae_title: str = PydanticField(min_length=1, max_length=16, description="the remote node's AE title")
     host: str = PydanticField(min_length=1, description="host name or address of the remote node")
     port: int = PydanticField(ge=1, le=65535, description="its DICOM port")
@@ -127,6 +128,8 @@ class PacsNodeConfig(BaseModel):
 class QueryPacsConfig(BaseModel):
     """Configuration of `query-pacs`."""
 
+    model_config = ConfigDict(extra="forbid")
+
     node: PacsNodeConfig
     level: Literal["PATIENT", "STUDY", "SERIES", "IMAGE"] = "STUDY"
     filters: dict[str, str] = PydanticField(default_factory=dict, description="keyword → DICOM matching value (wildcards, ranges)")
@@ -135,6 +138,8 @@ class QueryPacsConfig(BaseModel):
 
 class RetrieveFromPacsConfig(BaseModel):
     """Configuration of `retrieve-from-pacs`."""
+
+    model_config = ConfigDict(extra="forbid")
 
     node: PacsNodeConfig
     study_uid: str = PydanticField(min_length=1, max_length=64)

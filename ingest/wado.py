@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.encaps import generate_frames
+from pydicom.encaps import generate_frames, get_frame
 from pydicom.pixels import pixel_array
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.tag import Tag
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from sqlalchemy import select
 from sqlmodel import Session
 
@@ -26,6 +27,7 @@ from core.pacs_store import PacsStore
 from ingest.thumbnails import ThumbnailError, render_frame
 
 ANY = "*"
+PIXEL_DATA = Tag(0x7FE0, 0x0010)
 UNCOMPRESSED = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
 # Media types of compressed frames (PS3.18 Table 8.7.3-4).
 FRAME_MEDIA_TYPES = {
@@ -129,22 +131,52 @@ def frame_syntax(stored: str, accepted: list[tuple[str, str]]) -> str:
 
 
 def frames(instance: StoredInstance, numbers: list[int], syntax: str) -> list[Frame]:
-    """Frames by 1-based number, in `syntax` (the stored one, or explicit VR little endian: decoded)."""
-    ds = dcmread(instance.path)
+    """Frames by 1-based number, in `syntax` (the stored one, or explicit VR little endian: decoded).
+
+    Only the frames asked for are read: viewers fetch a multi-frame instance frame by frame,
+    and reading the whole file for each would make a 1,000-frame cine quadratic.
+    """
+    ds = dcmread(instance.path, defer_size=1024)
     count = int(ds.get("NumberOfFrames") or 1)
     for number in numbers:
         if not 1 <= number <= count:
             raise NotFound(f"instance {instance.sop_instance_uid} has {count} frame(s), not frame {number}")
-    if "PixelData" not in ds:
+    pixel_data = ds.get_item(PIXEL_DATA, keep_deferred=True)
+    if pixel_data is None:
         raise NotFound(f"instance {instance.sop_instance_uid} has no pixel data")
     stored = str(ds.file_meta.TransferSyntaxUID)
+    seekable = getattr(pixel_data, "value", b"") is None and stored not in (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian)
     if UID(stored).is_compressed:
-        if syntax == stored:
-            encoded = list(generate_frames(ds.PixelData, number_of_frames=count))
-            media = FRAME_MEDIA_TYPES.get(stored, "application/octet-stream")
-            return [Frame(encoded[n - 1], media, stored) for n in numbers]
-        return [Frame(_native(pixel_array(ds, index=n - 1)), "application/octet-stream", ExplicitVRLittleEndian) for n in numbers]
+        if syntax != stored:
+            return [Frame(_native(pixel_array(instance.path, index=n - 1)), "application/octet-stream", ExplicitVRLittleEndian) for n in numbers]
+        media = FRAME_MEDIA_TYPES.get(stored, "application/octet-stream")
+        offsets = _extended_offsets(ds)
+        if seekable:
+            with instance.path.open("rb") as f:
+                encoded = []
+                for n in numbers:
+                    f.seek(pixel_data.value_tell)
+                    encoded.append(get_frame(f, n - 1, number_of_frames=count, extended_offsets=offsets))
+        else:
+            every = list(generate_frames(ds.PixelData, number_of_frames=count, extended_offsets=offsets))
+            encoded = [every[n - 1] for n in numbers]
+        return [Frame(content, media, stored) for content in encoded]
+    bits = int(ds.BitsAllocated)
+    size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * bits // 8
+    if seekable and bits % 8 == 0:
+        with instance.path.open("rb") as f:
+            parts = []
+            for n in numbers:
+                f.seek(pixel_data.value_tell + (n - 1) * size)
+                parts.append(f.read(size))
+        return [Frame(part, "application/octet-stream", ExplicitVRLittleEndian) for part in parts]
     return [Frame(_uncompressed_frame(ds, n - 1, count), "application/octet-stream", ExplicitVRLittleEndian) for n in numbers]
+
+
+def _extended_offsets(ds: Dataset) -> tuple[bytes, bytes] | None:
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        return ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths
+    return None
 
 
 def _native(array: np.ndarray) -> bytes:

@@ -114,6 +114,9 @@ def test_qido_studies_series_instances(vireo: VireoProcess, loaded: Loaded) -> N
     assert [s["0020000E"]["Value"][0] for s in mr_series] == [loaded.mr.series_uid]
     assert mr_series[0]["00100020"]["Value"] == ["DW2"]  # study-level attributes in an all-series search
     assert {s["0020000E"]["Value"][0] for s in client.search_for_series(search_filters={"SeriesDescription": "Lung*"})} == {loaded.ct2.series_uid}
+    with vireo.client() as http:
+        repeated = http.get("/dicomweb/series", params=[("Modality", "MR"), ("Modality", "OT")]).json()
+    assert {s["0020000E"]["Value"][0] for s in repeated} == {loaded.mr.series_uid, loaded.multiframe.series_uid}
     assert {s["0020000E"]["Value"][0] for s in client.search_for_series(search_filters={"Modality": "CT\\OT"})} >= {
         loaded.ct.series_uid, loaded.multiframe.series_uid}
 
@@ -235,6 +238,9 @@ def test_rendered_and_thumbnails(vireo: VireoProcess, loaded: Loaded) -> None:
                      f"/dicomweb/studies/{loaded.ct.study_uid}/thumbnail"):
             thumb = http.get(path)
             assert thumb.status_code == 200 and thumb.content[:4] == b"\x89PNG", path
+        series_rendered = http.get(f"/dicomweb/studies/{loaded.ct2.study_uid}/series/{loaded.ct2.series_uid}/rendered", headers={"Accept": "image/png"})
+        assert series_rendered.status_code == 200 and series_rendered.headers["content-type"].startswith("multipart/related")
+        assert series_rendered.content.count(b"\x89PNG") == 6  # one image per instance
         assert http.get(f"{base}/rendered", params={"window": "40"}).status_code == 400
         assert http.get(f"{base}/rendered", headers={"Accept": "application/pdf"}).status_code == 406
 

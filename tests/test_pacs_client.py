@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from pydicom import dcmread
 from sqlalchemy import select
@@ -27,6 +28,7 @@ from ingest.pacs_client import (
 from tests.factories import SeriesFiles, write_series
 from tests.support.netns import private_network
 from tests.support.orthanc import OrthancProcess
+from tests.support.workflows import ENDED, create, wait_job
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -134,3 +136,31 @@ def test_retrieve_with_c_move_into_a_dataset(services: Services, node: DicomNode
     # a destination the remote PACS does not know is a clear error, not silence
     with pytest.raises(PacsError, match="move destination"):
         retrieve_from_pacs(node, services.receiver.intake, services.db, mr.study_uid, method="move", move_destination="STRANGER")
+
+
+def test_query_and_retrieve_dags_through_the_api(orthanc: OrthancProcess, node: DicomNode, remote_studies: list[SeriesFiles], start_vireo) -> None:  # type: ignore[no-untyped-def]
+    """The DAGs `query-pacs` and `retrieve-from-pacs` run as workflows of a real Vireo (inside this namespace too)."""
+    ct, thin, mr = remote_studies
+    vireo = start_vireo(VIREO_DICOM_AE_TITLE="VIREOPROC")
+    httpx.put(f"{orthanc.url}/modalities/vireoproc", json={"AET": "VIREOPROC", "Host": "127.0.0.1", "Port": vireo.dicom_port}).raise_for_status()
+    remote = {"ae_title": node.ae_title, "host": node.host, "port": node.port}
+    with vireo.client() as api:
+        listed = {d["dag_id"]: d for d in api.get("/api/dags").json()}
+        assert listed["query-pacs"]["config_schema"]["properties"]["level"]["enum"] == ["PATIENT", "STUDY", "SERIES", "IMAGE"]
+        assert api.post("/api/workflows", json={"name": "bad", "dag_id": "query-pacs", "conf": {"node": {**remote, "port": 0}}}).status_code == 400
+
+        def run(dag_id: str, conf: dict) -> dict:
+            (job,) = create(api, name=dag_id, dag_id=dag_id, conf=conf)["jobs"]
+            job = wait_job(api, job["id"], ENDED, timeout=90)
+            assert job["status"] == "finished", (job, api.get(f"/api/jobs/{job['id']}/logs").text)
+            return job
+
+        query = run("query-pacs", {"node": remote, "level": "STUDY", "filters": {"PatientID": "EXT1"}, "calling_ae": "VIREOPROC"})
+        assert ct.study_uid in api.get(f"/api/jobs/{query['id']}/logs").text
+        run("retrieve-from-pacs", {"node": remote, "study_uid": ct.study_uid, "series_uids": [thin.series_uid], "method": "get",
+                                   "dataset": "via-get", "calling_ae": "VIREOPROC"})
+        run("retrieve-from-pacs", {"node": remote, "study_uid": mr.study_uid, "method": "move", "dataset": "via-move", "calling_ae": "VIREOPROC"})
+        got = api.get("/api/series", params={"dataset": "via-get"}).json()["items"]
+        moved = api.get("/api/series", params={"dataset": "via-move"}).json()["items"]
+    assert [(s["SeriesInstanceUID"], s["instances"]) for s in got] == [(thin.series_uid, 3)]
+    assert [(s["SeriesInstanceUID"], s["instances"]) for s in moved] == [(mr.series_uid, 4)]

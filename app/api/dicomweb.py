@@ -14,9 +14,10 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, HTTPException, Request
-from pydicom.datadict import dictionary_VR, keyword_for_tag
 from fastapi.responses import Response, StreamingResponse
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from starlette.concurrency import run_in_threadpool
 
 from app.api.multipart import (
@@ -95,7 +96,8 @@ def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
             raise HTTPException(400, f"unknown query parameter: {exc}") from None
         if not keyword:
             raise HTTPException(400, f"cannot match on {name}: private or unknown attributes are not indexed")
-        matches[keyword] = value
+        # A repeated attribute lists alternatives, as a comma- or backslash-separated value does.
+        matches[keyword] = "\\".join(v for v in (matches.get(keyword, ""), value) if v)
     matches.update(scope)
     include: set[int] = set()
     include_all = False
@@ -138,7 +140,7 @@ def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
         warnings.append(f'299 Vireo "The following attributes were not matched at this level: {", ".join(result.ignored)}"')
     if warnings:
         headers["Warning"] = ", ".join(warnings)
-    return Response(json.dumps(items, separators=(",", ":"), ensure_ascii=False), media_type=DICOM_JSON, headers=headers)
+    return Response(orjson.dumps(items), media_type=DICOM_JSON, headers=headers)
 
 
 def _qido_item(item: dict[str, Any], level: str, root: str, wanted: set[int] | None, always: set[int]) -> dict[str, Any]:
@@ -413,6 +415,32 @@ def rendered_frame(study: str, series: str, instance: str, frame: str, request: 
     if len(numbers) != 1:
         raise HTTPException(400, "one frame is rendered at a time")
     return _rendered(request, study, series, instance, numbers[0])
+
+
+def _rendered_parts(request: Request, study: str, series: str | None) -> Response:
+    """Every instance of a study or series rendered (its first frame), one part each, as PS3.18 has it for those levels."""
+    options = _render_options(request, thumbnail=False)
+    items = _instances(study, series)
+
+    def parts() -> Iterator[tuple[str, bytes]]:
+        for item in items:
+            try:
+                yield options.media_type, wado.rendered(item, 1, options)
+            except wado.NotFound as exc:
+                log.warning("instance %s left out of a rendered retrieve: %s", item.sop_instance_uid, exc)
+
+    boundary = new_boundary()
+    return StreamingResponse(multipart_stream(boundary, parts()), media_type=multipart_content_type(boundary, options.media_type))
+
+
+@router.get("/studies/{study}/series/{series}/rendered", summary="WADO-RS: a series' instances rendered (multipart)")
+def rendered_series(study: str, series: str, request: Request) -> Response:
+    return _rendered_parts(request, study, series)
+
+
+@router.get("/studies/{study}/rendered", summary="WADO-RS: a study's instances rendered (multipart)")
+def rendered_study(study: str, request: Request) -> Response:
+    return _rendered_parts(request, study, None)
 
 
 @router.get("/studies/{study}/series/{series}/instances/{instance}/thumbnail", summary="WADO-RS: an instance's thumbnail")
