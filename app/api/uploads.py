@@ -1,0 +1,75 @@
+"""`/api/uploads`: the upload area import DAGs read from — chunked, resumable uploads, list, download, delete.
+
+A client uploads a file in one request (multipart field `file`, optional `path`), or in
+chunks: each request carries `offset` (where the chunk starts) and `total` (the file's
+size). `GET /api/uploads/{path}?resume=true` says how many bytes arrived, so a client whose
+connection dropped continues from there; a chunk at a wrong offset gets 409 with the
+offset to resume from.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
+from fastapi.responses import FileResponse, JSONResponse
+
+from app.runtime import current_services
+from core.uploads import OffsetMismatch, UploadArea, UploadError
+
+router = APIRouter(prefix="/api/uploads", tags=["uploads"])
+
+
+def upload_area() -> UploadArea:
+    return UploadArea(current_services().settings.data_dir / "uploads")
+
+
+@router.post("", status_code=201, response_model=None)
+def upload(
+    file: UploadFile = File(..., description="the file, or one chunk of it"),
+    path: str | None = Form(None, description="where in the upload area (default: the file's name)"),
+    offset: int = Form(0, ge=0, description="byte offset of this chunk in the file"),
+    total: int | None = Form(None, ge=0, description="the whole file's size, for chunked uploads"),
+) -> Any:
+    """Store a file or one chunk of it; `complete` says whether the file is whole."""
+    target = path or file.filename or ""
+    try:
+        result = upload_area().write_chunk(target, file.file, offset, total)
+    except OffsetMismatch as exc:
+        return JSONResponse({"detail": str(exc), "offset": exc.offset}, status_code=409)
+    except UploadError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    return result.describe()
+
+
+@router.get("")
+def list_uploads() -> list[dict[str, Any]]:
+    """Complete uploads: `path`, `name`, `size`, `modified`."""
+    return [f.describe() for f in upload_area().list()]
+
+
+@router.get("/{path:path}", response_model=None)
+def get_upload(path: str, resume: bool = Query(False, description="report the bytes received so far instead of the file")) -> Any:
+    area = upload_area()
+    try:
+        target = area.file(path)
+        received = area.received(path)
+    except UploadError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    if resume:
+        complete = target.is_file() and received == 0
+        return {"path": path, "offset": target.stat().st_size if complete else received, "complete": complete}
+    if not target.is_file():
+        raise HTTPException(404, f"no upload {path}")
+    return FileResponse(target, filename=target.name, content_disposition_type="attachment")
+
+
+@router.delete("/{path:path}")
+def delete_upload(path: str) -> dict[str, Any]:
+    try:
+        found = upload_area().delete(path)
+    except UploadError as exc:
+        raise HTTPException(400, str(exc)) from exc
+    if not found:
+        raise HTTPException(404, f"no upload {path}")
+    return {"deleted": path}
