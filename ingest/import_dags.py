@@ -6,7 +6,7 @@ Both take no input series; their `upload` names a zip file (or a folder) in the 
 from __future__ import annotations
 
 import json
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -110,6 +110,95 @@ import_dicom_zip = Dag(
     description="Import the DICOM files of an uploaded zip into the PACS, into a dataset (like a DICOM send).",
     steps=[Step("import", _import_dicom_zip), Step("finish", _finish_import)],
     config=DicomZipConfig,
+    input=DagInput.NONE,
+    tags=("import",),
+)
+
+
+# ---- convert-niftis-to-dicoms-and-import-to-pacs --------------------------------------------
+
+class NiftiConfig(_ImportConfig):
+    dataset: str = Field("niftiupload", min_length=1, max_length=64, title="Dataset name", description="the dataset the imported series join (created if missing)")
+    modality: str = Field("OT", min_length=1, max_length=16, title="Modality",
+                          description="modality of the images of the basic format (CT, MR, … ; nnU-Net channels name their own)")
+    skip_bad_cases: bool = Field(False, title="Skip bad cases", description="import the good cases and list the bad ones, instead of failing the job")
+
+    @field_validator("modality")
+    @classmethod
+    def _modality(cls, value: str) -> str:
+        from ingest.nifti_convert import MODALITIES
+
+        value = value.strip().upper()
+        value = "MR" if value in ("MRI", "MRT") else value
+        if value not in MODALITIES:
+            raise ValueError(f"{value!r} is not a DICOM modality (e.g. CT, MR, PT, OT)")
+        return value
+
+
+def _convert_niftis(ctx: JobContext) -> None:
+    """Convert every case first, so that a bad case fails the job before anything enters the PACS."""
+    from ingest.archives import ArchiveRefused, extract
+    from ingest.nifti_convert import CaseError, convert_case
+    from ingest.nifti_formats import find_collections
+    from ingest.upload_import import ImportReport, upload_source
+
+    conf: NiftiConfig = ctx.conf  # type: ignore[assignment]
+    source = upload_source(ctx.data_dir, conf.upload)
+    report = ImportReport(conf.upload, conf.dataset)
+    try:
+        top = extract(source, ctx.work_dir / "upload", conf.upload)
+        plans = find_collections(top, conf.modality)
+    except (ArchiveRefused, CaseError) as exc:
+        raise ValueError(str(exc)) from exc
+    cases = [case for plan in plans for case in plan.cases]
+    for plan in plans:
+        ctx.log.info("%s: %s format, %d image files", plan.root.relative_to(top).as_posix() or conf.upload, plan.kind, len(plan.cases))
+    converted = []
+    for done, case in enumerate(cases, start=1):
+        ctx.check_cancelled()
+        out = ctx.work_dir / "dicom" / f"case-{done:05d}"
+        try:
+            result = convert_case(case, out)
+        except CaseError as exc:
+            if not conf.skip_bad_cases:
+                raise ValueError(f"{exc} (nothing was imported)") from exc
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+            report.skip(case.label, str(exc))
+            ctx.log.warning("skipped case %s: %s", case.label, exc)
+            continue
+        converted.append({"case": case.label, "folder": str(out), "series": result.series_uid, "seg": result.seg_series_uid})
+        ctx.log.info("%s: %d slices%s", case.label, len(result.image_files), " and a SEG" if result.seg_file else "")
+        ctx.progress(done, len(cases))
+    (ctx.work_dir / "converted.json").write_text(json.dumps({"cases": converted, "skipped": report.skipped}))
+
+
+def _import_converted(ctx: JobContext) -> None:
+    from ingest.intake import Origin
+    from ingest.upload_import import ImportReport, PacsImporter, write_report
+
+    conf: NiftiConfig = ctx.conf  # type: ignore[assignment]
+    plan = json.loads((ctx.work_dir / "converted.json").read_text())
+    report = ImportReport(conf.upload, conf.dataset, skipped=plan["skipped"])
+    files = [p for case in plan["cases"] for p in sorted(Path(case["folder"]).rglob("*.dcm"))]
+    with PacsImporter(ctx.db, ctx.store, Origin(dataset=conf.dataset, calling_aet="NIFTI-UPLOAD")) as importer:
+        for done, path in enumerate(files, start=1):
+            ctx.check_cancelled()
+            if not importer.add(path.name, path.read_bytes(), report):
+                raise RuntimeError(f"a converted file was refused: {report.skipped[-1]['reason']}")
+            ctx.progress(done, len(files))
+        importer.flush(report)
+    report.notes = [f"{case['case']} -> series {case['series']}" + (f", SEG {case['seg']}" if case["seg"] else "") for case in plan["cases"]]
+    write_report(ctx, report)
+    ctx.log.info("imported %d cases as %d series (%d instances); skipped %d cases", len(plan["cases"]), len(report.series), sum(report.series.values()), len(report.skipped))
+
+
+import_niftis = Dag(
+    dag_id="convert-niftis-to-dicoms-and-import-to-pacs",
+    description="Convert uploaded NIfTI files (basic or nnU-Net v2 layout) to DICOM image series and DICOM SEG, and import them into a dataset.",
+    steps=[Step("convert", _convert_niftis), Step("import", _import_converted), Step("finish", _finish_import)],
+    config=NiftiConfig,
     input=DagInput.NONE,
     tags=("import",),
 )
