@@ -19,7 +19,7 @@ from app.cors import DicomwebCors
 from app.runtime import set_services
 from app.services import Services, build_services, storage_secret
 from app.settings import Settings
-from pages import login, series_list, settings, workflow_execution, workflow_list
+from pages import data_upload, login, series_list, settings, workflow_execution, workflow_list
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def build_app(settings_: Settings) -> Services:
     settings.register()
     workflow_execution.register()
     workflow_list.register()
+    data_upload.register()
     app.on_startup(services.start)
     app.on_shutdown(services.stop)
     return services
