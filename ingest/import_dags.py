@@ -169,9 +169,24 @@ def _convert_niftis(ctx: JobContext) -> None:
             ctx.log.warning("skipped case %s: %s", case.label, exc)
             continue
         converted.append({"case": case.label, "folder": str(out), "series": result.series_uid, "seg": result.seg_series_uid})
+        _validate(ctx, case.label, [result.image_files[0], *([result.seg_file] if result.seg_file else [])])
         ctx.log.info("%s: %d slices%s", case.label, len(result.image_files), " and a SEG" if result.seg_file else "")
         ctx.progress(done, len(cases))
     (ctx.work_dir / "converted.json").write_text(json.dumps({"cases": converted, "skipped": report.skipped}))
+
+
+def _validate(ctx: JobContext, label: str, files: list[Path]) -> None:
+    """Run dciodvfy (Debian dicom3tools, where installed) on a converted slice and the SEG; its findings go to the log."""
+    import shutil
+    import subprocess
+
+    if shutil.which("dciodvfy") is None:
+        return
+    for path in files:
+        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
+        for line in (result.stdout + result.stderr).splitlines():
+            if line.startswith(("Error", "Warning")):
+                (ctx.log.error if line.startswith("Error") else ctx.log.info)("dciodvfy %s (%s): %s", label, path.name, line)
 
 
 def _import_converted(ctx: JobContext) -> None:

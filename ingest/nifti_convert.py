@@ -304,11 +304,14 @@ def _checked_label_map(case: NiftiCase, shape: tuple[int, ...], affine: np.ndarr
         raise CaseError(f"{seg_label}: shape {labels.shape} differs from the image's {shape}")
     if not np.allclose(seg_affine, affine, atol=1e-3):
         raise CaseError(f"{seg_label}: its geometry (affine) differs from the image's")
-    if labels.dtype.kind == "f":
-        if not np.array_equal(labels, np.round(labels)):
-            raise CaseError(f"{seg_label}: label values must be whole numbers")
-    labels = labels.astype(np.int64)
-    present = {int(v) for v in np.unique(labels)} - {0}
+    if labels.dtype.kind == "f" and not np.array_equal(labels, np.round(labels)):
+        raise CaseError(f"{seg_label}: label values must be whole numbers")
+    low, high = (float(labels.min()), float(labels.max())) if labels.size else (0.0, 0.0)
+    if low < 0 or high > 65535:
+        raise CaseError(f"{seg_label}: label values must lie between 0 and 65535 (found {low:g} to {high:g})")
+    labels = labels.astype(np.uint16 if high > 255 else np.uint8, copy=False)
+    counts = np.bincount(labels.ravel(), minlength=1)  # far faster than np.unique on a CT-sized volume
+    present = {int(v) for v in np.flatnonzero(counts)} - {0}
     known = {item.value for item in case.seg_info.labels}
     unknown = sorted(present - known)
     if unknown:

@@ -121,6 +121,7 @@ def test_basic_format_makes_valid_images_and_a_seg_that_round_trip(api: httpx.Cl
     job, log, report = run_import(api, "basic.zip", basic["root"], dataset="nifti", modality="CT")
     assert job["status"] == "finished", log
     assert report is not None and len(report["series"]) == 3 and report["skipped"] == []
+    assert "dciodvfy Case11.nii.gz (seg.dcm): Warning" in log  # its warnings go to the job log
     items = {s["SeriesInstanceUID"]: s for s in api.get("/api/series", params={"dataset": "nifti", "limit": 50}).json()["items"]}
     ct_series = next(s for s in items.values() if s.get("PatientID") == "PAT-11" and s["Modality"] == "CT")
     seg_series = next(s for s in items.values() if s["Modality"] == "SEG")
