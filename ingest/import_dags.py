@@ -217,3 +217,39 @@ import_niftis = Dag(
     input=DagInput.NONE,
     tags=("import",),
 )
+
+
+# ---- export-nnunet-dataset ------------------------------------------------------------------
+
+class ExportNnunetConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("Dataset001_Vireo", min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$", title="nnU-Net dataset name")
+
+
+def _export_nnunet(ctx: JobContext) -> None:
+    import os
+    import zipfile
+
+    from ingest.nifti_export import export_nnunet
+
+    conf: ExportNnunetConfig = ctx.conf  # type: ignore[assignment]
+    folder = ctx.work_dir / conf.name
+    spec = export_nnunet(ctx.series, folder, conf.name, ctx.log)
+    target = ctx.output_file(f"{conf.name}.zip")
+    part = target.with_name(target.name + ".part")
+    with zipfile.ZipFile(part, "w", zipfile.ZIP_STORED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                archive.write(path, f"{conf.name}/{path.relative_to(folder).as_posix()}")
+    os.replace(part, target)
+    ctx.log.info("%s: %d training cases, channels %s, labels %s", target.name, spec["numTraining"], spec["channel_names"], spec["labels"])
+
+
+export_nnunet_dataset = Dag(
+    dag_id="export-nnunet-dataset",
+    description="Export a dataset's images and the labels of its SEGs as an nnU-Net v2 dataset (a zip to download).",
+    steps=[Step("export", _export_nnunet)],
+    config=ExportNnunetConfig,
+    tags=("export",),
+)

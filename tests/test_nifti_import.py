@@ -237,3 +237,38 @@ def test_bad_cases_fail_the_job_with_the_file_named_or_are_skipped(api: httpx.Cl
     job, log, _ = run_import(api, "badkey.zip", broken)
     assert job["status"] == "failed" and "tag key '0008-0080' is not of the form gggg|eeee" in log, log
     assert api.post("/api/workflows", json={"dag_id": DAG, "conf": {"upload": "badkey.zip", "modality": "XYZ"}}).status_code == 400
+
+
+def test_nifti_to_dicom_to_nnunet_export_round_trip(api: httpx.Client, tmp_path: Path) -> None:
+    root = tmp_path / "Dataset002_Liver"
+    for sub in ("imagesTr", "labelsTr", "imagesTs"):
+        (root / sub).mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({"name": "Liver", "channel_names": {"0": "CT"}, "labels": {"background": 0, "liver": 1, "lesion": 3},
+                                                   "file_ending": ".nii.gz"}))
+    rng = np.random.default_rng(11)
+    affine = oblique_affine((0.8, 0.9, 2.0), 0.25, (-12.0, 40.0, -7.5))
+    originals: dict[str, nib.Nifti1Image] = {}
+    label = np.zeros((30, 26, 7), dtype=np.uint8)
+    label[3:12, 4:20, 1:5] = 1
+    label[15:22, 6:9, 2:6] = 3
+    for name, folder in (("LIV_001_0000", "imagesTr"), ("LIV_002_0000", "imagesTs")):
+        originals[f"{folder}/{name}"] = nib.Nifti1Image(rng.integers(-1000, 2000, size=label.shape).astype(np.int16), affine)
+    originals["labelsTr/LIV_001"] = nib.Nifti1Image(label, affine)
+    for key, image in originals.items():
+        nib.save(image, root / f"{key}.nii.gz")
+    job, log, _ = run_import(api, "liver.zip", root, dataset="liver")
+    assert job["status"] == "finished", log
+
+    (job,) = create(api, dag_id="export-nnunet-dataset", dataset="liver", conf={"name": "Dataset002_Liver"})["jobs"]
+    job = wait_job(api, job["id"], ENDED, timeout=120)
+    assert job["status"] == "finished", api.get(f"/api/jobs/{job['id']}/logs").text
+    archive = zipfile.ZipFile(io.BytesIO(api.get(f"/api/jobs/{job['id']}/files/Dataset002_Liver.zip").content))
+    archive.extractall(tmp_path / "export")
+    exported = tmp_path / "export" / "Dataset002_Liver"
+    spec = json.loads((exported / "dataset.json").read_text())
+    assert spec["labels"] == {"background": 0, "liver": 1, "lesion": 3} and spec["channel_names"] == {"0": "CT"} and spec["numTraining"] == 1
+    assert sorted(p.relative_to(exported).as_posix() for p in exported.rglob("*.nii.gz")) == sorted(f"{k}.nii.gz" for k in originals)
+    for key, original in originals.items():
+        back = nib.load(str(exported / f"{key}.nii.gz"))
+        assert np.array_equal(np.asarray(back.dataobj), np.asarray(original.dataobj)), key
+        assert np.allclose(back.affine, original.affine, atol=1e-4), (key, back.affine, original.affine)
