@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -103,6 +105,13 @@ class UploadArea:
         Without `total` the chunk is the whole file. A chunk at offset 0 starts the upload
         afresh; any other offset must equal the bytes received so far.
         """
+        with self.chunk_writer(path, offset, total) as handle:
+            shutil.copyfileobj(source, handle, COPY_BUFFER)
+        return self.finish_chunk(path, total)
+
+    @contextmanager
+    def chunk_writer(self, path: str, offset: int = 0, total: int | None = None) -> Iterator[BinaryIO]:
+        """A file handle positioned at `offset` of the partial upload; checks the offset and the total on the way out."""
         relative = clean_path(path)
         target = self.file(relative)
         if offset < 0 or (total is not None and total < 0):
@@ -116,13 +125,20 @@ class UploadArea:
             raise OffsetMismatch(have, offset)
         with partial.open("r+b" if offset else "wb") as handle:
             handle.seek(offset)
-            shutil.copyfileobj(source, handle, COPY_BUFFER)
+            yield handle  # type: ignore[misc]
             handle.truncate()
             size = handle.tell()
             if total is not None and size > total:
                 handle.truncate(offset)
                 raise UploadError(f"the chunk ends at byte {size}, beyond the declared total of {total}")
+
+    def finish_chunk(self, path: str, total: int | None) -> ChunkResult:
+        """After a chunk: rename the partial file to its final name once it holds `total` bytes (or no total was given)."""
+        relative = clean_path(path)
+        partial = self._partial(relative)
+        size = partial.stat().st_size
         if total is None or size == total:
+            target = self.file(relative)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(partial, target)
             return ChunkResult(relative, size, size, True)

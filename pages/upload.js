@@ -1,5 +1,5 @@
 // The Data Upload page's uploader: files and whole folders, in chunks to /api/uploads, resuming after a dropped connection.
-// Each file is sent `chunkSize` bytes at a time with its offset and total; before starting (and after a failure) the
+// Each file is sent `chunkSize` bytes at a time (PUT /api/uploads/<path>?offset=&total=, raw body); before starting (and after a failure) the
 // server is asked how much it already has (`?resume=true`), so a file continues where it stopped.
 window.vireoUpload = (function () {
   const api = { chunkSize: 8 * 1024 * 1024, running: 0, maxFailures: 30 };
@@ -23,14 +23,11 @@ window.vireoUpload = (function () {
     let failures = 0;
     for (;;) {
       const end = Math.min(offset + api.chunkSize, file.size);
-      const form = new FormData();
-      form.append('path', path);
-      form.append('offset', String(offset));
-      form.append('total', String(file.size));
-      form.append('file', file.slice(offset, end), file.name);
+      const url = '/api/uploads/' + encodePath(path) + '?offset=' + offset + '&total=' + file.size;
       let response;
       try {
-        response = await fetch('/api/uploads', { method: 'POST', body: form, credentials: 'same-origin' });
+        response = await fetch(url, { method: 'PUT', body: file.slice(offset, end), credentials: 'same-origin',
+                                      headers: { 'Content-Type': 'application/octet-stream' } });
       } catch (error) {  // the connection dropped: wait, ask where to continue, go on
         failures += 1;
         if (failures > api.maxFailures) throw new Error('the connection keeps failing: ' + error);

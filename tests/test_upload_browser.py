@@ -46,22 +46,25 @@ def test_upload_resumes_after_a_dropped_connection_and_the_import_shows_its_resu
     dropped: list[str] = []
 
     def drop_third_chunk(route) -> None:  # type: ignore[no-untyped-def]
-        posts = getattr(drop_third_chunk, "posts", 0) + 1
-        drop_third_chunk.posts = posts  # type: ignore[attr-defined]
-        if route.request.method == "POST" and posts == 3:
+        if route.request.method != "PUT":
+            route.continue_()
+            return
+        puts = getattr(drop_third_chunk, "puts", 0) + 1
+        drop_third_chunk.puts = puts  # type: ignore[attr-defined]
+        if puts == 3:
             dropped.append(route.request.url)
             route.abort("connectionreset")
         else:
             route.continue_()
 
-    page.route("**/api/uploads", drop_third_chunk)
+    page.route("**/api/uploads/**", drop_third_chunk)
     page.locator("input.upload-files").set_input_files([str(study), str(big)])
     page.locator(".upload-row[data-path='big.bin'][data-state='done']").wait_for(timeout=60000)
     page.locator(".upload-row[data-path='study.zip'][data-state='done']").wait_for(timeout=1000)
     assert dropped, "no chunk was dropped"
     assert (upload_vireo.data_dir / "uploads" / "big.bin").read_bytes() == big.read_bytes()
     assert (upload_vireo.data_dir / "uploads" / "study.zip").read_bytes() == study.read_bytes()
-    page.unroute("**/api/uploads")
+    page.unroute("**/api/uploads/**")
     table = page.locator(".q-table")
     table.get_by_text("big.bin").wait_for()
     table.get_by_text("study.zip").wait_for()

@@ -73,6 +73,23 @@ def test_single_and_chunked_resumable_uploads(api: httpx.Client, server: VireoPr
     assert api.post("/api/uploads", files={"file": ("named.txt", b"x")}).json()["path"] == "named.txt"
 
 
+def test_raw_chunks_by_put(api: httpx.Client, server: VireoProcess) -> None:
+    content = os.urandom(2 * 1024 * 1024 + 3)
+    half = len(content) // 2
+    first = api.put("/api/uploads/raw/data.bin", params={"offset": 0, "total": len(content)}, content=content[:half])
+    assert first.status_code == 201 and first.json()["complete"] is False and first.json()["offset"] == half
+    wrong = api.put("/api/uploads/raw/data.bin", params={"offset": half + 10, "total": len(content)}, content=content[half:])
+    assert wrong.status_code == 409 and wrong.json()["offset"] == half
+    too_long = api.put("/api/uploads/raw/data.bin", params={"offset": half, "total": len(content)}, content=content[half:] + b"extra")
+    assert too_long.status_code == 400 and "beyond the declared total" in too_long.json()["detail"]
+    assert api.get("/api/uploads/raw/data.bin", params={"resume": "true"}).json()["offset"] == half  # the bad chunk left nothing
+    last = api.put("/api/uploads/raw/data.bin", params={"offset": half, "total": len(content)}, content=content[half:])
+    assert last.json()["complete"] is True
+    assert (server.data_dir / "uploads" / "raw" / "data.bin").read_bytes() == content
+    assert api.put("/api/uploads/../x.bin", content=b"x").status_code in (400, 404)
+    assert api.put("/api/uploads/%2E%2E/x.bin", content=b"x").status_code == 400
+
+
 @pytest.mark.parametrize("path", ["../escape.bin", "/etc/passwd", "a/../../b", ".hidden", "a/.partial/x"])
 def test_upload_paths_outside_the_area_are_refused(api: httpx.Client, server: VireoProcess, path: str) -> None:
     response = put(api, path, b"x")
