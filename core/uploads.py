@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from typing import BinaryIO
 
 PARTIAL_DIR = ".partial"
 COPY_BUFFER = 4 * 1024 * 1024
+PARTIAL_MAX_AGE = 24 * 3600  # seconds an unfinished upload waits for its next chunk (Kaapana's rule too)
 MAX_PATH_LENGTH = 1024
 
 
@@ -143,6 +145,18 @@ class UploadArea:
             os.replace(partial, target)
             return ChunkResult(relative, size, size, True)
         return ChunkResult(relative, size, total, False)
+
+    def purge_partials(self, max_age: float = PARTIAL_MAX_AGE, now: float | None = None) -> list[str]:
+        """Delete unfinished uploads that got no chunk for `max_age` seconds; returns their paths."""
+        if not self.partial_root.exists():
+            return []
+        now = time.time() if now is None else now
+        purged = []
+        for path in sorted(self.partial_root.rglob("*.part")):
+            if now - path.stat().st_mtime > max_age:
+                path.unlink(missing_ok=True)
+                purged.append(path.relative_to(self.partial_root).as_posix()[: -len(".part")])
+        return purged
 
     def list(self) -> list[UploadedFile]:
         """Every complete upload, by path."""

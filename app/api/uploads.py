@@ -90,8 +90,10 @@ async def _async_writer(area: UploadArea, path: str, offset: int, total: int | N
 
 @router.get("")
 def list_uploads() -> list[dict[str, Any]]:
-    """Complete uploads: `path`, `name`, `size`, `modified`."""
-    return [f.describe() for f in upload_area().list()]
+    """Complete uploads: `path`, `name`, `size`, `modified` (unfinished uploads idle for 24 h are dropped here)."""
+    area = upload_area()
+    area.purge_partials()
+    return [f.describe() for f in area.list()]
 
 
 @router.get("/{path:path}", response_model=None)
