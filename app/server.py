@@ -12,6 +12,7 @@ from app.api import accounts as accounts_api
 from app.api import datasets as datasets_api
 from app.api import dags as dags_api
 from app.api import dicomweb, health, jobs, search, series, tags
+from app.api import uploads as uploads_api
 from app.api import workflows as workflows_api
 from app.auth import AuthMiddleware
 from app.cli import vireo_version
@@ -19,7 +20,7 @@ from app.cors import DicomwebCors
 from app.runtime import set_services
 from app.services import Services, build_services, storage_secret
 from app.settings import Settings
-from pages import login, series_list, settings, workflow_execution, workflow_list
+from pages import data_upload, login, series_list, settings, workflow_execution, workflow_list
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +34,14 @@ def build_app(settings_: Settings) -> Services:
     app.add_middleware(AuthMiddleware)
     if settings_.cors_origin_list:
         app.add_middleware(DicomwebCors, origins=settings_.cors_origin_list)  # added last: runs before authentication
-    for router in (health.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router, dicomweb.router, dags_api.router, workflows_api.router, jobs.router):
+    for router in (health.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router, dicomweb.router, dags_api.router, workflows_api.router, jobs.router, uploads_api.router):
         app.include_router(router)
     login.register()
     series_list.register()
     settings.register()
     workflow_execution.register()
     workflow_list.register()
+    data_upload.register()
     app.on_startup(services.start)
     app.on_startup(freeze_start_up_heap)
     app.on_shutdown(services.stop)

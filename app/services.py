@@ -33,7 +33,7 @@ from core.workflows.registry import DagRegistry
 log = logging.getLogger(__name__)
 
 RUNNING_MARKER = "vireo.running"
-BUILTIN_DAG_MODULES = ["ingest.dags", "ingest.pacs_dags"]
+BUILTIN_DAG_MODULES = ["ingest.dags", "ingest.pacs_dags", "ingest.import_dags"]
 
 
 @dataclass

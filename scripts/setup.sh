@@ -10,7 +10,7 @@ want_tests=0
 [ "${1:-}" = "--test" ] && want_tests=1
 
 run_packages=(ca-certificates)
-test_packages=(dcmtk dicom3tools postgresql chromium iproute2 util-linux procps orthanc orthanc-dicomweb)
+test_packages=(dcmtk dicom3tools dcm2niix postgresql chromium iproute2 util-linux procps orthanc orthanc-dicomweb)
 
 missing=()
 packages=("${run_packages[@]}")

@@ -1,0 +1,142 @@
+// The Data Upload page's uploader: files and whole folders, in chunks to /api/uploads, resuming after a dropped connection.
+// Each file is sent `chunkSize` bytes at a time (PUT /api/uploads/<path>?offset=&total=, raw body); before starting (and after a failure) the
+// server is asked how much it already has (`?resume=true`), so a file continues where it stopped.
+window.vireoUpload = (function () {
+  const api = { chunkSize: 8 * 1024 * 1024, running: 0, maxFailures: 30 };
+  window.addEventListener('beforeunload', (event) => {
+    if (api.running > 0) { event.preventDefault(); event.returnValue = ''; }
+  });
+  const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  const encodePath = (path) => path.split('/').map(encodeURIComponent).join('/');
+  const human = (n) => n >= 1e9 ? (n / 1e9).toFixed(2) + ' GB' : n >= 1e6 ? (n / 1e6).toFixed(1) + ' MB' : n >= 1e3 ? (n / 1e3).toFixed(0) + ' kB' : n + ' B';
+
+  async function received(path) {
+    const response = await fetch('/api/uploads/' + encodePath(path) + '?resume=true', { credentials: 'same-origin' });
+    if (!response.ok) return 0;
+    const body = await response.json();
+    return body.complete ? 0 : body.offset;
+  }
+
+  async function sendFile(file, path, onProgress) {
+    let offset = await received(path);
+    if (offset > file.size) offset = 0;
+    let failures = 0;
+    for (;;) {
+      const end = Math.min(offset + api.chunkSize, file.size);
+      const url = '/api/uploads/' + encodePath(path) + '?offset=' + offset + '&total=' + file.size;
+      let response;
+      try {
+        response = await fetch(url, { method: 'PUT', body: file.slice(offset, end), credentials: 'same-origin',
+                                      headers: { 'Content-Type': 'application/octet-stream' } });
+      } catch (error) {  // the connection dropped: wait, ask where to continue, go on
+        failures += 1;
+        if (failures > api.maxFailures) throw new Error('the connection keeps failing: ' + error);
+        onProgress(offset, 'connection lost, resuming…');
+        await sleep(Math.min(500 * 2 ** failures, 15000));
+        try { offset = await received(path); } catch (_) { /* still offline: retry the same chunk */ }
+        continue;
+      }
+      const body = await response.json().catch(() => ({}));
+      if (response.status === 409) { offset = body.offset; continue; }
+      if (!response.ok) throw new Error(body.detail || ('HTTP ' + response.status));
+      failures = 0;
+      offset = body.offset;
+      onProgress(offset, '');
+      if (body.complete) return;
+    }
+  }
+
+  async function entriesOf(entry, prefix, out) {
+    if (entry.isFile) {
+      out.push(await new Promise((resolve, reject) => entry.file((f) => resolve({ file: f, path: prefix + f.name }), reject)));
+    } else if (entry.isDirectory) {
+      const reader = entry.createReader();
+      for (;;) {
+        const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
+        if (!batch.length) break;
+        for (const child of batch) await entriesOf(child, prefix + entry.name + '/', out);
+      }
+    }
+  }
+
+  async function filesOfDrop(dataTransfer) {
+    const out = [];
+    const entries = Array.from(dataTransfer.items || []).map((item) => item.webkitGetAsEntry && item.webkitGetAsEntry()).filter(Boolean);
+    if (entries.length) { for (const entry of entries) await entriesOf(entry, '', out); return out; }
+    return Array.from(dataTransfer.files).map((f) => ({ file: f, path: f.name }));
+  }
+
+  function row(list, path, size) {
+    const item = document.createElement('div');
+    item.className = 'upload-row';
+    item.dataset.path = path;
+    item.innerHTML = '<div class="upload-name"></div><progress max="1" value="0"></progress><span class="upload-state"></span>';
+    item.querySelector('.upload-name').textContent = path + ' (' + human(size) + ')';
+    list.appendChild(item);
+    return item;
+  }
+
+  api.upload = async function (files, root) {
+    root = root || document.getElementById('vireo-uploader');
+    const list = root.querySelector('.upload-list');
+    const overall = root.querySelector('.upload-overall progress');
+    const overallText = root.querySelector('.upload-overall span');
+    const total = files.reduce((sum, f) => sum + f.file.size, 0) || 1;
+    const done = new Map();
+    const update = () => {
+      const sent = Array.from(done.values()).reduce((a, b) => a + b, 0);
+      overall.value = sent / total;
+      overallText.textContent = human(sent) + ' of ' + human(total);
+    };
+    api.running += 1;
+    let failed = 0;
+    try {
+      for (const { file, path } of files) {
+        const item = row(list, path, file.size);
+        const bar = item.querySelector('progress');
+        const state = item.querySelector('.upload-state');
+        try {
+          await sendFile(file, path, (offset, note) => {
+            bar.value = file.size ? offset / file.size : 1;
+            state.textContent = note;
+            done.set(path, offset);
+            update();
+          });
+          bar.value = 1;
+          done.set(path, file.size);
+          update();
+          item.dataset.state = 'done';
+          state.textContent = 'done';
+        } catch (error) {
+          failed += 1;
+          item.dataset.state = 'failed';
+          state.textContent = 'failed: ' + error.message;
+        }
+      }
+    } finally {
+      api.running -= 1;
+      if (window.emitEvent) window.emitEvent('vireo-uploads-changed', { failed: failed });
+    }
+  };
+
+  api.attach = function (root) {
+    const zone = root.querySelector('.upload-drop');
+    const prefix = () => (root.querySelector('.upload-prefix-input') || { value: '' }).value.replace(/^\/+|\/+$/g, '');
+    const withPrefix = (files) => files.map((f) => ({ file: f.file, path: prefix() ? prefix() + '/' + f.path : f.path }));
+    zone.addEventListener('dragover', (event) => { event.preventDefault(); zone.classList.add('upload-hover'); });
+    zone.addEventListener('dragleave', () => zone.classList.remove('upload-hover'));
+    zone.addEventListener('drop', async (event) => {
+      event.preventDefault();
+      zone.classList.remove('upload-hover');
+      api.upload(withPrefix(await filesOfDrop(event.dataTransfer)), root);
+    });
+    for (const input of root.querySelectorAll('input[type=file]')) {
+      input.addEventListener('change', () => {
+        const files = Array.from(input.files).map((f) => ({ file: f, path: f.webkitRelativePath || f.name }));
+        input.value = '';
+        api.upload(withPrefix(files), root);
+      });
+    }
+  };
+  return api;
+})();
