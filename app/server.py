@@ -11,6 +11,8 @@ from app.api import accounts as accounts_api
 from app.api import datasets as datasets_api
 from app.api import dags as dags_api
 from app.api import dicomweb, health, jobs, search, series, tags
+from app.api import federation as federation_api
+from app.api import instances as instances_api
 from app.api import workflows as workflows_api
 from app.auth import AuthMiddleware
 from app.cli import vireo_version
@@ -32,7 +34,7 @@ def build_app(settings_: Settings) -> Services:
     app.add_middleware(AuthMiddleware)
     if settings_.cors_origin_list:
         app.add_middleware(DicomwebCors, origins=settings_.cors_origin_list)  # added last: runs before authentication
-    for router in (health.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router, dicomweb.router, dags_api.router, workflows_api.router, jobs.router):
+    for router in (health.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router, dicomweb.router, dags_api.router, workflows_api.router, jobs.router, instances_api.router, instances_api.audit_router, federation_api.router):
         app.include_router(router)
     login.register()
     series_list.register()

@@ -19,14 +19,14 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from core.catalog import unknown_series
@@ -126,6 +126,11 @@ class WorkflowEngine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._outbox = threading.local()
+        # Federation plugs in here (core knows no instances): `remote_runner_refusal(runner, dag_id, dataset)`
+        # says why a remote may not run a job (None: it may; unset: no remotes), `admission(job)` why a job that
+        # another instance owns may not start now (the runner's permissions, checked right before running).
+        self.remote_runner_refusal: Callable[[str, str, str | None], str | None] | None = None
+        self.admission: Callable[[Any], str | None] | None = None
 
     @property
     def instance_name(self) -> str:
@@ -195,14 +200,21 @@ class WorkflowEngine:
             raise WorkflowError(str(exc), exc.errors) from exc
         runners = list(dict.fromkeys(runners or [self.instance_name]))
         remote = [r for r in runners if r != self.instance_name]
-        if remote:
+        if remote and self.remote_runner_refusal is None:
             raise WorkflowError(f"unknown runner instance(s): {', '.join(remote)} (this instance is {self.instance_name!r})")
+        for runner in remote:
+            if dag.input is not DagInput.NONE and not dataset:
+                raise WorkflowError(f"remote runner {runner!r} needs a dataset by name: series UIDs of another site are not known here")
+            refusal = self.remote_runner_refusal(runner, dag.dag_id, dataset)  # type: ignore[misc]
+            if refusal:
+                raise WorkflowError(refusal)
         if timeout is not None and timeout <= 0:
             raise WorkflowError("timeout must be a positive number of seconds")
         workflow_id = str(uuid.uuid4())
         now = utcnow()
         with self.db.session() as session:
-            uids = self._input_series(session, dag, dataset, series)
+            local_runners = [r for r in runners if r == self.instance_name]
+            uids = self._input_series(session, dag, dataset, series) if local_runners else []
             stored_conf = validated.model_dump(mode="json")
             workflow = Workflow(
                 id=workflow_id,
@@ -225,8 +237,17 @@ class WorkflowEngine:
                     dataset=dataset, username=username, runner_instance=runner, owner_instance=self.instance_name,
                     timeout=timeout if timeout is not None else dag.timeout, created=now, updated=now,
                 )
-                for runner in runners
+                for runner in local_runners
                 for group in groups
+            ]
+            # A remote runner gets one job for the dataset by name and resolves its series itself.
+            jobs += [
+                Job(
+                    workflow_id=workflow_id, dag_id=dag.dag_id, status=JobState.QUEUED.value, conf=stored_conf, series=[],
+                    dataset=dataset, username=username, runner_instance=runner, owner_instance=self.instance_name,
+                    timeout=timeout if timeout is not None else dag.timeout, created=now, updated=now,
+                )
+                for runner in remote
             ]
             session.add_all(jobs)
             session.flush()
@@ -237,6 +258,43 @@ class WorkflowEngine:
         self._wake.set()
         return workflow_id
 
+    def adopt_remote_job(
+        self, *, owner: str, external_job_id: int, workflow_id: str, workflow_name: str, dag_id: str, dataset: str | None,
+        series: list[str], conf: dict[str, Any], username: str, status: JobState, error: str = "", timeout: float | None = None,
+    ) -> tuple[int, bool]:
+        """Store a job another instance asked this one to run; (job id, created). Idempotent per (owner, external id)."""
+        with self._tx() as conn:
+            existing = conn.execute(
+                select(Job.id).where(Job.owner_instance == owner, Job.external_job_id == external_job_id)
+            ).scalar()
+            if existing is not None:
+                return int(existing), False
+            now = utcnow()
+            if conn.execute(select(Workflow.id).where(Workflow.id == workflow_id)).scalar() is None:
+                conn.execute(
+                    insert(Workflow).values(
+                        id=workflow_id, name=workflow_name[:200] or dag_id, dag_id=dag_id, dataset=dataset, conf=conf,
+                        username=username, owner_instance=owner, service=False, deleted=False, created=now, updated=now,
+                    )
+                )
+            ended = status in ENDED
+            job_id = conn.execute(
+                insert(Job).values(
+                    workflow_id=workflow_id, dag_id=dag_id, status=status.value, run=1, conf=conf, series=series, dataset=dataset,
+                    username=username, runner_instance=self.instance_name, owner_instance=owner, external_job_id=external_job_id,
+                    timeout=timeout, progress_done=0, progress_total=0, steps=[], error=error[:4000], created=now, updated=now,
+                    ended=now if ended else None,
+                )
+            ).inserted_primary_key[0]
+            self._after_commit(conn, int(job_id), workflow_id, status.value)
+        self._wake.set()
+        return int(job_id), True
+
+    def dataset_series(self, dataset: str) -> list[str]:
+        """The series of a local dataset, by name (a remote job names its dataset; the runner resolves it here)."""
+        with self.db.session() as session:
+            return self._dataset_uids(session, dataset)
+
     def _input_series(self, session: Any, dag: Dag, dataset: str | None, series: list[str] | None) -> list[str]:
         if dag.input is DagInput.NONE:
             if dataset or series:
@@ -245,17 +303,7 @@ class WorkflowEngine:
         if dataset and series:
             raise WorkflowError("give either 'dataset' or 'series', not both")
         if dataset:
-            dataset_id = session.execute(select(Dataset.id).where(Dataset.name == dataset)).scalar_one_or_none()
-            if dataset_id is None:
-                raise WorkflowError(f"no dataset {dataset!r}")
-            uids = list(
-                session.execute(
-                    select(DatasetSeries.series_uid).where(DatasetSeries.dataset_id == dataset_id).order_by(DatasetSeries.series_uid)
-                ).scalars()
-            )
-            if not uids:
-                raise WorkflowError(f"dataset {dataset!r} holds no series")
-            return uids
+            return self._dataset_uids(session, dataset)
         if not series:
             raise WorkflowError(f"{dag.dag_id} needs input: give 'dataset' (a dataset name) or 'series' (SeriesInstanceUIDs)")
         uids = list(dict.fromkeys(str(s) for s in series))
@@ -264,6 +312,20 @@ class WorkflowEngine:
         problem = unknown_series(session, uids)
         if problem:
             raise WorkflowError(problem)
+        return uids
+
+    @staticmethod
+    def _dataset_uids(session: Any, dataset: str) -> list[str]:
+        dataset_id = session.execute(select(Dataset.id).where(Dataset.name == dataset)).scalar_one_or_none()
+        if dataset_id is None:
+            raise WorkflowError(f"no dataset {dataset!r}")
+        uids = list(
+            session.execute(
+                select(DatasetSeries.series_uid).where(DatasetSeries.dataset_id == dataset_id).order_by(DatasetSeries.series_uid)
+            ).scalars()
+        )
+        if not uids:
+            raise WorkflowError(f"dataset {dataset!r} holds no series")
         return uids
 
     # ---- service jobs: work the platform does itself, shown as jobs ----------------------
@@ -510,7 +572,7 @@ class WorkflowEngine:
             for job in self._active.values():
                 busy[job.dag_id] = busy.get(job.dag_id, 0) + 1
         full = [d for d, n in busy.items() if self._max_active(d) is not None and n >= (self._max_active(d) or 0)]
-        query = select(Job.id, Job.run, Job.dag_id, Job.workflow_id, Job.conf, Job.series, Job.dataset, Job.username, Job.timeout).where(
+        query = select(Job.id, Job.run, Job.dag_id, Job.workflow_id, Job.conf, Job.series, Job.dataset, Job.username, Job.timeout, Job.owner_instance).where(
             Job.status == JobState.QUEUED.value, Job.runner_instance == self.instance_name
         )
         if full:
@@ -527,6 +589,11 @@ class WorkflowEngine:
                     self._end(conn, row.id, row.run, JobState.FAILED, f"DAG {row.dag_id!r} is no longer available", [])
                 continue
             if dag.max_active is not None and busy.get(dag.dag_id, 0) >= dag.max_active:
+                continue
+            refusal = self.admission(row) if self.admission is not None and row.owner_instance != self.instance_name else None
+            if refusal:
+                with self._tx() as conn:
+                    self._end(conn, row.id, row.run, JobState.FAILED, refusal, [])
                 continue
             if self._start(row, dag):
                 busy[dag.dag_id] = busy.get(dag.dag_id, 0) + 1
