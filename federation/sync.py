@@ -241,11 +241,11 @@ class Federation:
         return changed, acknowledged
 
     def _jobs_for(self, conn: Connection, runner: str) -> list[dict[str, Any]]:
-        """Queued jobs for `runner` it has not reported on yet (delivered again until it does: adoption is idempotent)."""
+        """Jobs for `runner` it has not reported on yet (delivered again until it does: adoption is idempotent)."""
         rows = conn.execute(
             select(Job.id, Job.workflow_id, Job.dag_id, Job.dataset, Job.conf, Job.username, Job.timeout, Workflow.name)
             .join(Workflow, Workflow.id == Job.workflow_id)
-            .where(Job.runner_instance == runner, Job.owner_instance == self.name, Job.status == JobState.QUEUED.value,
+            .where(Job.runner_instance == runner, Job.owner_instance == self.name, Job.status == JobState.PENDING.value,
                    Job.external_job_id.is_(None))  # type: ignore[union-attr]
             .order_by(Job.id)
             .limit(MAX_JOBS_PER_SYNC)

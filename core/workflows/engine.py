@@ -240,10 +240,11 @@ class WorkflowEngine:
                 for runner in local_runners
                 for group in groups
             ]
-            # A remote runner gets one job for the dataset by name and resolves its series itself.
+            # A remote runner gets one job for the dataset by name and resolves its series itself; the job is
+            # `pending` here until the runner reports it took it (queued) or waits for its admin's Confirm.
             jobs += [
                 Job(
-                    workflow_id=workflow_id, dag_id=dag.dag_id, status=JobState.QUEUED.value, conf=stored_conf, series=[],
+                    workflow_id=workflow_id, dag_id=dag.dag_id, status=JobState.PENDING.value, conf=stored_conf, series=[],
                     dataset=dataset, username=username, runner_instance=runner, owner_instance=self.instance_name,
                     timeout=timeout if timeout is not None else dag.timeout, created=now, updated=now,
                 )
