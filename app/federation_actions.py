@@ -81,3 +81,9 @@ def sync_now() -> dict[str, Any]:
 def audit_log(limit: int = 200, peer: str | None = None) -> list[dict[str, Any]]:
     with current_services().db.session() as session:
         return audit.recent(session, limit, peer)
+
+
+def remote_runners() -> dict[str, dict[str, list[str]]]:
+    """Each registered remote with the DAGs and datasets it allows (as of its last sync): what it may be asked to run."""
+    with current_services().db.session() as session:
+        return {r.name: {"dags": list(r.allowed_dags), "datasets": list(r.allowed_datasets)} for r in instances.remotes(session)}

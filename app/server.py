@@ -20,7 +20,7 @@ from app.cors import DicomwebCors
 from app.runtime import set_services
 from app.services import Services, build_services, storage_secret
 from app.settings import Settings
-from pages import login, series_list, settings, workflow_execution, workflow_list
+from pages import instances, login, series_list, settings, workflow_execution, workflow_list
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ def build_app(settings_: Settings) -> Services:
     settings.register()
     workflow_execution.register()
     workflow_list.register()
+    instances.register()
     app.on_startup(services.start)
     app.on_shutdown(services.stop)
     return services

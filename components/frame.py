@@ -15,6 +15,7 @@ NAVIGATION: list[tuple[str, str, str]] = [
     ("Datasets", "/", "photo_library"),
     ("Workflow Execution", "/workflows/execute", "play_circle"),
     ("Workflow List", "/workflows", "account_tree"),
+    ("Instances", "/instances", "hub"),
 ]
 
 

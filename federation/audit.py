@@ -20,6 +20,6 @@ def recent(session: Session, limit: int = 200, peer: str | None = None) -> list[
     if peer:
         query = query.where(AuditEvent.peer == peer)
     return [
-        {"time": isoformat(e.time), "peer": e.peer, "action": e.action, "detail": e.detail}
+        {"id": e.id, "time": isoformat(e.time), "peer": e.peer, "action": e.action, "detail": e.detail}
         for e in session.exec(query)
     ]
