@@ -24,14 +24,14 @@ from typing import Any
 
 import httpx
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import and_, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection
 
 from core.db import Database
 from core.events import JOB_CHANGED, WORKFLOW_CHANGED, EventBus
 from core.timeutil import utcnow
-from core.workflows.engine import WorkflowEngine, WorkflowError
+from core.workflows.engine import RemoteJob, WorkflowEngine, WorkflowError
 from core.workflows.models import Job, Workflow
 from core.workflows.registry import DagRegistry
 from core.workflows.states import ENDED, JobState, predecessors
@@ -44,7 +44,7 @@ from federation.signing import NONCE_HEADER, SIGNATURE_HEADER, DatabaseNonceStor
 log = logging.getLogger(__name__)
 
 SYNC_PATH = "/api/federation/sync"
-REQUEST_TIMEOUT = 5.0
+REQUEST_TIMEOUT = httpx.Timeout(30.0, connect=5.0)  # an unreachable remote fails fast; a large sync may take longer
 MAX_JOBS_PER_SYNC = 2000
 ABORTS_KEPT = timedelta(days=1)
 
@@ -75,6 +75,7 @@ class Federation:
         self._locks_guard = threading.Lock()
         self._pushes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="federation-push")
         self._push_pending: set[str] = set()
+        self._owners: dict[int, str] = {}
 
     @property
     def name(self) -> str:
@@ -115,8 +116,13 @@ class Federation:
         job_id = payload.get("job_id")
         if job_id is None:
             return
-        with self.db.engine.connect() as conn:
-            owner = conn.execute(select(Job.owner_instance).where(Job.id == job_id)).scalar()
+        owner = self._owners.get(job_id)
+        if owner is None:  # a job's owner never changes: ask the database once per job
+            with self.db.engine.connect() as conn:
+                owner = conn.execute(select(Job.owner_instance).where(Job.id == job_id)).scalar() or ""
+            if len(self._owners) > 100_000:
+                self._owners.clear()
+            self._owners[job_id] = owner
         if not owner or owner == self.name:
             return
         with self._locks_guard:
@@ -215,30 +221,46 @@ class Federation:
 
     def _apply_updates(self, conn: Connection, caller: str, updates: list[Any]) -> tuple[list[tuple[int, str, str]], list[int]]:
         """Apply each status forward-only; every update read is acknowledged, applied or not (stale ones are no-ops)."""
-        changed: list[tuple[int, str, str]] = []
-        acknowledged: list[int] = []
+        parsed: dict[int, tuple[JobState, Any, str]] = {}
         for item in updates:
             try:
-                job_id, status = int(item["job_id"]), JobState(item["status"])
+                parsed[int(item["job_id"])] = (JobState(item["status"]), item.get("runner_job_id"), str(item.get("error") or "")[:4000])
             except (KeyError, TypeError, ValueError):
                 continue
-            mine = and_(Job.id == job_id, Job.runner_instance == caller, Job.owner_instance == self.name)
-            row = conn.execute(select(Job.workflow_id, Job.external_job_id).where(mine)).first()
-            if row is None:
-                continue
-            acknowledged.append(job_id)
-            if row.external_job_id is None and item.get("runner_job_id") is not None:
-                conn.execute(update(Job).where(mine).values(external_job_id=int(item["runner_job_id"])))
-            if status == JobState.DELETED:
-                continue  # the runner hid its copy; the owner's job keeps its last real state
-            values: dict[str, Any] = {"status": status.value, "updated": utcnow()}
-            if status in ENDED:
-                values.update(ended=utcnow(), error=str(item.get("error") or "")[:4000])
-            moved = conn.execute(update(Job).where(mine, Job.status.in_(predecessors(status))).values(**values))  # type: ignore[attr-defined]
-            if moved.rowcount:
-                conn.execute(update(Workflow).where(Workflow.id == row.workflow_id).values(updated=utcnow()))  # type: ignore[arg-type]
-                changed.append((job_id, row.workflow_id, status.value))
-        return changed, acknowledged
+        if not parsed:
+            return [], []
+        rows = conn.execute(
+            select(Job.id, Job.workflow_id, Job.external_job_id, Job.status).where(
+                Job.id.in_(list(parsed)), Job.runner_instance == caller, Job.owner_instance == self.name  # type: ignore[union-attr]
+            )
+        ).all()
+        now = utcnow()
+        links: list[dict[str, Any]] = []
+        moves: list[dict[str, Any]] = []
+        changed: list[tuple[int, str, str]] = []
+        for row in rows:
+            status, runner_job_id, error = parsed[row.id]
+            if row.external_job_id is None and runner_job_id is not None:
+                links.append({"b_id": row.id, "b_external": int(runner_job_id)})
+            if status == JobState.DELETED or row.status not in predecessors(status):
+                continue  # stale, repeated, or the runner hid its copy: the owner's job keeps its state
+            ended = status in ENDED
+            moves.append({"b_id": row.id, "b_from": row.status, "b_status": status.value, "b_error": error if ended else "",
+                          "b_ended": now if ended else None, "b_updated": now})
+            changed.append((row.id, row.workflow_id, status.value))
+        if links:
+            conn.execute(update(Job).where(Job.id == bindparam("b_id")).values(external_job_id=bindparam("b_external")), links)
+        if moves:
+            # compare-and-set on the state read above: a concurrent abort here wins over the runner's report
+            conn.execute(
+                update(Job).where(Job.id == bindparam("b_id"), Job.status == bindparam("b_from")).values(
+                    status=bindparam("b_status"), error=bindparam("b_error"), ended=bindparam("b_ended"), updated=bindparam("b_updated")
+                ),
+                moves,
+            )
+            for workflow_id in {c[1] for c in changed}:
+                conn.execute(update(Workflow).where(Workflow.id == workflow_id).values(updated=now))  # type: ignore[arg-type]
+        return changed, [row.id for row in rows]
 
     def _jobs_for(self, conn: Connection, runner: str) -> list[dict[str, Any]]:
         """Jobs for `runner` it has not reported on yet (delivered again until it does: adoption is idempotent)."""
@@ -349,18 +371,15 @@ class Federation:
         """Store each job the owner sent: pending or queued, or failed with the reason when not allowed here."""
         with self.db.session() as session:
             me = instances.local(session)
-            allowed = me.automatic_execution
-            refusals = {}
-            for job in jobs:
-                refusals[job.get("id")] = permission_refusal(me, str(job.get("dag_id")), job.get("dataset"))
-        created = 0
+        status_if_allowed = JobState.QUEUED if me.automatic_execution else JobState.PENDING
+        remote_jobs: list[RemoteJob] = []
         for job in jobs:
             try:
                 external_id, dag_id = int(job["id"]), str(job["dag_id"])
             except (KeyError, TypeError, ValueError):
                 continue
             dataset = job.get("dataset") or None
-            reason = refusals.get(job.get("id"))
+            reason = permission_refusal(me, dag_id, dataset)
             series: list[str] = []
             conf = job.get("conf") if isinstance(job.get("conf"), dict) else {}
             if not reason:
@@ -372,17 +391,22 @@ class Federation:
                     reason = str(exc)
                 except Exception as exc:  # an unknown DAG or a configuration this DAG refuses
                     reason = f"cannot run here: {exc}"
-            status = JobState.FAILED if reason else (JobState.QUEUED if allowed else JobState.PENDING)
-            job_id, new = self.engine.adopt_remote_job(
-                owner=owner, external_job_id=external_id, workflow_id=str(job.get("workflow_id")),
-                workflow_name=str(job.get("workflow_name") or dag_id), dag_id=dag_id, dataset=dataset, series=series, conf=conf,
-                username=f"{job.get('username') or ''}@{owner}", status=status, error=reason or "",
-                timeout=job.get("timeout"),
-            )
-            if new:
-                created += 1
-                self._audit(owner, "permission refused" if reason else "job received",
-                            f"job {job_id} ({dag_id} on {dataset or 'no dataset'}): {reason or status.value}")
+            remote_jobs.append(RemoteJob(
+                external_job_id=external_id, workflow_id=str(job.get("workflow_id")), workflow_name=str(job.get("workflow_name") or dag_id),
+                dag_id=dag_id, dataset=dataset, series=series, conf=conf, username=f"{job.get('username') or ''}@{owner}",
+                status=JobState.FAILED if reason else status_if_allowed, error=reason or "", timeout=job.get("timeout"),
+            ))
+        if not remote_jobs:
+            return 0
+        adopted = self.engine.adopt_remote_jobs(owner, remote_jobs)
+        self._owners.update((job_id, owner) for job_id, _ in adopted)
+        created = 0
+        with self.db.session() as session:
+            for job, (job_id, new) in zip(remote_jobs, adopted):
+                if new:
+                    created += 1
+                    record(session, owner, "permission refused" if job.error else "job received",
+                           f"job {job_id} ({job.dag_id} on {job.dataset or 'no dataset'}): {job.error or job.status.value}")
         return created
 
     def _abort(self, owner: str, job_ids: list[Any]) -> int:

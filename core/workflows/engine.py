@@ -65,6 +65,23 @@ class Conflict(RuntimeError):
     """The action does not fit the job's current state (e.g. restarting a running job)."""
 
 
+@dataclass
+class RemoteJob:
+    """A job another instance (its owner) asks this one to run, as the runner stores it."""
+
+    external_job_id: int
+    workflow_id: str
+    workflow_name: str
+    dag_id: str
+    dataset: str | None
+    series: list[str]
+    conf: dict[str, Any]
+    username: str
+    status: JobState
+    error: str = ""
+    timeout: float | None = None
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     data_dir: Path
@@ -259,37 +276,47 @@ class WorkflowEngine:
         self._wake.set()
         return workflow_id
 
-    def adopt_remote_job(
-        self, *, owner: str, external_job_id: int, workflow_id: str, workflow_name: str, dag_id: str, dataset: str | None,
-        series: list[str], conf: dict[str, Any], username: str, status: JobState, error: str = "", timeout: float | None = None,
-    ) -> tuple[int, bool]:
-        """Store a job another instance asked this one to run; (job id, created). Idempotent per (owner, external id)."""
+    def adopt_remote_jobs(self, owner: str, jobs: list[RemoteJob]) -> list[tuple[int, bool]]:
+        """Store jobs another instance asked this one to run, in one transaction; (job id, created) for each.
+
+        Idempotent per (owner, external id): a job delivered again (its owner missed our report) is not stored twice.
+        """
+        adopted: list[tuple[int, bool]] = []
         with self._tx() as conn:
-            existing = conn.execute(
-                select(Job.id).where(Job.owner_instance == owner, Job.external_job_id == external_job_id)
-            ).scalar()
-            if existing is not None:
-                return int(existing), False
-            now = utcnow()
-            if conn.execute(select(Workflow.id).where(Workflow.id == workflow_id)).scalar() is None:
+            known = dict(
                 conn.execute(
-                    insert(Workflow).values(
-                        id=workflow_id, name=workflow_name[:200] or dag_id, dag_id=dag_id, dataset=dataset, conf=conf,
-                        username=username, owner_instance=owner, service=False, deleted=False, created=now, updated=now,
+                    select(Job.external_job_id, Job.id).where(
+                        Job.owner_instance == owner, Job.external_job_id.in_([j.external_job_id for j in jobs])  # type: ignore[union-attr]
                     )
-                )
-            ended = status in ENDED
-            job_id = conn.execute(
-                insert(Job).values(
-                    workflow_id=workflow_id, dag_id=dag_id, status=status.value, run=1, conf=conf, series=series, dataset=dataset,
-                    username=username, runner_instance=self.instance_name, owner_instance=owner, external_job_id=external_job_id,
-                    timeout=timeout, progress_done=0, progress_total=0, steps=[], error=error[:4000], created=now, updated=now,
-                    ended=now if ended else None,
-                )
-            ).inserted_primary_key[0]
-            self._after_commit(conn, int(job_id), workflow_id, status.value)
+                ).all()
+            )
+            workflows = set(conn.execute(select(Workflow.id).where(Workflow.id.in_({j.workflow_id for j in jobs}))).scalars())  # type: ignore[attr-defined]
+            now = utcnow()
+            for job in jobs:
+                if job.external_job_id in known:
+                    adopted.append((int(known[job.external_job_id]), False))
+                    continue
+                if job.workflow_id not in workflows:
+                    conn.execute(
+                        insert(Workflow).values(
+                            id=job.workflow_id, name=job.workflow_name[:200] or job.dag_id, dag_id=job.dag_id, dataset=job.dataset,
+                            conf=job.conf, username=job.username, owner_instance=owner, service=False, deleted=False, created=now, updated=now,
+                        )
+                    )
+                    workflows.add(job.workflow_id)
+                job_id = conn.execute(
+                    insert(Job).values(
+                        workflow_id=job.workflow_id, dag_id=job.dag_id, status=job.status.value, run=1, conf=job.conf, series=job.series,
+                        dataset=job.dataset, username=job.username, runner_instance=self.instance_name, owner_instance=owner,
+                        external_job_id=job.external_job_id, timeout=job.timeout, progress_done=0, progress_total=0, steps=[],
+                        error=job.error[:4000], created=now, updated=now, ended=now if job.status in ENDED else None,
+                    )
+                ).inserted_primary_key[0]
+                known[job.external_job_id] = job_id
+                adopted.append((int(job_id), True))
+                self._after_commit(conn, int(job_id), job.workflow_id, job.status.value)
         self._wake.set()
-        return int(job_id), True
+        return adopted
 
     def dataset_series(self, dataset: str) -> list[str]:
         """The series of a local dataset, by name (a remote job names its dataset; the runner resolves it here)."""
