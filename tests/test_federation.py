@@ -1,7 +1,7 @@
 """Remote execution between three real Vireo processes on loopback: site-a orchestrates, site-b and site-c run.
 
-site-b runs remote jobs on its own; site-c waits for a Confirm. Both hold a dataset `cohort`
-of their own series, which site-a never sees.
+site-b runs remote jobs on its own; site-c waits for a Confirm. site-b holds a dataset `cohort`
+of its own series, which site-a never sees.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory, small_study: list[SeriesFile
             p.start()
         s = Sites(*processes)
         _send(s.b, "cohort", small_study[:3])
-        _send(s.c, "cohort", small_study[3:])
+        assert s.api["site-c"].post("/api/datasets", json={"name": "cohort"}).status_code == 201  # its jobs here take no input
         for runner, automatic in (("site-b", True), ("site-c", False)):
             response = s.api[runner].put("/api/instances/local", json={
                 "automatic_execution": automatic, "sync_interval": 1, "allowed_datasets": ["cohort"],
@@ -110,6 +110,11 @@ def test_pending_until_confirmed_when_automatic_execution_is_off(sites: Sites) -
     assert c.get(f"/api/jobs/{mine[0]['id']}").json()["status"] == "pending"  # nothing runs without the Confirm
     assert c.post(f"/api/jobs/{mine[0]['id']}/confirm").status_code == 200
     assert wait_job(a, job["id"], ENDED, timeout=30)["status"] == "finished"
+    (refused,) = create(a, dag_id="test-echo", runners=["site-c"])["jobs"]
+    assert c.post(f"/api/jobs/{_remote_job(c, refused['id'])}/reject").status_code == 200
+    assert wait_job(a, refused["id"], ENDED, timeout=30)["status"] == "aborted"
+    actions = [e["action"] for e in c.get("/api/audit").json()]
+    assert "confirmed" in actions and "rejected" in actions and "job received" in actions
 
 
 def test_orchestrator_offers_only_what_the_runner_allows(sites: Sites) -> None:

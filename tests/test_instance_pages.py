@@ -98,3 +98,34 @@ async def test_workflow_execution_offers_remotes_with_what_they_allow(user: User
     _, items = workflow_actions.workflows(WorkflowFilter(text="remote-echo"), 10, 0)
     (job,) = items[0]["jobs"]
     assert job["runner_instance"] == "site-b" and job["status"] == "pending"
+
+
+async def test_pending_remote_jobs_show_what_they_run_with_confirm_and_reject(user: User) -> None:
+    from app import federation_actions, workflow_actions
+    from app.runtime import current_services
+    from core.workflows.engine import RemoteJob
+    from core.workflows.states import JobState
+
+    await log_in(user)
+    await user.should_see(marker="user-menu", retries=100)
+    federation_actions.add_remote(_definition("site-b"))
+    federation_actions.change_local({"allowed_dags": ["test-echo"]})  # checked again right before the job runs
+    adopted = current_services().workflows.adopt_remote_jobs("site-b", [
+        RemoteJob(external_job_id=n, workflow_id=f"00000000-0000-4000-8000-00000000000{n}", workflow_name=f"asked-{n}", dag_id="test-echo",
+                  dataset=None, series=[], conf={}, username="bob@site-b", status=JobState.PENDING)
+        for n in (1, 2)
+    ])
+    (confirmed, _), (rejected, _) = adopted
+    for job_id, button, end in ((confirmed, "confirm-remote-job", "finished"), (rejected, "reject-remote-job", "aborted")):
+        await user.open("/workflows")
+        await user.should_see(marker="workflow-table", retries=100)
+        user.find(marker="workflow-table").trigger("job_details", job_id)
+        await user.should_see(marker="remote-confirmation", retries=50)
+        await user.should_see("site-b asks to run test-echo on no input series.")
+        user.find(marker=button).click()
+        try:
+            await until(lambda: workflow_actions.job(job_id)["status"] == end)
+        except AssertionError:
+            raise AssertionError(f"{button}: {workflow_actions.job(job_id)}") from None
+    actions = [e["action"] for e in federation_actions.audit_log()]
+    assert "confirmed" in actions and "rejected" in actions
