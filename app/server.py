@@ -63,4 +63,5 @@ def serve(settings_: Settings) -> None:
         show=False,
         favicon="🐦",
         show_welcome_message=False,
+        **({"ssl_certfile": settings_.ssl_certfile, "ssl_keyfile": settings_.ssl_keyfile} if settings_.ssl_certfile else {}),
     )

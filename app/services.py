@@ -143,7 +143,7 @@ def build_services(settings: Settings) -> Services:
     )
     incoming = IncomingRecorder(engine, bus, settings.thumbnail_quiet_seconds)
     indexer.add_listener(incoming.touch)
-    federation = Federation(db, engine, registry, bus, settings.host, settings.http_port)
+    federation = Federation(db, engine, registry, bus, settings.host, settings.http_port, "https" if settings.ssl_certfile else "http")
     return Services(settings, db, store, bus, indexer, thumbnails, receiver, SeriesSearch(db), registry, engine, incoming, federation)
 
 

@@ -101,11 +101,11 @@ def local(session: Session) -> FederationInstance:
     return row
 
 
-def ensure_local(session: Session, name: str, host: str, port: int) -> FederationInstance:
+def ensure_local(session: Session, name: str, host: str, port: int, protocol: str = "http") -> FederationInstance:
     """Create this instance's row on first start (token generated); keep its name in step with the settings."""
     row = session.exec(select(FederationInstance).where(FederationInstance.remote == False)).first()  # noqa: E712
     if row is None:
-        row = FederationInstance(name=name, remote=False, protocol="http", host=host, port=port, token=new_token(), ssl_verify=True,
+        row = FederationInstance(name=name, remote=False, protocol=protocol, host=host, port=port, token=new_token(), ssl_verify=True,
                        automatic_sync=True, sync_interval=10, automatic_execution=True)
         session.add(row)
     elif row.name != name:

@@ -62,13 +62,14 @@ class Reply:
 class Federation:
     """This instance's side of the federation: the sync endpoint's logic, the poller, and the engine's checks."""
 
-    def __init__(self, db: Database, engine: WorkflowEngine, registry: DagRegistry, bus: EventBus, host: str, port: int) -> None:
+    def __init__(self, db: Database, engine: WorkflowEngine, registry: DagRegistry, bus: EventBus, host: str, port: int, protocol: str = "http") -> None:
         self.db = db
         self.engine = engine
         self.registry = registry
         self.bus = bus
         self.host = host
         self.port = port
+        self.protocol = protocol
         self.nonces = DatabaseNonceStore(db.engine)
         self.scheduler: BackgroundScheduler | None = None
         self._locks: dict[str, threading.Lock] = {}
@@ -84,7 +85,7 @@ class Federation:
     # ---- life cycle ----------------------------------------------------------------------
     def start(self) -> None:
         with self.db.session() as session:
-            me = instances.ensure_local(session, self.name, self.host, self.port)
+            me = instances.ensure_local(session, self.name, self.host, self.port, self.protocol)
             interval = me.sync_interval
             session.commit()
         self.engine.remote_runner_refusal = self.remote_runner_refusal
