@@ -77,6 +77,7 @@ class Federation:
         self._pushes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="federation-push")
         self._push_pending: set[str] = set()
         self._owners: dict[int, str] = {}
+        self._last_status: dict[int, Any] = {}
 
     @property
     def name(self) -> str:
@@ -126,6 +127,12 @@ class Federation:
             self._owners[job_id] = owner
         if not owner or owner == self.name:
             return
+        status = payload.get("status")
+        if self._last_status.get(job_id) == status:
+            return  # progress of a running job: the owner only follows states
+        self._last_status[job_id] = status
+        if len(self._last_status) > 100_000:
+            self._last_status.clear()
         with self._locks_guard:
             if owner in self._push_pending:
                 return
