@@ -134,9 +134,9 @@ def definition(row: FederationInstance) -> dict[str, Any]:
 
 
 def health(row: FederationInstance, now: datetime | None = None) -> str:
-    """`never seen`, `online` or `offline` (after a few missed syncs in a row)."""
+    """`never seen` (not once reached: a setup problem, see `last_error`), `online`, or `offline` after a few missed syncs."""
     if row.last_seen is None and row.last_success is None:
-        return "never seen" if row.missed_syncs < OFFLINE_AFTER_MISSED else "offline"
+        return "never seen"
     return "offline" if row.missed_syncs >= OFFLINE_AFTER_MISSED else "online"
 
 

@@ -225,6 +225,7 @@ def test_fernet_required_refuses_plaintext_and_wrong_keys(sites: Sites) -> None:
 
 def test_runner_restart_keeps_statuses_and_runs_nothing_twice(sites: Sites) -> None:
     a, b = sites.api["site-a"], sites.api["site-b"]
+    a.put("/api/instances/local", json={"automatic_sync": False})
     finished_before = {j["id"] for w in b.get("/api/workflows").json() for j in w["jobs"] if j["status"] == "finished"}
     (running,) = create(a, dag_id="test-sleep", conf={"seconds": 60, "steps": 60}, runners=["site-b"])["jobs"]
     wait_job(a, running["id"], {"running"}, timeout=30)
@@ -233,6 +234,11 @@ def test_runner_restart_keeps_statuses_and_runs_nothing_twice(sites: Sites) -> N
         (waiting,) = create(a, dag_id="test-echo", runners=["site-b"])["jobs"]
         time.sleep(1)
         assert a.get(f"/api/jobs/{waiting['id']}").json()["status"] == "pending"  # waits for the runner
+        outcome = sites.sync("site-a")  # the unreachable runner does not hold up the other one
+        assert outcome["site-b"]["ok"] is False and outcome["site-c"]["ok"] is True
+        for _ in range(2):
+            sites.sync("site-a")
+        assert a.get("/api/instances/site-b").json()["health"] == "offline"  # seen before, now missed 3 syncs
     finally:
         sites.b.start()
     assert wait_job(a, waiting["id"], ENDED, timeout=30)["status"] == "finished"
