@@ -30,6 +30,8 @@ from core.accounts import Principal
 from core.models import User
 
 PUBLIC_PATHS = frozenset({"/login", "/api/health", "/favicon.ico"})
+# Routes other Vireo instances call: no user, but a request signature the route itself checks (federation/signing.py).
+INSTANCE_SIGNED_PATHS = frozenset({"/api/federation/sync"})
 GUARDED_NICEGUI_PREFIXES = ("/_nicegui/client/", "/_nicegui/auto/")
 MACHINE_PREFIXES = ("/api", "/dicomweb")
 SESSION_KEY = "vireo"
@@ -212,7 +214,7 @@ class AuthMiddleware(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         path = request.url.path
-        if is_public(path):
+        if is_public(path) or (path in INSTANCE_SIGNED_PATHS and request.method == "POST"):
             return await call_next(request)
         try:
             principal = await run_in_threadpool(identify, request)

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    for chatty in ("apscheduler", "httpx"):  # a line per federation poll would drown the log
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     if options.command == "reindex":
         raise SystemExit(reindex(settings))
     from app.server import serve

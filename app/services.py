@@ -29,6 +29,7 @@ from ingest.thumbnail_service import ThumbnailService
 from core.workflows.engine import EngineConfig, WorkflowEngine
 from core.workflows.executor import Executor
 from core.workflows.registry import DagRegistry
+from federation.sync import Federation
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Services:
     registry: DagRegistry
     workflows: WorkflowEngine
     incoming: IncomingRecorder
+    federation: Federation
 
     @property
     def running_marker(self) -> Path:
@@ -68,6 +70,7 @@ class Services:
         self.indexer.heartbeat = self.running_marker
         self.thumbnails.start()
         self.workflows.start()
+        self.federation.start()
         self.incoming.start()
         self.receiver.start()
         threading.Thread(target=self._prepare_search, name="search-warm-up", daemon=True).start()
@@ -75,6 +78,7 @@ class Services:
     def stop(self) -> None:
         self.receiver.stop()
         self.incoming.stop()
+        self.federation.stop()
         self.workflows.stop()
         self.indexer.stop()
         self.thumbnails.stop()
@@ -139,7 +143,8 @@ def build_services(settings: Settings) -> Services:
     )
     incoming = IncomingRecorder(engine, bus, settings.thumbnail_quiet_seconds)
     indexer.add_listener(incoming.touch)
-    return Services(settings, db, store, bus, indexer, thumbnails, receiver, SeriesSearch(db), registry, engine, incoming)
+    federation = Federation(db, engine, registry, bus, settings.host, settings.http_port, "https" if settings.ssl_certfile else "http")
+    return Services(settings, db, store, bus, indexer, thumbnails, receiver, SeriesSearch(db), registry, engine, incoming, federation)
 
 
 def load_dags(settings: Settings) -> DagRegistry:

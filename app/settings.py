@@ -37,6 +37,8 @@ class Settings:
     session_hours: float = field(default=12.0, metadata={"help": "a login session expires after this many hours"})
     thumbnail_quiet_seconds: float = field(default=3.0, metadata={"help": "a series' thumbnail is drawn once it has been quiet this long"})
     dicom_destinations: str = field(default="", metadata={"help": "C-MOVE destinations, comma-separated AE=host:port (e.g. WORKSTATION=10.0.0.5:104)"})
+    ssl_certfile: str = field(default="", metadata={"help": "PEM certificate to serve HTTPS with (default: plain HTTP)"})
+    ssl_keyfile: str = field(default="", metadata={"help": "PEM private key of --ssl-certfile"})
     cors_origins: str = field(default="", metadata={"help": "origins whose browser pages may call /dicomweb (comma-separated, * for any; default: none)"})
     ohif_url: str = field(default="", metadata={"help": "base URL of an OHIF Viewer reading this Vireo's /dicomweb; shows 'Open in OHIF' for studies"})
     storage_secret: str = field(default="", metadata={"help": "secret signing browser sessions (default: generated and kept in the data dir)"})

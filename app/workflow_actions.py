@@ -91,9 +91,22 @@ def job_file(job_id: int, name: str) -> Path:
 
 def act_on_job(job_id: int, action: str) -> dict[str, Any]:
     """abort | restart | confirm | delete one job; returns the job afterwards."""
-    actions = {"abort": engine().abort_job, "restart": engine().restart_job, "confirm": engine().confirm_job, "delete": engine().delete_job}
+    actions = {"abort": engine().abort_job, "restart": engine().restart_job, "confirm": engine().confirm_job, "delete": engine().delete_job,
+               "reject": engine().abort_job}
+    before = job(job_id)
     actions[action](job_id)
-    return job(job_id)
+    after = job(job_id)
+    if before["owner_instance"] not in ("", instance_name()) and after["status"] != before["status"]:
+        _audit_remote_job(before, {"confirm": "confirmed", "reject": "rejected", "abort": "aborted"}.get(action, action))
+    return after
+
+
+def _audit_remote_job(job_: dict[str, Any], action: str) -> None:
+    """A job another instance owns was acted on here: that goes into the federation audit log."""
+    from federation.audit import record
+
+    with current_services().db.session() as session:
+        record(session, job_["owner_instance"], action, f"job {job_['id']} ({job_['dag_id']}) by this instance's user")
 
 
 def act_on_workflow(workflow_id: str, action: str) -> dict[str, Any]:

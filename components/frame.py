@@ -16,6 +16,7 @@ NAVIGATION: list[tuple[str, str, str]] = [
     ("Workflow Execution", "/workflows/execute", "play_circle"),
     ("Workflow List", "/workflows", "account_tree"),
     ("Data Upload", "/upload", "cloud_upload"),
+    ("Instances", "/instances", "hub"),
 ]
 
 

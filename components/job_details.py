@@ -47,6 +47,22 @@ def initial_step(steps: list[dict[str, Any]]) -> int:
     return ran[-1] if ran else 0
 
 
+def _confirmation(job: dict[str, Any], dialog: ui.dialog) -> None:
+    """A job another instance asks to run here waits for Confirm or Reject; say what it will run on which data."""
+    data = f"dataset {job['dataset']} ({len(job['series'])} series)" if job["dataset"] else "no input series"
+    with ui.row().classes("items-center gap-3 w-full bg-orange-1 p-2").mark("remote-confirmation"):
+        ui.label(f"{job['owner_instance']} asks to run {job['dag_id']} on {data}.")
+        ui.space()
+
+        async def act(action: str) -> None:
+            await run.io_bound(actions.act_on_job, job["id"], action)
+            ui.notify(f"Job {job['id']} {'confirmed' if action == 'confirm' else 'rejected'}")
+            dialog.close()
+
+        ui.button("Confirm", icon="check", on_click=lambda: act("confirm")).mark("confirm-remote-job")
+        ui.button("Reject", icon="block", on_click=lambda: act("reject")).props("color=negative").mark("reject-remote-job")
+
+
 async def open_job_details(job_id: int, container: ui.element) -> None:
     """Open the dialog (built inside `container`, an element of the page that stays)."""
     job = await run.io_bound(actions.job, job_id)
@@ -65,6 +81,8 @@ def _build(job: dict[str, Any], files: list[dict[str, Any]]) -> None:
             ui.space()
             ui.button(icon="close", on_click=dialog.close).props("flat round dense")
         error = ui.label(job["error"]).classes("text-negative").mark("job-error")
+        if job["status"] == "pending" and job["owner_instance"] not in ("", actions.instance_name()):
+            _confirmation(job, dialog)
         with ui.tabs() as tabs:
             logs_tab = ui.tab("Logs")
             steps_tab = ui.tab("Steps")

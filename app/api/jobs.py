@@ -1,4 +1,4 @@
-"""`/api/jobs/{id}`: one job, its logs and output files; abort, restart, confirm, delete."""
+"""`/api/jobs/{id}`: one job, its logs and output files; abort, restart, confirm, reject, delete."""
 
 from __future__ import annotations
 
@@ -63,6 +63,12 @@ def restart_job(job_id: int) -> dict[str, Any]:
 @router.post("/{job_id}/confirm")
 def confirm_job(job_id: int) -> dict[str, Any]:
     return _call(workflow_actions.act_on_job, job_id, "confirm")  # type: ignore[no-any-return]
+
+
+@router.post("/{job_id}/reject")
+def reject_job(job_id: int) -> dict[str, Any]:
+    """The runner's admin refuses a job another instance asked to run here (it ends `aborted`)."""
+    return _call(workflow_actions.act_on_job, job_id, "reject")  # type: ignore[no-any-return]
 
 
 @router.delete("/{job_id}")

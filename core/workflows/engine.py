@@ -19,14 +19,14 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from core.catalog import unknown_series
@@ -63,6 +63,23 @@ class NotFound(LookupError):
 
 class Conflict(RuntimeError):
     """The action does not fit the job's current state (e.g. restarting a running job)."""
+
+
+@dataclass
+class RemoteJob:
+    """A job another instance (its owner) asks this one to run, as the runner stores it."""
+
+    external_job_id: int
+    workflow_id: str
+    workflow_name: str
+    dag_id: str
+    dataset: str | None
+    series: list[str]
+    conf: dict[str, Any]
+    username: str
+    status: JobState
+    error: str = ""
+    timeout: float | None = None
 
 
 @dataclass(frozen=True)
@@ -126,6 +143,11 @@ class WorkflowEngine:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._outbox = threading.local()
+        # Federation plugs in here (core knows no instances): `remote_runner_refusal(runner, dag_id, dataset)`
+        # says why a remote may not run a job (None: it may; unset: no remotes), `admission(job)` why a job that
+        # another instance owns may not start now (the runner's permissions, checked right before running).
+        self.remote_runner_refusal: Callable[[str, str, str | None], str | None] | None = None
+        self.admission: Callable[[Any], str | None] | None = None
 
     @property
     def instance_name(self) -> str:
@@ -196,14 +218,21 @@ class WorkflowEngine:
             raise WorkflowError(str(exc), exc.errors) from exc
         runners = list(dict.fromkeys(runners or [self.instance_name]))
         remote = [r for r in runners if r != self.instance_name]
-        if remote:
+        if remote and self.remote_runner_refusal is None:
             raise WorkflowError(f"unknown runner instance(s): {', '.join(remote)} (this instance is {self.instance_name!r})")
+        for runner in remote:
+            if dag.input is not DagInput.NONE and not dataset:
+                raise WorkflowError(f"remote runner {runner!r} needs a dataset by name: series UIDs of another site are not known here")
+            refusal = self.remote_runner_refusal(runner, dag.dag_id, dataset)  # type: ignore[misc]
+            if refusal:
+                raise WorkflowError(refusal)
         if timeout is not None and timeout <= 0:
             raise WorkflowError("timeout must be a positive number of seconds")
         workflow_id = str(uuid.uuid4())
         now = utcnow()
         with self.db.session() as session:
-            uids = self._input_series(session, dag, dataset, series)
+            local_runners = [r for r in runners if r == self.instance_name]
+            uids = self._input_series(session, dag, dataset, series) if local_runners else []
             stored_conf = validated.model_dump(mode="json")
             workflow = Workflow(
                 id=workflow_id,
@@ -226,8 +255,18 @@ class WorkflowEngine:
                     dataset=dataset, username=username, runner_instance=runner, owner_instance=self.instance_name,
                     timeout=timeout if timeout is not None else dag.timeout, created=now, updated=now,
                 )
-                for runner in runners
+                for runner in local_runners
                 for group in groups
+            ]
+            # A remote runner gets one job for the dataset by name and resolves its series itself; the job is
+            # `pending` here until the runner reports it took it (queued) or waits for its admin's Confirm.
+            jobs += [
+                Job(
+                    workflow_id=workflow_id, dag_id=dag.dag_id, status=JobState.PENDING.value, conf=stored_conf, series=[],
+                    dataset=dataset, username=username, runner_instance=runner, owner_instance=self.instance_name,
+                    timeout=timeout if timeout is not None else dag.timeout, created=now, updated=now,
+                )
+                for runner in remote
             ]
             session.add_all(jobs)
             session.flush()
@@ -238,6 +277,53 @@ class WorkflowEngine:
         self._wake.set()
         return workflow_id
 
+    def adopt_remote_jobs(self, owner: str, jobs: list[RemoteJob]) -> list[tuple[int, bool]]:
+        """Store jobs another instance asked this one to run, in one transaction; (job id, created) for each.
+
+        Idempotent per (owner, external id): a job delivered again (its owner missed our report) is not stored twice.
+        """
+        adopted: list[tuple[int, bool]] = []
+        with self._tx() as conn:
+            known = dict(
+                conn.execute(
+                    select(Job.external_job_id, Job.id).where(
+                        Job.owner_instance == owner, Job.external_job_id.in_([j.external_job_id for j in jobs])  # type: ignore[union-attr]
+                    )
+                ).all()
+            )
+            workflows = set(conn.execute(select(Workflow.id).where(Workflow.id.in_({j.workflow_id for j in jobs}))).scalars())  # type: ignore[attr-defined]
+            now = utcnow()
+            for job in jobs:
+                if job.external_job_id in known:
+                    adopted.append((int(known[job.external_job_id]), False))
+                    continue
+                if job.workflow_id not in workflows:
+                    conn.execute(
+                        insert(Workflow).values(
+                            id=job.workflow_id, name=job.workflow_name[:200] or job.dag_id, dag_id=job.dag_id, dataset=job.dataset,
+                            conf=job.conf, username=job.username, owner_instance=owner, service=False, deleted=False, created=now, updated=now,
+                        )
+                    )
+                    workflows.add(job.workflow_id)
+                job_id = conn.execute(
+                    insert(Job).values(
+                        workflow_id=job.workflow_id, dag_id=job.dag_id, status=job.status.value, run=1, conf=job.conf, series=job.series,
+                        dataset=job.dataset, username=job.username, runner_instance=self.instance_name, owner_instance=owner,
+                        external_job_id=job.external_job_id, timeout=job.timeout, progress_done=0, progress_total=0, steps=[],
+                        error=job.error[:4000], created=now, updated=now, ended=now if job.status in ENDED else None,
+                    )
+                ).inserted_primary_key[0]
+                known[job.external_job_id] = job_id
+                adopted.append((int(job_id), True))
+                self._after_commit(conn, int(job_id), job.workflow_id, job.status.value)
+        self._wake.set()
+        return adopted
+
+    def dataset_series(self, dataset: str) -> list[str]:
+        """The series of a local dataset, by name (a remote job names its dataset; the runner resolves it here)."""
+        with self.db.session() as session:
+            return self._dataset_uids(session, dataset)
+
     def _input_series(self, session: Any, dag: Dag, dataset: str | None, series: list[str] | None) -> list[str]:
         if dag.input is DagInput.NONE:
             if dataset or series:
@@ -246,17 +332,7 @@ class WorkflowEngine:
         if dataset and series:
             raise WorkflowError("give either 'dataset' or 'series', not both")
         if dataset:
-            dataset_id = session.execute(select(Dataset.id).where(Dataset.name == dataset)).scalar_one_or_none()
-            if dataset_id is None:
-                raise WorkflowError(f"no dataset {dataset!r}")
-            uids = list(
-                session.execute(
-                    select(DatasetSeries.series_uid).where(DatasetSeries.dataset_id == dataset_id).order_by(DatasetSeries.series_uid)
-                ).scalars()
-            )
-            if not uids:
-                raise WorkflowError(f"dataset {dataset!r} holds no series")
-            return uids
+            return self._dataset_uids(session, dataset)
         if not series:
             raise WorkflowError(f"{dag.dag_id} needs input: give 'dataset' (a dataset name) or 'series' (SeriesInstanceUIDs)")
         uids = list(dict.fromkeys(str(s) for s in series))
@@ -265,6 +341,20 @@ class WorkflowEngine:
         problem = unknown_series(session, uids)
         if problem:
             raise WorkflowError(problem)
+        return uids
+
+    @staticmethod
+    def _dataset_uids(session: Any, dataset: str) -> list[str]:
+        dataset_id = session.execute(select(Dataset.id).where(Dataset.name == dataset)).scalar_one_or_none()
+        if dataset_id is None:
+            raise WorkflowError(f"no dataset {dataset!r}")
+        uids = list(
+            session.execute(
+                select(DatasetSeries.series_uid).where(DatasetSeries.dataset_id == dataset_id).order_by(DatasetSeries.series_uid)
+            ).scalars()
+        )
+        if not uids:
+            raise WorkflowError(f"dataset {dataset!r} holds no series")
         return uids
 
     # ---- service jobs: work the platform does itself, shown as jobs ----------------------
@@ -539,7 +629,7 @@ class WorkflowEngine:
             for job in self._active.values():
                 busy[job.dag_id] = busy.get(job.dag_id, 0) + 1
         full = [dag_id for dag_id, n in busy.items() if n >= (self._max_active(dag_id) or n + 1)]
-        query = select(Job.id, Job.run, Job.dag_id, Job.workflow_id, Job.conf, Job.series, Job.dataset, Job.username, Job.timeout).where(
+        query = select(Job.id, Job.run, Job.dag_id, Job.workflow_id, Job.conf, Job.series, Job.dataset, Job.username, Job.timeout, Job.owner_instance).where(
             Job.status == JobState.QUEUED.value, Job.runner_instance == self.instance_name
         )
         if full:
@@ -556,6 +646,11 @@ class WorkflowEngine:
                     self._end(conn, row.id, row.run, JobState.FAILED, f"DAG {row.dag_id!r} is no longer available", [])
                 continue
             if dag.max_active is not None and busy.get(dag.dag_id, 0) >= dag.max_active:
+                continue
+            refusal = self.admission(row) if self.admission is not None and row.owner_instance != self.instance_name else None
+            if refusal:
+                with self._tx() as conn:
+                    self._end(conn, row.id, row.run, JobState.FAILED, refusal, [])
                 continue
             if self._start(row, dag):
                 busy[dag.dag_id] = busy.get(dag.dag_id, 0) + 1

@@ -35,7 +35,8 @@ class VireoProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.extra_env.get("VIREO_SSL_CERTFILE") else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def auth(self) -> tuple[str, str]:
@@ -43,6 +44,7 @@ class VireoProcess:
 
     def client(self, **kwargs: object) -> httpx.Client:
         kwargs.setdefault("auth", self.auth)
+        kwargs.setdefault("verify", False)  # a test certificate is self-signed
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
 
     def start(self, timeout: float = 60) -> VireoProcess:
@@ -64,7 +66,7 @@ class VireoProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"Vireo exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if httpx.get(f"{self.url}/api/health", timeout=1).status_code == 200 and self._dicom_open():
+                if httpx.get(f"{self.url}/api/health", timeout=1, verify=False).status_code == 200 and self._dicom_open():
                     return self
             except httpx.HTTPError:
                 pass

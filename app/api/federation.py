@@ -1,0 +1,27 @@
+"""`/api/federation/sync`: the one route other instances call. It authenticates instances, not users.
+
+The auth middleware lets exactly this path through; the request signature (HMAC keyed by
+this instance's token), its freshness and nonce are checked here before anything is read.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+
+from app.federation_actions import federation
+from federation.sync import SYNC_PATH
+
+router = APIRouter(tags=["federation"])
+MAX_SYNC_BODY = 64 * 1024 * 1024
+
+
+@router.post(SYNC_PATH)
+async def sync(request: Request) -> Response:
+    """A runner's poll: signed; its body Fernet-encrypted when this instance requires it."""
+    from starlette.concurrency import run_in_threadpool
+
+    body = await request.body()
+    if len(body) > MAX_SYNC_BODY:
+        return Response('{"detail": "sync body too large"}', status_code=413, media_type="application/json")
+    reply = await run_in_threadpool(federation().answer_sync, dict(request.headers), body, request.headers.get("content-type", ""))
+    return Response(reply.body, status_code=reply.status, media_type=reply.content_type, headers=reply.headers)

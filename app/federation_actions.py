@@ -1,0 +1,89 @@
+"""What the instance routers and the Instance Overview page do: one function per action."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.runtime import current_services
+from federation import audit, instances
+from federation.sync import Federation
+
+
+def federation() -> Federation:
+    return current_services().federation
+
+
+def _known() -> tuple[set[str], set[str]]:
+    services = current_services()
+    dags = {d["dag_id"] for d in services.registry.describe() if d.get("dag_id")}
+    from core import datasets as dataset_store
+
+    with services.db.session() as session:
+        names = {d["name"] for d in dataset_store.list_datasets(session)}
+    return dags, names
+
+
+def all_instances() -> list[dict[str, Any]]:
+    with current_services().db.session() as session:
+        return [instances.describe(instances.local(session))] + [instances.describe(r) for r in instances.remotes(session)]
+
+
+
+
+def local_instance() -> dict[str, Any]:
+    with current_services().db.session() as session:
+        return instances.describe(instances.local(session))
+
+
+def change_local(changes: dict[str, Any]) -> dict[str, Any]:
+    dags, datasets = _known()
+    with current_services().db.session() as session:
+        before = instances.local(session).sync_interval
+        row = instances.change_local(session, dags, datasets, changes)
+        doc = instances.describe(row)
+        session.commit()
+    if doc["sync_interval"] != before:
+        federation().reschedule(doc["sync_interval"])
+    return doc
+
+
+def add_remote(definition: dict[str, Any]) -> dict[str, Any]:
+    with current_services().db.session() as session:
+        doc = instances.describe(instances.add_remote(session, definition))
+        session.commit()
+        return doc
+
+
+def remote_instance(name: str) -> dict[str, Any]:
+    with current_services().db.session() as session:
+        return instances.describe(instances.remote(session, name))
+
+
+def change_remote(name: str, changes: dict[str, Any]) -> dict[str, Any]:
+    with current_services().db.session() as session:
+        doc = instances.describe(instances.change_remote(session, name, changes))
+        session.commit()
+        return doc
+
+
+def delete_remote(name: str) -> dict[str, Any]:
+    with current_services().db.session() as session:
+        doc = instances.delete_remote(session, name)
+        session.commit()
+        return doc
+
+
+def sync_now() -> dict[str, Any]:
+    """Poll every remote now; {remote name: outcome}."""
+    return federation().sync_all()
+
+
+def audit_log(limit: int = 200, peer: str | None = None) -> list[dict[str, Any]]:
+    with current_services().db.session() as session:
+        return audit.recent(session, limit, peer)
+
+
+def remote_runners() -> dict[str, dict[str, list[str]]]:
+    """Each registered remote with the DAGs and datasets it allows (as of its last sync): what it may be asked to run."""
+    with current_services().db.session() as session:
+        return {r.name: {"dags": list(r.allowed_dags), "datasets": list(r.allowed_datasets)} for r in instances.remotes(session)}

@@ -1,0 +1,238 @@
+"""`/instances`: the Instance Overview — this instance's federation settings, the registered remotes, the audit log.
+
+Administrators only: the page shows this instance's token and Fernet key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from nicegui import run, ui
+
+from app import federation_actions as actions
+from app import workflow_actions
+from components.frame import current_principal, frame
+from federation.instances import DuplicateInstance, InstanceError, UnknownInstance
+
+DEFINITION_KEYS = ("name", "protocol", "host", "port", "token", "fernet_key", "ssl_verify")
+REMOTE_COLUMNS = [
+    {"name": "name", "label": "Name", "field": "name", "sortable": True, "align": "left"},
+    {"name": "network", "label": "Network", "field": "network", "align": "left"},
+    {"name": "health", "label": "Health", "field": "health", "align": "left"},
+    {"name": "last_seen", "label": "Last seen", "field": "last_seen", "align": "left"},
+    {"name": "last_success", "label": "Last success", "field": "last_success", "align": "left"},
+    {"name": "last_error", "label": "Last error", "field": "last_error", "align": "left"},
+    {"name": "ssl", "label": "SSL verify", "field": "ssl", "align": "left"},
+    {"name": "fernet", "label": "Fernet", "field": "fernet", "align": "left"},
+    {"name": "allowed_dags", "label": "Allowed DAGs", "field": "allowed_dags", "align": "left"},
+    {"name": "allowed_datasets", "label": "Allowed datasets", "field": "allowed_datasets", "align": "left"},
+    {"name": "automatic", "label": "Auto sync / execution", "field": "automatic", "align": "left"},
+]
+AUDIT_COLUMNS = [
+    {"name": c, "label": c.capitalize(), "field": c, "align": "left"} for c in ("time", "peer", "action", "detail")
+]
+ERRORS = (InstanceError, UnknownInstance, DuplicateInstance)
+
+
+def remote_row(doc: dict[str, Any]) -> dict[str, Any]:
+    """One remote as the table shows it: its settings as last synced and its health."""
+    return {
+        "name": doc["name"], "network": f"{doc['protocol']}://{doc['host']}:{doc['port']}", "health": doc["health"],
+        "last_seen": doc["last_seen"] or "never", "last_success": doc["last_success"] or "never", "last_error": doc["last_error"] or "",
+        "ssl": "on" if doc["ssl_verify"] else "off", "fernet": "on" if doc["fernet_key"] else "off",
+        "allowed_dags": ", ".join(doc["allowed_dags"]), "allowed_datasets": ", ".join(doc["allowed_datasets"]),
+        "automatic": f"{'on' if doc['automatic_sync'] else 'off'} / {'on' if doc['automatic_execution'] else 'off'}",
+    }
+
+
+def register() -> None:
+    @ui.page("/instances")
+    async def instances_page() -> None:
+        with frame("Instance Overview"):
+            if not current_principal().is_admin:
+                ui.label("Only administrators manage instances.").mark("not-admin")
+                return
+            await _local_card()
+            await _remotes_card()
+            await _audit_card()
+
+
+async def _local_card() -> None:
+    local = await run.io_bound(actions.local_instance)
+    dag_ids = sorted(d["dag_id"] for d in workflow_actions.dags() if d.get("dag_id"))
+    dataset_names = sorted(d["name"] for d in await run.io_bound(workflow_actions.datasets))
+    with ui.card().classes("w-full max-w-4xl"):
+        ui.label("This instance").classes("text-lg")
+        ui.label(f"{local['name']}").classes("text-xl font-bold").mark("local-name")
+        with ui.row().classes("items-center gap-4"):
+            protocol = ui.select(["http", "https"], value=local["protocol"], label="Protocol").classes("w-28").mark("local-protocol")
+            host = ui.input("Host", value=local["host"]).classes("w-64").mark("local-host")
+            port = ui.number("Port", value=local["port"], min=1, max=65535, format="%d").classes("w-28").mark("local-port")
+        with ui.row().classes("items-center gap-2"):
+            token = ui.label(f"Token: {local['token']}").classes("font-mono").mark("local-token")
+            ui.button("Regenerate", icon="autorenew", on_click=lambda: save(regenerate_token=True)).props("flat").mark("regenerate-token")
+        ui.label(f"Created {local['created']} · updated {local['updated']}").classes("text-grey-7").mark("local-times")
+        ssl_verify = ui.switch("SSL verification", value=local["ssl_verify"]).mark("local-ssl")
+        with ui.row().classes("items-center gap-2"):
+            fernet = ui.switch("Fernet encryption", value=local["fernet_encryption"]).mark("local-fernet")
+            key = ui.label(f"Key: {local['fernet_key'] or '—'}").classes("font-mono").mark("local-fernet-key")
+            ui.button("Rotate key", icon="key", on_click=lambda: save(rotate_fernet_key=True, fernet_encryption=True)).props("flat").mark("rotate-key")
+        with ui.row().classes("items-center gap-4"):
+            sync = ui.switch("Automatic sync", value=local["automatic_sync"]).mark("local-auto-sync")
+            interval = ui.number("Sync interval (s)", value=local["sync_interval"], min=1, max=86400, format="%d").classes("w-40").mark("local-interval")
+        execution = ui.switch("Automatic execution of remote jobs", value=local["automatic_execution"]).mark("local-auto-exec")
+        allowed_dags = ui.select(dag_ids, value=[d for d in local["allowed_dags"] if d in dag_ids], multiple=True,
+                                 label="DAGs remote instances may run here").classes("w-full").props("use-chips").mark("local-allowed-dags")
+        allowed_datasets = ui.select(dataset_names, value=[d for d in local["allowed_datasets"] if d in dataset_names], multiple=True,
+                                     label="Datasets remote instances may use").classes("w-full").props("use-chips").mark("local-allowed-datasets")
+        message = ui.label("").classes("text-negative").mark("local-message")
+        with ui.row():
+            ui.button("Save", icon="save", on_click=lambda: save()).mark("save-local")
+            ui.button("Copy instance definition", icon="content_copy", on_click=lambda: copy()).props("outline").mark("copy-definition")
+        state = {"local": local}
+
+    async def save(**actions_: Any) -> None:
+        changes = {
+            "protocol": protocol.value, "host": host.value, "port": int(port.value or 0), "ssl_verify": ssl_verify.value,
+            "fernet_encryption": fernet.value, "automatic_sync": sync.value, "sync_interval": int(interval.value or 0),
+            "automatic_execution": execution.value, "allowed_dags": list(allowed_dags.value or []),
+            "allowed_datasets": list(allowed_datasets.value or []), **actions_,
+        }
+        try:
+            doc = await run.io_bound(actions.change_local, changes)
+        except ERRORS as exc:
+            message.set_text(str(exc))
+            return
+        message.set_text("")
+        state["local"] = doc
+        token.set_text(f"Token: {doc['token']}")
+        key.set_text(f"Key: {doc['fernet_key'] or '—'}")
+        fernet.value = doc["fernet_encryption"]
+        ui.notify("Saved", type="positive")
+
+    def copy() -> None:
+        text = json.dumps({k: state["local"][k] for k in DEFINITION_KEYS})
+        ui.clipboard.write(text)
+        ui.notify("Instance definition copied")
+
+
+async def _remotes_card() -> None:
+    with ui.card().classes("w-full"):
+        with ui.row().classes("items-center w-full"):
+            ui.label("Remote instances").classes("text-lg")
+            ui.space()
+            ui.button("Sync now", icon="sync", on_click=lambda: sync_now()).mark("sync-now")
+        table = ui.table(columns=REMOTE_COLUMNS, rows=[], row_key="name", selection="single").classes("w-full").mark("remote-table")
+        with ui.row():
+            ui.button("Edit", icon="edit", on_click=lambda: edit()).props("flat").mark("edit-remote")
+            ui.button("Remove", icon="delete", on_click=lambda: remove()).props("flat color=negative").mark("remove-remote")
+        ui.separator()
+        ui.label("Add a remote: paste its instance definition, or fill in the fields").classes("text-md")
+        pasted = ui.textarea("Instance definition (JSON)").classes("w-full").mark("remote-definition")
+        with ui.row().classes("items-center gap-2"):
+            name = ui.input("Name").classes("w-40").mark("remote-name")
+            protocol = ui.select(["http", "https"], value="https", label="Protocol").classes("w-28").mark("remote-protocol")
+            host = ui.input("Host").classes("w-48").mark("remote-host")
+            port = ui.number("Port", value=443, min=1, max=65535, format="%d").classes("w-28").mark("remote-port")
+            token = ui.input("Token").classes("w-80").mark("remote-token")
+            fernet_key = ui.input("Fernet key (optional)").classes("w-80").mark("remote-fernet-key")
+            ssl_verify = ui.switch("SSL verification", value=True).mark("remote-ssl")
+        message = ui.label("").classes("text-negative").mark("remote-message")
+        ui.button("Add remote", icon="add", on_click=lambda: add()).mark("add-remote")
+
+    async def reload() -> None:
+        docs = (await run.io_bound(actions.all_instances))[1:]
+        table.rows = [remote_row(d) for d in docs]
+        table.update()
+
+    async def add() -> None:
+        if (pasted.value or "").strip():
+            try:
+                definition = json.loads(pasted.value)
+                if not isinstance(definition, dict):
+                    raise ValueError
+            except ValueError:
+                message.set_text("The definition is not a JSON object as 'Copy instance definition' gives it.")
+                return
+            definition.setdefault("name", definition.pop("instance_name", ""))
+            definition.setdefault("ssl_verify", definition.pop("ssl_check", True))
+        else:
+            definition = {"name": name.value, "protocol": protocol.value, "host": host.value, "port": int(port.value or 0),
+                          "token": token.value, "fernet_key": fernet_key.value or None, "ssl_verify": ssl_verify.value}
+        definition = {k: definition.get(k) for k in DEFINITION_KEYS if k in definition}
+        try:
+            await run.io_bound(actions.add_remote, definition)
+        except (*ERRORS, TypeError) as exc:
+            message.set_text(str(exc))
+            return
+        message.set_text("")
+        pasted.value = ""
+        ui.notify(f"Remote {definition['name']} added", type="positive")
+        await reload()
+
+    async def remove() -> None:
+        if not table.selected:
+            message.set_text("Select a remote first.")
+            return
+        remote = table.selected[0]["name"]
+        with ui.dialog() as dialog, ui.card():
+            ui.label(f"Remove remote {remote}? Its jobs stay in the Workflow List.")
+            with ui.row():
+                ui.button("Remove", on_click=lambda: dialog.submit(True)).props("color=negative").mark("confirm-remove")
+                ui.button("Cancel", on_click=lambda: dialog.submit(False)).props("flat")
+        if await dialog:
+            await run.io_bound(actions.delete_remote, remote)
+            table.selected.clear()
+            await reload()
+
+    async def edit() -> None:
+        if not table.selected:
+            message.set_text("Select a remote first.")
+            return
+        doc = await run.io_bound(actions.remote_instance, table.selected[0]["name"])
+        with ui.dialog() as dialog, ui.card():
+            ui.label(f"Edit {doc['name']}").classes("text-lg")
+            new_port = ui.number("Port", value=doc["port"], min=1, max=65535, format="%d").mark("edit-port")
+            new_token = ui.input("Token", value=doc["token"]).classes("w-96").mark("edit-token")
+            new_ssl = ui.switch("SSL verification", value=doc["ssl_verify"]).mark("edit-ssl")
+            new_key = ui.input("Fernet key (empty: off)", value=doc["fernet_key"] or "").classes("w-96").mark("edit-fernet-key")
+            error = ui.label("").classes("text-negative")
+
+            async def apply() -> None:
+                changes = {"port": int(new_port.value or 0), "token": new_token.value, "ssl_verify": new_ssl.value,
+                           "fernet_key": new_key.value or None}
+                try:
+                    await run.io_bound(actions.change_remote, doc["name"], changes)
+                except ERRORS as exc:
+                    error.set_text(str(exc))
+                    return
+                dialog.submit(True)
+
+            with ui.row():
+                ui.button("Save", on_click=apply).mark("save-remote")
+                ui.button("Cancel", on_click=lambda: dialog.submit(False)).props("flat")
+        if await dialog:
+            await reload()
+
+    async def sync_now() -> None:
+        outcome = await run.io_bound(actions.sync_now)
+        failed = [f"{n}: {o.get('error')}" for n, o in outcome.items() if not o.get("ok")]
+        ui.notify("; ".join(failed) if failed else f"Synced {len(outcome)} remote(s)", type="warning" if failed else "positive")
+        await reload()
+
+    await reload()
+    ui.timer(5.0, reload)  # health changes with every poll
+
+
+async def _audit_card() -> None:
+    with ui.card().classes("w-full"):
+        ui.label("Audit log of remote actions").classes("text-lg")
+        table = ui.table(columns=AUDIT_COLUMNS, rows=[], row_key="id").classes("w-full").mark("audit-table")
+
+    async def reload() -> None:
+        table.rows = await run.io_bound(actions.audit_log, 200)
+        table.update()
+
+    await reload()
+    ui.timer(5.0, reload)
