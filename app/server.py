@@ -9,13 +9,13 @@ from nicegui.storage import Storage
 
 from app.api import accounts as accounts_api
 from app.api import datasets as datasets_api
-from app.api import health, search, series, tags
+from app.api import downloads, health, search, series, tags, user_settings, viewer
 from app.auth import AuthMiddleware
 from app.cli import vireo_version
 from app.runtime import set_services
 from app.services import Services, build_services, storage_secret
 from app.settings import Settings
-from pages import login, series_list, settings
+from pages import datasets, login, settings
 
 log = logging.getLogger(__name__)
 
@@ -27,10 +27,10 @@ def build_app(settings_: Settings) -> Services:
     # Login sessions persist with the rest of Vireo's state, not in the working directory.
     Storage.path = (settings_.data_dir / "sessions").resolve()
     app.add_middleware(AuthMiddleware)
-    for router in (health.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router):
+    for router in (health.router, viewer.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router, user_settings.router, downloads.router):
         app.include_router(router)
     login.register()
-    series_list.register()
+    datasets.register()
     settings.register()
     app.on_startup(services.start)
     app.on_shutdown(services.stop)
