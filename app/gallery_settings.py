@@ -86,6 +86,11 @@ def save(username: str, settings: GallerySettings | dict[str, Any]) -> GallerySe
     return checked
 
 
+def update(username: str, **changes: Any) -> GallerySettings:
+    """Change some settings, keeping the rest as stored (another page may have saved them meanwhile)."""
+    return save(username, load(username).model_copy(update=changes))
+
+
 def reset(username: str) -> GallerySettings:
     with current_services().db.session() as session:
         user_settings.clear_setting(session, username, SETTING_KEY)

@@ -60,7 +60,7 @@ class MetadataDashboard:
 
     def _count(self, name: str) -> ui.label:
         with ui.column().classes("items-center gap-0"):
-            value = ui.label("–").classes("text-xl font-bold").mark(f"count-{name.lower()}")
+            value = ui.label("–").classes("text-xl font-bold").mark(f"count-{name.lower()}").props("data-testid=" + f"count-{name.lower()}")
             ui.label(name).classes("text-xs text-gray-600")
         return value
 
@@ -77,7 +77,7 @@ class MetadataDashboard:
                 if not values:
                     ui.label("no values").classes("text-xs text-gray-500")
                     continue
-                plot = ui.plotly(_figure(field, values)).classes("w-full").mark(f"chart-{field}")
+                plot = ui.plotly(_figure(field, values)).classes("w-full").mark(f"chart-{field}").props("data-testid=" + f"chart-{field}")
                 plot.on("plotly_click", lambda e, f=field: self._picked(f, e.args))
 
     async def _picked(self, field: str, args: Any) -> None:

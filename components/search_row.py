@@ -60,28 +60,28 @@ class SearchRow:
         self.state = state
         self.on_change = on_change
         with ui.row().classes("w-full items-center gap-2"):
-            self.query = ui.input("Search (Lucene syntax)", value=state.q).props("clearable dense outlined").classes("grow").mark("search-input")
+            self.query = ui.input("Search (Lucene syntax)", value=state.q).props("clearable dense outlined").classes("grow").mark("search-input").props('data-testid=search-input')
             self.query.on("keydown.enter", self._search)
             self.query.on("clear", self._search)
-            with ui.button(icon="help_outline").props("flat round dense").mark("search-help"):
+            with ui.button(icon="help_outline").props("flat round dense").mark("search-help").props('data-testid=search-help'):
                 with ui.menu().classes("p-3"):
                     ui.label("Search syntax").classes("font-medium")
                     for example, meaning in HELP:
                         with ui.row().classes("gap-2 no-wrap"):
                             ui.label(example).classes("font-mono text-sm")
                             ui.label(meaning).classes("text-sm text-gray-600")
-            ui.button("Search", icon="search", on_click=self._search).props("dense").mark("search-button")
-            self.sort = ui.select(SORTS, value=state.sort if state.sort in SORTS else "", label="Sort").props("dense").classes("w-48").mark("sort-select")
+            ui.button("Search", icon="search", on_click=self._search).props("dense").mark("search-button").props('data-testid=search-button')
+            self.sort = ui.select(SORTS, value=state.sort if state.sort in SORTS else "", label="Sort").props("dense").classes("w-48").mark("sort-select").props('data-testid=sort-select')
             self.sort.on_value_change(self._sorted)
-        self.error = ui.label("").classes("text-negative text-sm").mark("search-error")
+        self.error = ui.label("").classes("text-negative text-sm").mark("search-error").props('data-testid=search-error')
         self.error.set_visibility(False)
         with ui.row().classes("w-full items-center gap-2"):
-            self.field = ui.select([], label="Filter field", with_input=True).props("dense").classes("w-56").mark("filter-field")
+            self.field = ui.select([], label="Filter field", with_input=True).props("dense").classes("w-56").mark("filter-field").props('data-testid=filter-field')
             self.field.on("focus", self._load_fields, throttle=5)
             self.field.on_value_change(lambda _: self._values_for(""))
-            self.values = ui.select({}, label="Values", multiple=True, with_input=True, new_value_mode="add-unique").props("dense use-chips").classes("w-72").mark("filter-values")
+            self.values = ui.select({}, label="Values", multiple=True, with_input=True, new_value_mode="add-unique").props("dense use-chips").classes("w-72").mark("filter-values").props('data-testid=filter-values')
             self.values.on("input-value", lambda e: self._values_for(str(e.args or "")))
-            ui.button("Add filter", icon="filter_alt", on_click=self._add_filter).props("dense outline no-caps").mark("add-filter")
+            ui.button("Add filter", icon="filter_alt", on_click=self._add_filter).props("dense outline no-caps").mark("add-filter").props('data-testid=add-filter')
             self.chips = ui.row().classes("items-center gap-1")
         self._draw_chips()
 
@@ -159,6 +159,6 @@ class SearchRow:
         with self.chips:
             for text in self.state.filters:
                 head, _, rest = text.partition(":")
-                ui.chip(f"{field_label(head)}: {rest}", removable=True, on_click=None).props("dense color=teal-1").mark("filter-chip").on(
+                ui.chip(f"{field_label(head)}: {rest}", removable=True, on_click=None).props("dense color=teal-1").mark("filter-chip").props('data-testid=filter-chip').on(
                     "remove", lambda _e, t=text: self._remove(t)
                 )

@@ -17,13 +17,13 @@ class TagBar:
         self.active: list[str] = []
         self.multiple = multiple
         self.on_change = on_change
-        with ui.row().classes("w-full items-center gap-2").mark("tag-row"):
+        with ui.row().classes("w-full items-center gap-2").mark("tag-row").props('data-testid=tag-row'):
             ui.icon("sell", color="primary")
-            self.input = ui.input("Add a tag", autocomplete=[]).props("dense").classes("w-56").mark("tag-input")
+            self.input = ui.input("Add a tag", autocomplete=[]).props("dense").classes("w-56").mark("tag-input").props('data-testid=tag-input')
             self.input.on("keydown.enter", self._add)
             self.chips = ui.row().classes("items-center gap-1")
             ui.space()
-            self.switch = ui.switch("Several tags at once", value=multiple, on_change=self._multiple_changed).mark("multi-tag")
+            self.switch = ui.switch("Several tags at once", value=multiple, on_change=self._multiple_changed).mark("multi-tag").props('data-testid=multi-tag')
         self._draw()
 
     def set_suggestions(self, counts: list[dict[str, Any]]) -> None:

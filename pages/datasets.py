@@ -80,28 +80,28 @@ class DatasetsPage:
             self._detail_panel()
         with frame("Datasets"):
             with ui.row().classes("w-full items-center gap-3"):
-                self.dataset_select = ui.select({ALL: "All series"}, value=self.state.dataset or ALL, label="Dataset").classes("w-72").mark("dataset-select")
+                self.dataset_select = ui.select({ALL: "All series", **({self.state.dataset: self.state.dataset} if self.state.dataset else {})}, value=self.state.dataset or ALL, label="Dataset").classes("w-72").mark("dataset-select").props('data-testid=dataset-select')
                 self.dataset_select.on_value_change(self._dataset_chosen)
-                ui.button("Manage datasets", icon="folder_open", on_click=self._manage_datasets).props("flat").mark("manage-datasets")
+                ui.button("Manage datasets", icon="folder_open", on_click=self._manage_datasets).props("flat").mark("manage-datasets").props('data-testid=manage-datasets')
                 ui.space()
-                self.live_banner = ui.button("", on_click=self.reload).props("color=orange no-caps").mark("live-banner")
+                self.live_banner = ui.button("", on_click=self.reload).props("color=orange no-caps").mark("live-banner").props('data-testid=live-banner')
                 self.live_banner.set_visibility(False)
             self.search_row = SearchRow(self.state, on_change=self.search_changed)
             self.tag_bar = TagBar(self.settings.tag_bar, self.settings.multiple_tags, on_change=self._tags_changed)
             with ui.row().classes("w-full items-center gap-2"):
-                self.selection_label = ui.label("").classes("text-sm").mark("selection-count")
-                ui.button("Select all matching", on_click=self._select_all).props("flat dense no-caps").mark("select-all")
-                ui.button("Clear selection", on_click=self._clear_selection).props("flat dense no-caps").mark("clear-selection")
+                self.selection_label = ui.label("").classes("text-sm").mark("selection-count").props('data-testid=selection-count')
+                ui.button("Select all matching", on_click=self._select_all).props("flat dense no-caps").mark("select-all").props('data-testid=select-all')
+                ui.button("Clear selection", on_click=self._clear_selection).props("flat dense no-caps").mark("clear-selection").props('data-testid=clear-selection')
                 ui.space()
-                ui.button("Create dataset", icon="create_new_folder", on_click=self._create_dataset).props("dense no-caps").mark("action-create-dataset")
-                ui.button("Add to dataset", icon="playlist_add", on_click=lambda: self._membership(add=True)).props("dense no-caps outline").mark("action-add")
-                ui.button("Remove from dataset", icon="playlist_remove", on_click=lambda: self._membership(add=False)).props("dense no-caps outline").mark("action-remove")
-                ui.button("Run workflow", icon="play_arrow", on_click=self._run_workflow).props("dense no-caps outline").mark("action-workflow")
-                ui.button("Download", icon="download", on_click=self._download).props("dense no-caps outline").mark("action-download")
+                ui.button("Create dataset", icon="create_new_folder", on_click=self._create_dataset).props("dense no-caps").mark("action-create-dataset").props('data-testid=action-create-dataset')
+                ui.button("Add to dataset", icon="playlist_add", on_click=lambda: self._membership(add=True)).props("dense no-caps outline").mark("action-add").props('data-testid=action-add')
+                ui.button("Remove from dataset", icon="playlist_remove", on_click=lambda: self._membership(add=False)).props("dense no-caps outline").mark("action-remove").props('data-testid=action-remove')
+                ui.button("Run workflow", icon="play_arrow", on_click=self._run_workflow).props("dense no-caps outline").mark("action-workflow").props('data-testid=action-workflow')
+                ui.button("Download", icon="download", on_click=self._download).props("dense no-caps outline").mark("action-download").props('data-testid=action-download')
             with ui.row().classes("w-full no-wrap items-start gap-4"):
                 with ui.column().classes("grow min-w-0"):
-                    self.gallery = SeriesGallery(self.settings).classes("w-full").mark("gallery")
-                with ui.card().classes("w-96 shrink-0 sticky top-16").mark("dashboard"):
+                    self.gallery = SeriesGallery(self.settings).classes("w-full").mark("gallery").props('data-testid=gallery')
+                with ui.card().classes("w-96 shrink-0 sticky top-16").mark("dashboard").props('data-testid=dashboard'):
                     ui.label("Metadata dashboard").classes("text-base font-medium")
                     self.dashboard = MetadataDashboard(self._dashboard_pick)
         self.gallery.on("more", self._more)
@@ -239,9 +239,7 @@ class DatasetsPage:
 
     async def _tags_changed(self) -> None:
         self.gallery.set_tag_mode(bool(self.tag_bar.active))
-        self.settings.tag_bar = list(self.tag_bar.tags)
-        self.settings.multiple_tags = self.tag_bar.multiple
-        await run.io_bound(gallery_settings.save, self.username, self.settings)
+        await run.io_bound(gallery_settings.update, self.username, tag_bar=list(self.tag_bar.tags), multiple_tags=self.tag_bar.multiple)
 
     async def _key(self, event: Any) -> None:
         if not event.action.keydown or event.modifiers.ctrl or event.modifiers.meta or event.modifiers.alt:
@@ -275,8 +273,8 @@ class DatasetsPage:
         what = await self._count_text()
         with ui.dialog() as dialog, ui.card().classes("w-96"):
             ui.label("Create dataset").classes("text-lg")
-            ui.label(f"From {what}.").mark("dialog-count")
-            name = ui.input("Name").classes("w-full").mark("new-dataset-name")
+            ui.label(f"From {what}.").mark("dialog-count").props('data-testid=dialog-count')
+            name = ui.input("Name").classes("w-full").mark("new-dataset-name").props('data-testid=new-dataset-name')
 
             async def create() -> None:
                 try:
@@ -291,7 +289,7 @@ class DatasetsPage:
             name.on("keydown.enter", create)
             with ui.row().classes("w-full justify-end"):
                 ui.button("Cancel", on_click=dialog.close).props("flat")
-                ui.button("Create", on_click=create).mark("confirm-create-dataset")
+                ui.button("Create", on_click=create).mark("confirm-create-dataset").props('data-testid=confirm-create-dataset')
         dialog.open()
 
     async def _membership(self, add: bool) -> None:
@@ -304,7 +302,7 @@ class DatasetsPage:
             ui.label("Add to dataset" if add else "Remove from dataset").classes("text-lg")
             ui.label(f"{what}." + ("" if add else " The series stay in the PACS."))
             default = self.state.dataset if (not add and self.state.dataset) else listed[0]["name"]
-            chosen = ui.select([d["name"] for d in listed], value=default, label="Dataset").classes("w-full").mark("membership-dataset")
+            chosen = ui.select([d["name"] for d in listed], value=default, label="Dataset").classes("w-full").mark("membership-dataset").props('data-testid=membership-dataset')
 
             async def apply() -> None:
                 try:
@@ -320,7 +318,7 @@ class DatasetsPage:
 
             with ui.row().classes("w-full justify-end"):
                 ui.button("Cancel", on_click=dialog.close).props("flat")
-                ui.button("Add" if add else "Remove", on_click=apply).mark("confirm-membership")
+                ui.button("Add" if add else "Remove", on_click=apply).mark("confirm-membership").props('data-testid=confirm-membership')
         dialog.open()
 
     def _selection_query(self) -> list[tuple[str, str]]:
@@ -353,7 +351,7 @@ class DatasetsPage:
                 {"name": "created", "label": "Created", "field": "created", "align": "left", "sortable": True},
                 {"name": "actions", "label": "", "field": "name"},
             ]
-            table = ui.table(columns=columns, rows=[], row_key="name").classes("w-full").mark("dataset-table")
+            table = ui.table(columns=columns, rows=[], row_key="name").classes("w-full").mark("dataset-table").props('data-testid=dataset-table')
             table.add_slot("body-cell-actions", r'''
                 <q-td :props="props">
                   <q-btn flat dense icon="edit" @click="$parent.$emit('rename', props.row)"/>
@@ -368,7 +366,7 @@ class DatasetsPage:
             async def rename(event: Any) -> None:
                 old = event.args["name"]
                 with ui.dialog() as ask, ui.card():
-                    new = ui.input("New name", value=old).mark("rename-input")
+                    new = ui.input("New name", value=old).mark("rename-input").props('data-testid=rename-input')
 
                     async def apply() -> None:
                         try:
@@ -382,7 +380,7 @@ class DatasetsPage:
                             ui.navigate.history.replace(state_url(self.state))
                         await fill()
 
-                    ui.button("Rename", on_click=apply).mark("confirm-rename")
+                    ui.button("Rename", on_click=apply).mark("confirm-rename").props('data-testid=confirm-rename')
                 ask.open()
 
             async def remove(event: Any) -> None:
@@ -403,7 +401,7 @@ class DatasetsPage:
 
                     with ui.row():
                         ui.button("Cancel", on_click=ask.close).props("flat")
-                        ui.button("Delete", on_click=apply).props("color=negative").mark("confirm-delete-dataset")
+                        ui.button("Delete", on_click=apply).props("color=negative").mark("confirm-delete-dataset").props('data-testid=confirm-delete-dataset')
                 ask.open()
 
             table.on("rename", rename)
@@ -416,17 +414,17 @@ class DatasetsPage:
 
     def _detail_panel(self) -> None:
         with ui.row().classes("w-full items-center"):
-            self.detail_title = ui.label("").classes("text-lg grow").mark("detail-title")
-            ui.button(icon="close", on_click=lambda: self.drawer.hide()).props("flat dense").mark("close-detail")
+            self.detail_title = ui.label("").classes("text-lg grow").mark("detail-title").props('data-testid=detail-title')
+            ui.button(icon="close", on_click=lambda: self.drawer.hide()).props("flat dense").mark("close-detail").props('data-testid=close-detail')
         self.viewer = SliceViewer().classes("w-full")
-        self.attribute_filter = ui.input("Search attributes").props("dense clearable").classes("w-full").mark("attribute-search")
+        self.attribute_filter = ui.input("Search attributes").props("dense clearable").classes("w-full").mark("attribute-search").props('data-testid=attribute-search')
         columns = [
             {"name": "tag", "label": "Tag", "field": "tag", "align": "left"},
             {"name": "name", "label": "Attribute", "field": "name", "align": "left"},
             {"name": "vr", "label": "VR", "field": "vr", "align": "left"},
             {"name": "value", "label": "Value", "field": "value", "align": "left", "style": "white-space: normal; word-break: break-all"},
         ]
-        self.attribute_table = ui.table(columns=columns, rows=[], row_key="name", pagination={"rowsPerPage": 50}).props("dense flat").classes("w-full").mark("attribute-table")
+        self.attribute_table = ui.table(columns=columns, rows=[], row_key="name", pagination={"rowsPerPage": 50}).props("dense flat").classes("w-full").mark("attribute-table").props('data-testid=attribute-table')
         self.attribute_table.bind_filter_from(self.attribute_filter, "value")
 
     async def open_detail(self, series_uid: str) -> None:
