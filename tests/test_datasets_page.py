@@ -337,3 +337,48 @@ def test_untrusted_metadata_shows_as_text(vireo: VireoProcess, corpus: dict[str,
     page.wait_for_timeout(300)
     assert dialogs == []
     shot(page, "untrusted")
+
+
+def test_viewer_api_slices_overlays_attributes_and_download(vireo: VireoProcess, corpus: dict[str, Any]) -> None:
+    import io
+    import zipfile
+
+    ct, seg = corpus["ct"], corpus["seg"]
+    with vireo.client() as client:
+        plan = client.get(f"/api/series/{ct.series_uid}/viewer").json()
+        assert plan["slices"] == 20 and plan["image_series_uid"] == ct.series_uid
+        assert {"CT lung", "CT bone", "CT soft tissue", "CT brain", "Auto"} <= set(plan["presets"])
+        (layer,) = plan["overlays"]
+        assert layer["series_uid"] == seg and [s["label"] for s in layer["segments"]] == ["liver", "spleen"]
+        assert len(layer["slices"]) == 5  # the SEG covers the five middle slices
+        assert client.get(f"/api/series/{seg}/viewer").json()["image_series_uid"] == ct.series_uid
+
+        timings = []
+        for index in range(20):  # every slice answers well within 150 ms
+            began = time.perf_counter()
+            response = client.get(f"/api/series/{ct.series_uid}/slices/{index}", params={"center": 40, "width": 400})
+            timings.append(time.perf_counter() - began)
+            assert response.status_code == 200 and response.content.startswith(b"\x89PNG")
+        assert sorted(timings)[len(timings) // 2] < 0.15, timings
+        assert client.get(f"/api/series/{ct.series_uid}/slices/20").status_code == 404
+        assert client.get(f"/api/series/{ct.series_uid}/slices/0", params={"width": -1}).status_code == 422
+        assert client.get(f"/api/series/{ct.series_uid}/overlay/{seg}/{layer['slices'][2]}", params={"segments": "x"}).status_code == 400
+        assert client.get("/api/series/1.2.3.4/viewer").status_code == 404
+
+        rows = client.get(f"/api/series/{ct.series_uid}/attributes").json()
+        names = {r["name"] for r in rows}
+        assert {"PatientName", "SOPInstanceUID", "ImageOrientationPatient"} <= names
+        assert any(re.match(r"\w+\[1\]\.\w+", n) for n in names)  # sequence items flattened
+        assert "PixelData" not in names
+
+        archive = client.get("/api/download", params={"series": [corpus["lung"].series_uid, corpus["mr"].series_uid]})
+        assert archive.status_code == 200 and archive.headers["content-type"] == "application/zip"
+        with zipfile.ZipFile(io.BytesIO(archive.content)) as zipped:
+            assert len(zipped.namelist()) == 12 and zipped.testzip() is None
+        by_query = client.get("/api/download", params={"q": "Modality:MR"})
+        with zipfile.ZipFile(io.BytesIO(by_query.content)) as zipped:
+            assert len(zipped.namelist()) == 6
+        assert client.get("/api/download", params={"q": "Modality:(MR"}).status_code == 400
+
+        assert client.put("/api/settings/datasets", json={"view": "sideways"}).status_code == 400
+        assert client.put("/api/settings/datasets", json={"items_per_row": 99}).status_code == 400
