@@ -60,9 +60,12 @@ export default {
     columns: Number,
     cardText: Boolean,
     tagMode: Boolean,
+    initialItems: Array,
+    initialTotal: Number,
   },
   data() {
-    return { items: [], total: 0, selected: {}, anchor: null, allMatching: false, loading: false };
+    // The first page comes with the page itself: cards and thumbnails need no round trip.
+    return { items: this.initialItems || [], total: this.initialTotal || 0, selected: {}, anchor: null, allMatching: false, loading: false };
   },
   computed: {
     gridStyle() {
@@ -98,6 +101,7 @@ export default {
       return { class: ["vireo-card", selected ? "selected" : ""], "data-uid": item.uid, "data-testid": "series-card", "data-selected": selected ? "true" : "false" };
     },
     reset(items, total) {
+      clearTimeout(this.retry);
       this.items = items;
       this.total = total;
       this.selected = {};
@@ -107,6 +111,7 @@ export default {
       this.$nextTick(() => this.check());
     },
     append(items, total) {
+      clearTimeout(this.retry);
       const known = new Set(this.items.map((i) => i.uid));
       this.items = this.items.concat(items.filter((i) => !known.has(i.uid)));
       this.total = total;
@@ -171,6 +176,9 @@ export default {
       if (rect.top < window.innerHeight + 800) {
         this.loading = true;
         this.$emit("more", { loaded: this.items.length });
+        // An event sent before the websocket is up is lost: ask again unless the page arrived.
+        clearTimeout(this.retry);
+        this.retry = setTimeout(() => { this.loading = false; this.check(); }, 3000);
       }
     },
   },

@@ -77,6 +77,11 @@ class SeriesGallery(ui.element, component="gallery.js"):
             self.update()
 
     def reset(self, cards: list[dict[str, Any]], total: int) -> None:
+        if not self.client.has_socket_connection:  # still building the page: the cards go out with it
+            self._props["initialItems"] = cards
+            self._props["initialTotal"] = total
+            return
+        self._props.pop("initialItems", None)  # sent once; later updates of the element need not carry them
         self.run_method("reset", cards, total)
 
     def append(self, cards: list[dict[str, Any]], total: int) -> None:

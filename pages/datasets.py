@@ -117,7 +117,7 @@ class DatasetsPage:
     def selection(self) -> Selection:
         return Selection.of(self.state.q, self.state.filters, self.state.dataset)
 
-    async def reload(self) -> None:
+    async def reload(self, dashboard: bool = True) -> None:
         """Load the first page for the current state; the gallery asks for the rest as it scrolls."""
         self.generation += 1
         generation = self.generation
@@ -141,10 +141,12 @@ class DatasetsPage:
         self.selected, self.all_matching = [], False
         self.gallery.reset([card(doc, self.settings) for doc in listing.items], listing.total)
         self._show_selection()
-        await self.refresh_dashboard()
+        if dashboard:
+            await self.refresh_dashboard()
 
     async def _more(self, _event: Any) -> None:
-        if self.cursor is None:
+        if self.cursor is None:  # everything is loaded: say so, so the gallery stops asking
+            self.gallery.append([], len(self.loaded_tags))
             return
         generation = self.generation
         try:
@@ -260,7 +262,7 @@ class DatasetsPage:
             return
         self.loaded_tags[uid] = tags
         self.gallery.patch(uid, {"tags": tags})
-        self.dashboard_due = True
+        await self.refresh_dashboard()  # at once: the Tags chart counts the change
 
     # --- actions ----------------------------------------------------------------------------
 
@@ -486,7 +488,12 @@ def register() -> None:
         settings = await run.io_bound(gallery_settings.load, principal.username)
         page = DatasetsPage(_state_from(request), settings, principal.username)
         page.build()
-        await page.refresh_datasets()
-        page.tag_bar.set_suggestions(await run.io_bound(actions.tag_counts))
-        await page.reload()
+        await page.reload(dashboard=False)  # the first cards go out with the page
         page.listen()
+
+        async def after_connect() -> None:  # the rest is not needed for the first paint
+            await page.refresh_dashboard()
+            await page.refresh_datasets()
+            page.tag_bar.set_suggestions(await run.io_bound(actions.tag_counts))
+
+        ui.timer(0, after_connect, once=True)

@@ -382,3 +382,46 @@ def test_viewer_api_slices_overlays_attributes_and_download(vireo: VireoProcess,
 
         assert client.put("/api/settings/datasets", json={"view": "sideways"}).status_code == 400
         assert client.put("/api/settings/datasets", json={"items_per_row": 99}).status_code == 400
+
+
+def test_manage_datasets_rename_and_delete_keep_series(vireo: VireoProcess, corpus: dict[str, Any], browser_page: Any) -> None:
+    with vireo.client() as client:
+        client.post("/api/datasets", json={"name": "to-rename", "series": [corpus["mr"].series_uid]})
+    page = browser_page
+    log_in(page, vireo, target="/?dataset=to-rename")
+    page.wait_for_function("document.querySelectorAll('[data-testid=series-card]').length === 1")
+    page.get_by_test_id("manage-datasets").click()
+    table = page.get_by_test_id("dataset-table")
+    row = table.locator("tr", has_text="to-rename")
+    row.locator("button").first.click()
+    page.get_by_test_id("rename-input").fill("renamed")
+    page.get_by_test_id("confirm-rename").click()
+    table.locator("tr", has_text="renamed").wait_for()
+    assert "dataset=renamed" in page.evaluate("location.href")
+    table.locator("tr", has_text="renamed").locator("button").nth(1).click()
+    page.get_by_text("stay in the PACS").last.wait_for()
+    page.get_by_test_id("confirm-delete-dataset").click()
+    table.locator("tr", has_text="renamed").wait_for(state="detached")
+    with vireo.client() as client:
+        assert "renamed" not in {d["name"] for d in client.get("/api/datasets").json()}
+        assert client.get(f"/api/series/{corpus['mr'].series_uid}").status_code == 200
+
+
+def test_gallery_scrolls_through_every_result(vireo: VireoProcess, corpus: dict[str, Any], browser_page: Any, tmp_path: Path) -> None:
+    """More series than one page: scrolling loads the rest (runs last: it adds 60 series)."""
+    for number in range(60):
+        write_series(tmp_path / "many", modality="MR" if number % 2 else "CT", slices=1, rows=16, columns=16, patient_id=f"MANY{number:02d}", seed=100 + number)
+    dcmsend(vireo, tmp_path / "many", "many")
+    vireo.wait_for_instances(60, dataset="many")
+    page = browser_page
+    log_in(page, vireo, target="/?dataset=many")
+    page.wait_for_function("document.querySelectorAll('[data-testid=series-card]').length === 50")
+    page.mouse.wheel(0, 20000)
+    page.wait_for_function("document.querySelectorAll('[data-testid=series-card]').length === 60")
+    page.get_by_test_id("select-all").click()
+    page.get_by_test_id("selection-count").filter(has_text="All 60 matching").wait_for()
+    with page.expect_download() as download:
+        page.get_by_test_id("action-download").click()
+    assert download.value.suggested_filename == "many.zip"
+    page.get_by_test_id("action-workflow").click()
+    page.wait_for_url("**/workflows/execute?dataset=many")
