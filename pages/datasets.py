@@ -23,7 +23,7 @@ from components import dashboard as dash
 from components.dashboard import MetadataDashboard
 from components.frame import current_principal, frame
 from components.gallery import SeriesGallery
-from components.search_row import SearchRow, SearchState
+from components.search_row import SearchRow, SearchState, filter_text
 from components.series_cards import card
 from components.slice_viewer import SliceViewer
 from components.tag_bar import TagBar
@@ -31,6 +31,7 @@ from core.search.query import QueryError
 from core.search.service import Selection, UnknownDataset
 
 PAGE = 50
+DASHBOARD_SELECTION_LIMIT = 1000
 ALL = "__all__"
 
 
@@ -102,7 +103,9 @@ class DatasetsPage:
                 with ui.column().classes("grow min-w-0"):
                     self.gallery = SeriesGallery(self.settings).classes("w-full").mark("gallery").props('data-testid=gallery')
                 with ui.card().classes("w-96 shrink-0 sticky top-16").mark("dashboard").props('data-testid=dashboard'):
-                    ui.label("Metadata dashboard").classes("text-base font-medium")
+                    with ui.row().classes("items-baseline gap-2"):
+                        ui.label("Metadata dashboard").classes("text-base font-medium")
+                        self.dashboard_scope = ui.label("").classes("text-xs text-gray-600").mark("dashboard-scope").props("data-testid=dashboard-scope")
                     self.dashboard = MetadataDashboard(self._dashboard_pick)
         self.gallery.on("more", self._more)
         self.gallery.on("selection", self._selection_changed)
@@ -160,10 +163,19 @@ class DatasetsPage:
             self.loaded_tags[doc["SeriesInstanceUID"]] = list(doc.get("tags") or [])
         self.gallery.append([card(doc, self.settings) for doc in listing.items], listing.total if listing.next else len(self.loaded_tags))
 
+    def dashboard_selection(self) -> Selection:
+        """The selected series when some are (up to a thousand), else everything the search matches."""
+        if self.selected and not self.all_matching and len(self.selected) <= DASHBOARD_SELECTION_LIMIT:
+            chosen = filter_text("SeriesInstanceUID", self.selected)
+            return Selection.of(self.state.q, [*self.state.filters, chosen], self.state.dataset)
+        return self.selection()
+
     async def refresh_dashboard(self) -> None:
         fields = self.settings.names("dashboard")
+        scope = self.dashboard_selection()
+        self.dashboard_scope.set_text("of the selected series" if scope != self.selection() else "of all matching series")
         try:
-            result = await run.io_bound(series_browsing.aggregate, self.selection(), dash.aggregation_fields(fields))
+            result = await run.io_bound(series_browsing.aggregate, scope, dash.aggregation_fields(fields))
         except (QueryError, UnknownDataset):
             self.dashboard.show(0, 0, 0, [], {})
             return
@@ -221,6 +233,7 @@ class DatasetsPage:
         self.all_matching = bool(event.args.get("all"))
         self.selected = list(event.args.get("uids") or [])
         self._show_selection()
+        self.dashboard_due = True  # the dashboard follows the selection (on the page's next tick)
 
     def _show_selection(self) -> None:
         if self.all_matching:

@@ -168,6 +168,9 @@ def test_shift_click_multiselect_and_create_dataset(vireo: VireoProcess, corpus:
     cards(page).nth(2).click(modifiers=["Shift"])
     page.get_by_test_id("selection-count").filter(has_text="3 selected").wait_for()
     chosen = [cards(page).nth(i).get_attribute("data-uid") for i in range(3)]
+    # the dashboard follows the selection
+    page.wait_for_function("document.querySelector('[data-testid=count-series]').innerText === '3'")
+    assert page.get_by_test_id("dashboard-scope").inner_text() == "of the selected series"
     assert [cards(page).nth(i).get_attribute("data-selected") for i in range(4)] == ["true", "true", "true", "false"]
     cards(page).nth(1).click(modifiers=["Control"])  # ctrl-click takes one out again
     page.get_by_test_id("selection-count").filter(has_text="2 selected").wait_for()
