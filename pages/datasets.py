@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 from fastapi import Request
 from nicegui import run, ui
@@ -203,8 +203,6 @@ class DatasetsPage:
         await self.search_changed()
 
     async def _popstate(self, event: Any) -> None:
-        from urllib.parse import parse_qs
-
         params = parse_qs(str(event.args or "").lstrip("?"))
         self.state.dataset = (params.get("dataset") or [None])[0]
         self.state.q = (params.get("q") or [""])[0]
