@@ -47,6 +47,8 @@ READY_JS = f"""() => {{
   return imgs.length === {CARDS} && imgs.every(i => i.complete && i.naturalWidth > 0);
 }}"""
 
+LIVE_JS = "(document.querySelector('[data-testid=count-series]') || {}).innerText?.match(/^[0-9]/)"
+
 BREAKDOWN_JS = """() => {
   const nav = performance.getEntriesByType('navigation')[0];
   const thumbs = performance.getEntriesByType('resource').filter(r => r.name.includes('/thumbnail'));
@@ -110,16 +112,20 @@ def main() -> None:
     parser.add_argument("--loads", type=int, default=1_000)
     parser.add_argument("--ready-runs", type=int, default=10)
     parser.add_argument("--toggles", type=int, default=20)
+    parser.add_argument("--data", type=Path, help="keep the corpus in this folder and reuse it on the next run (default: a temporary folder)")
     parser.add_argument("--breakdown", action="store_true", help="print where each page-ready run spent its time")
     args = parser.parse_args()
     from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
-    workdir = Path(tempfile.mkdtemp(prefix="vireo-ui-bench-"))
+    workdir = args.data or Path(tempfile.mkdtemp(prefix="vireo-ui-bench-"))
     vireo = None
     try:
-        seconds = build(workdir / "data", args.series, thumbnails=4 * CARDS)
-        print(f"indexed {args.series:,} series in {seconds:.1f} s; thumbnails for the newest {4 * CARDS}", flush=True)
+        if (workdir / "data" / "vireo.db").exists():
+            print(f"reusing the corpus in {workdir}", flush=True)
+        else:
+            seconds = build(workdir / "data", args.series, thumbnails=4 * CARDS)
+            print(f"indexed {args.series:,} series in {seconds:.1f} s; thumbnails for the newest {4 * CARDS}", flush=True)
         vireo = VireoProcess(workdir / "data").start(timeout=300)
         pid = vireo.process.pid  # type: ignore[union-attr]
         with sync_playwright() as pw:
@@ -131,7 +137,13 @@ def main() -> None:
             page.get_by_label("Password").fill(ADMIN_PASSWORD)
             page.get_by_role("button", name="Log in").click()
             page.wait_for_url(f"{vireo.url}/")
-            page.wait_for_function(READY_JS, timeout=60_000)
+            try:
+                page.wait_for_function(READY_JS, timeout=60_000)
+            except PlaywrightError:
+                page.screenshot(path=str(workdir / "not-ready.png"))
+                print(page.evaluate("document.querySelectorAll('[data-testid=series-card] img').length"), "cards;",
+                      page.evaluate("Array.from(document.querySelectorAll('[data-testid=series-card] img')).filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src).slice(0, 3)"))
+                raise
             page.close()
 
             # 1. page ready: navigation start → 50 cards with their thumbnails painted
@@ -149,6 +161,7 @@ def main() -> None:
             page = context.new_page()
             page.goto(f"{vireo.url}/")
             page.wait_for_function(READY_JS, timeout=60_000)
+            page.wait_for_function(LIVE_JS, timeout=60_000)  # clicks reach the server once the websocket is up
             page.get_by_label("Add a tag").fill("bench-toggle")
             page.get_by_label("Add a tag").press("Enter")
             page.locator("[data-active=true]").wait_for()
@@ -197,7 +210,8 @@ def main() -> None:
     finally:
         if vireo is not None:
             vireo.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.data is None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

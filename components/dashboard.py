@@ -58,6 +58,7 @@ class MetadataDashboard:
                 self.counts = {name: self._count(name) for name in ("Series", "Studies", "Patients")}
             self.charts = ui.column().classes("w-full gap-1")
 
+
     def _count(self, name: str) -> ui.label:
         with ui.column().classes("items-center gap-0"):
             value = ui.label("–").classes("text-xl font-bold").mark(f"count-{name.lower()}").props("data-testid=" + f"count-{name.lower()}")
@@ -68,16 +69,15 @@ class MetadataDashboard:
         self.counts["Series"].set_text(f"{series:,}")
         self.counts["Studies"].set_text(f"{studies:,}")
         self.counts["Patients"].set_text(f"{patients:,}")
-        self.charts.clear()
+        figures = {f: _figure(f, v) if (v := counts.get(f"{f}:month" if is_date(f) else f, {})) else None for f in fields}
+        self.charts.clear()  # redrawn, not updated in place: updating plotly figures in place broke the page's websocket
         with self.charts:
-            for field in fields:
-                key = f"{field}:month" if is_date(field) else field
-                values = counts.get(key, {})
+            for field, figure in figures.items():
                 ui.label(field_label(field)).classes("text-sm font-medium")
-                if not values:
+                if figure is None:
                     ui.label("no values").classes("text-xs text-gray-500")
                     continue
-                plot = ui.plotly(_figure(field, values)).classes("w-full").mark(f"chart-{field}").props("data-testid=" + f"chart-{field}")
+                plot = ui.plotly(figure).classes("w-full").mark(f"chart-{field}").props(f"data-testid=chart-{field}")
                 plot.on("plotly_click", lambda e, f=field: self._picked(f, e.args))
 
     async def _picked(self, field: str, args: Any) -> None:

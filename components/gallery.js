@@ -183,6 +183,12 @@ export default {
     },
   },
   mounted() {
+    // Tell the server once the first cards are painted, so it draws the side panels after them.
+    this.$nextTick(() => {
+      const images = Array.from(this.$el.querySelectorAll("img")).slice(0, 50);
+      Promise.all(images.map((i) => (i.complete ? Promise.resolve() : new Promise((r) => { i.onload = r; i.onerror = r; }))))
+        .then(() => this.$emit("painted", {}));
+    });
     this.onScroll = () => this.check();
     window.addEventListener("scroll", this.onScroll, { passive: true });
     window.addEventListener("resize", this.onScroll, { passive: true });

@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 from fastapi import Request
-from nicegui import run, ui
+from nicegui import background_tasks, run, ui
 
 from app import dataset_actions as actions
 from app import gallery_settings, series_browsing, series_viewing
@@ -32,6 +32,7 @@ from core.search.service import Selection, UnknownDataset
 
 PAGE = 50
 DASHBOARD_SELECTION_LIMIT = 1000
+FIRST_PAGE_WAIT_S = 2.0  # NiceGUI answers 500 after 3 s
 ALL = "__all__"
 
 
@@ -85,7 +86,7 @@ class DatasetsPage:
                 self.dataset_select.on_value_change(self._dataset_chosen)
                 ui.button("Manage datasets", icon="folder_open", on_click=self._manage_datasets).props("flat").mark("manage-datasets").props('data-testid=manage-datasets')
                 ui.space()
-                self.live_banner = ui.button("", on_click=self.reload).props("color=orange no-caps").mark("live-banner").props('data-testid=live-banner')
+                self.live_banner = ui.button("", on_click=lambda: self.reload()).props("color=orange no-caps").mark("live-banner").props('data-testid=live-banner')
                 self.live_banner.set_visibility(False)
             self.search_row = SearchRow(self.state, on_change=self.search_changed)
             self.tag_bar = TagBar(self.settings.tag_bar, self.settings.multiple_tags, on_change=self._tags_changed)
@@ -124,20 +125,29 @@ class DatasetsPage:
         """Load the first page for the current state; the gallery asks for the rest as it scrolls."""
         self.generation += 1
         generation = self.generation
+        listing = await self._first_page()
+        if generation == self.generation:
+            await self.show_first(listing, dashboard)
+
+    async def _first_page(self) -> series_browsing.Listing | QueryError | UnknownDataset:
+        try:
+            return await run.io_bound(series_browsing.find_series, self.selection(), sort=self.state.sort or self.settings.sort, limit=PAGE)
+        except (QueryError, UnknownDataset) as exc:
+            return exc
+
+    async def show_first(self, listing: series_browsing.Listing | QueryError | UnknownDataset, dashboard: bool = True) -> None:
         self.live_banner.set_visibility(False)
         self.search_row.show_error("")
-        try:
-            listing = await run.io_bound(series_browsing.find_series, self.selection(), sort=self.state.sort or self.settings.sort, limit=PAGE)
-        except QueryError as exc:
-            self.search_row.show_error(str(exc))
-            listing = series_browsing.Listing(total=0, items=[])
-        except UnknownDataset as exc:
-            ui.notify(str(exc), type="warning")
+        if isinstance(listing, UnknownDataset):  # deleted meanwhile, or a stale link: show everything instead
+            ui.notify(f"{listing}: showing all series", type="warning")
             self.state.dataset = None
             self.dataset_select.set_value(ALL)
+            ui.navigate.history.replace(state_url(self.state))
+            await self.reload(dashboard)
             return
-        if generation != self.generation:
-            return
+        if isinstance(listing, QueryError):
+            self.search_row.show_error(str(listing))
+            listing = series_browsing.Listing(total=0, items=[])
         self.cursor = listing.next
         self.shown_total = listing.total
         self.loaded_tags = {doc["SeriesInstanceUID"]: list(doc.get("tags") or []) for doc in listing.items}
@@ -499,12 +509,35 @@ def register() -> None:
         settings = await run.io_bound(gallery_settings.load, principal.username)
         page = DatasetsPage(_state_from(request), settings, principal.username)
         page.build()
-        await page.reload(dashboard=False)  # the first cards go out with the page
+        client = ui.context.client
+        # The first cards go out with the page when they are ready in time (they usually are); a slow
+        # first query (search columns still loading at start-up) must not hold the page past NiceGUI's
+        # response timeout, so then they follow over the websocket.
+        first = asyncio.ensure_future(page._first_page())
+        done, _ = await asyncio.wait({first}, timeout=FIRST_PAGE_WAIT_S)
+        if done:
+            await page.show_first(first.result(), dashboard=False)
+        else:
+            async def deliver_later() -> None:
+                listing = await first
+                await client.connected()
+                if client.is_deleted:
+                    return
+                with client:
+                    await page.show_first(listing, dashboard=False)
+
+            background_tasks.create(deliver_later(), name="datasets-first-page")
         page.listen()
 
-        async def after_connect() -> None:  # the rest is not needed for the first paint
+        done = {"value": False}
+
+        async def after_first_paint() -> None:  # the dashboard and lists are not needed for the first cards
+            if done["value"]:
+                return
+            done["value"] = True
             await page.refresh_dashboard()
             await page.refresh_datasets()
             page.tag_bar.set_suggestions(await run.io_bound(actions.tag_counts))
 
-        ui.timer(0, after_connect, once=True)
+        page.gallery.on("painted", after_first_paint)
+        ui.timer(2.0, after_first_paint, once=True)  # in case the paint event came before the websocket

@@ -61,6 +61,13 @@ def log_in(page: Any, vireo: VireoProcess, username: str = "admin", password: st
     page.get_by_label("Password").fill(password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{vireo.url}{target}")
+    if target.startswith("/?") or target == "/":
+        wait_until_live(page)
+
+
+def wait_until_live(page: Any) -> None:
+    """The first cards come with the page; the dashboard only once the websocket is up (and clicks reach the server)."""
+    page.wait_for_function("(document.querySelector('[data-testid=count-series]') || {}).innerText?.match(/^[0-9]/)")
 
 
 def cards(page: Any) -> Any:
@@ -94,6 +101,7 @@ def test_search_error_dashboard_filter_and_back_button(vireo: VireoProcess, corp
     search.fill("")
     search.press("Enter")
     page.wait_for_function("document.querySelectorAll('[data-testid=series-card]').length === 4")
+    page.wait_for_function("document.querySelector('[data-testid=count-series]').innerText === '4'")
 
     # The Modality chart has one bar per value (bars drawn bottom-up, sorted by count): click the MR bar.
     chart = page.get_by_test_id("chart-Modality")
@@ -114,6 +122,7 @@ def test_search_error_dashboard_filter_and_back_button(vireo: VireoProcess, corp
 
     # the state in the URL is shareable: a fresh page load shows the same search
     page.goto(f"{vireo.url}/?filter=Modality:MR")
+    wait_until_live(page)
     page.wait_for_function("document.querySelectorAll('[data-testid=series-card]').length === 1")
 
 
@@ -192,6 +201,7 @@ def test_shift_click_multiselect_and_create_dataset(vireo: VireoProcess, corpus:
 
     # choosing the dataset shows its series; the URL remembers it
     page.goto(f"{vireo.url}/?dataset=picked-three")
+    wait_until_live(page)
     page.wait_for_function("document.querySelectorAll('[data-testid=series-card]').length === 3")
 
 
@@ -244,6 +254,19 @@ def test_detail_view_scrolls_slices_and_shows_seg_overlay(vireo: VireoProcess, c
     before = viewer_image.get_attribute("src")
     page.get_by_test_id("preset-CT lung").click()
     assert viewer_image.get_attribute("src") != before and "center=-600.0" in viewer_image.get_attribute("src")
+
+    # dragging changes the window (wider to the right); ctrl+wheel zooms
+    lung = viewer_image.get_attribute("src")
+    box = page.get_by_test_id("viewer-image").bounding_box()
+    page.mouse.move(box["x"] + 100, box["y"] + 100)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 200, box["y"] + 100, steps=5)
+    page.mouse.up()
+    assert viewer_image.get_attribute("src") != lung and "width=1500.0" not in viewer_image.get_attribute("src")
+    page.keyboard.down("Control")
+    page.mouse.wheel(0, -120)
+    page.keyboard.up("Control")
+    page.get_by_test_id("viewer-status").filter(has_text="110%").wait_for()
 
     # the searchable table of every attribute, sequences flattened
     page.get_by_label("Search attributes").fill("ImageOrientation")
