@@ -9,7 +9,7 @@ from app.runtime import current_services
 from app.viewers import ohif_study_url
 from core import catalog, datasets
 from core.events import SERIES_CHANGED, THUMBNAIL_READY, EventBus
-from core.search.service import MAX_PAGE, Selection
+from core.search.service import MAX_PAGE, Aggregation, Selection
 
 __all__ = ["MAX_PAGE", "SERIES_CHANGED", "THUMBNAIL_READY", "Listing", "Selection", "bus", "find_series", "ohif_url", "series_and_datasets"]
 
@@ -35,6 +35,23 @@ def series_and_datasets(dataset: str | None, limit: int) -> tuple[Listing, list[
     listing = find_series(Selection.of(dataset=dataset), limit=limit)
     with current_services().db.session() as session:
         return listing, datasets.list_datasets(session)
+
+
+def count(selection: Selection) -> int:
+    return current_services().search.count(selection)
+
+
+def aggregate(selection: Selection, fields: list[str], size: int = 1000) -> Aggregation:
+    """Series/study/patient counts and value counts per field (dates as `Field:month`), for the dashboard."""
+    return current_services().search.aggregate(selection, fields, size)
+
+
+def indexed_fields() -> list[str]:
+    return current_services().search.fields()
+
+
+def field_values(field: str, prefix: str, selection: Selection | None = None, limit: int = 30) -> list[dict[str, Any]]:
+    return current_services().search.values(field, prefix, limit, selection)
 
 
 def bus() -> EventBus:

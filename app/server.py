@@ -11,7 +11,7 @@ from nicegui.storage import Storage
 from app.api import accounts as accounts_api
 from app.api import datasets as datasets_api
 from app.api import dags as dags_api
-from app.api import dicomweb, health, jobs, search, series, tags
+from app.api import dicomweb, downloads, health, jobs, search, series, tags, user_settings, viewer
 from app.api import federation as federation_api
 from app.api import instances as instances_api
 from app.api import uploads as uploads_api
@@ -22,7 +22,7 @@ from app.cors import DicomwebCors
 from app.runtime import set_services
 from app.services import Services, build_services, storage_secret
 from app.settings import Settings
-from pages import data_upload, instances, login, series_list, settings, workflow_execution, workflow_list
+from pages import data_upload, datasets, instances, login, settings, workflow_execution, workflow_list
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +36,10 @@ def build_app(settings_: Settings) -> Services:
     app.add_middleware(AuthMiddleware)
     if settings_.cors_origin_list:
         app.add_middleware(DicomwebCors, origins=settings_.cors_origin_list)  # added last: runs before authentication
-    for router in (health.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router, dicomweb.router, dags_api.router, workflows_api.router, jobs.router, uploads_api.router, instances_api.router, instances_api.audit_router, federation_api.router):
+    for router in (health.router, viewer.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router, user_settings.router, downloads.router, dicomweb.router, dags_api.router, workflows_api.router, jobs.router, uploads_api.router, instances_api.router, instances_api.audit_router, federation_api.router):
         app.include_router(router)
     login.register()
-    series_list.register()
+    datasets.register()
     settings.register()
     workflow_execution.register()
     workflow_list.register()

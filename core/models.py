@@ -186,3 +186,15 @@ class SearchChange(SQLModel, table=True):
     __tablename__ = "search_change"
     seq: Optional[int] = Field(default=None, primary_key=True)
     doc_id: int
+
+
+class UserSetting(SQLModel, table=True):
+    """One per-user UI setting (JSON), kept on the server so it follows the user to any browser."""
+
+    __tablename__ = "user_setting"
+    __table_args__ = (UniqueConstraint("username", "key"),)
+    id: Optional[int] = Field(default=None, primary_key=True)
+    username: str = Field(max_length=128, index=True)
+    key: str = Field(max_length=64)
+    value: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    updated: datetime = _utc_column()

@@ -32,7 +32,7 @@ def test_login_shell_series_and_logout(vireo: VireoProcess, small_study: list[Se
 
     page.get_by_role("link", name="Datasets").first.click()
     page.wait_for_url(f"{vireo.url}/")
-    page.get_by_text("3 series").wait_for()
+    page.get_by_text("all 3 matching series").wait_for()
     page.get_by_text("Axial 5mm").first.wait_for()
     # thumbnails load through the session cookie, like any browser user
     page.wait_for_function("Array.from(document.querySelectorAll('img')).filter(i => i.complete && i.naturalWidth > 0).length >= 3", timeout=20000)
@@ -54,4 +54,4 @@ def test_dataset_choice_lives_in_the_url(vireo: VireoProcess, small_study: list[
     page.get_by_label("Password").fill(ADMIN_PASSWORD)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{vireo.url}/?dataset=second-set")
-    page.get_by_text("2 series").wait_for()
+    page.get_by_text("all 2 matching series").wait_for()

@@ -42,7 +42,7 @@ async def test_login_shell_and_logout(user: User) -> None:
     await log_in(user)
     await user.should_see("Datasets", retries=50)
     await user.should_see(marker="user-menu")
-    await user.should_see(marker="series-table")
+    await user.should_see(marker="gallery")
     user.find(marker="menu-logout").click()
     await user.should_see(marker="login-button")
     await user.open("/settings")

@@ -72,6 +72,6 @@ def test_uid_padding_is_stripped() -> None:
 
 @pytest.mark.parametrize(("raw", "shown"), [("Doe^Jane", "Doe, Jane"), ("Doe^Jane^Q", "Doe, Jane Q"), ("Doe", "Doe"), ("", ""), ("^Jane", "Jane"), ("Yamada^Tarou=山田^太郎", "Yamada, Tarou")])
 def test_person_names_are_shown_as_people_write_them(raw: str, shown: str) -> None:
-    from pages.series_list import person_name
+    from components.series_cards import person_name
 
     assert person_name(raw) == shown

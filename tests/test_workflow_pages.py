@@ -123,8 +123,8 @@ async def test_the_datasets_page_opens_the_execution_page_with_its_dataset(user:
         datasets.create_dataset(session, "cohort", ["1.2.3.1", "1.2.3.2"], "admin")
 
     await user.open("/?dataset=cohort")
-    await user.should_see(marker="run-workflow", retries=50)
-    user.find(marker="run-workflow").click()
+    await user.should_see(marker="action-workflow", retries=50)
+    user.find(marker="action-workflow").click()
     await user.should_see(marker="dag-select", retries=50)
     element(user, "dag-select").value = "tag-dataset"
     await user.should_see(marker="dataset-select", retries=50)

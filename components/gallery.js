@@ -1,0 +1,203 @@
+// The series gallery: cards (flat or patient → study → series), multiselect and infinite scroll.
+// Everything shown comes from DICOM metadata, which is untrusted: it is only ever bound as text
+// ({{ }}) or as attribute values, never as HTML.
+export default {
+  template: `
+  <div class="vireo-gallery" :class="{'tag-mode': tagMode}">
+    <template v-if="structured">
+      <div v-for="patient in groups" :key="patient.key" class="vireo-patient q-mb-md" data-testid="patient-card">
+        <div class="vireo-group-head">
+          <span class="material-icons vireo-group-icon">person</span>
+          <span v-for="f in patient.fields" :key="f.field" class="vireo-group-field"><span class="vireo-field-name">{{ f.label }}</span> {{ f.value }}</span>
+          <span class="vireo-group-count">{{ patient.count }} series</span>
+        </div>
+        <div v-for="study in patient.studies" :key="study.key" class="vireo-study" data-testid="study-card">
+          <div class="vireo-group-head vireo-study-head">
+            <span class="material-icons vireo-group-icon">folder</span>
+            <span v-for="f in study.fields" :key="f.field" class="vireo-group-field"><span class="vireo-field-name">{{ f.label }}</span> {{ f.value }}</span>
+          </div>
+          <div class="vireo-grid" :style="gridStyle">
+            <div v-for="item in study.items" :key="item.uid" v-bind="cardAttrs(item)" @click="onClick($event, item)" @dblclick="open(item)">
+              <div class="vireo-thumb-box">
+                <img :src="item.thumb" class="vireo-thumb" draggable="false" :alt="item.modality"/>
+                <span class="vireo-modality">{{ item.modality }}</span>
+                <span v-if="!item.complete" class="vireo-incomplete" title="instances are missing">incomplete</span>
+                <button class="vireo-eye" title="details" data-testid="open-detail" @click.stop="open(item)"><span class="material-icons">visibility</span></button>
+              </div>
+              <div v-if="cardText" class="vireo-card-text">
+                <div v-for="f in cardFields" :key="f.field" class="vireo-field" :class="{truncate: f.truncate}" :title="f.label + ': ' + (item.fields[f.field] || '')">{{ item.fields[f.field] || '—' }}</div>
+              </div>
+              <div class="vireo-tags"><span v-for="t in item.tags" :key="t" class="vireo-tag" data-testid="card-tag">{{ t }}</span></div>
+            </div>
+          </div>
+        </div>
+      </div>
+    </template>
+    <div v-else class="vireo-grid" :style="gridStyle">
+      <div v-for="item in items" :key="item.uid" v-bind="cardAttrs(item)" @click="onClick($event, item)" @dblclick="open(item)">
+        <div class="vireo-thumb-box">
+          <img :src="item.thumb" class="vireo-thumb" draggable="false" :alt="item.modality"/>
+          <span class="vireo-modality">{{ item.modality }}</span>
+          <span v-if="!item.complete" class="vireo-incomplete" title="instances are missing">incomplete</span>
+          <button class="vireo-eye" title="details" data-testid="open-detail" @click.stop="open(item)"><span class="material-icons">visibility</span></button>
+        </div>
+        <div v-if="cardText" class="vireo-card-text">
+          <div v-for="f in cardFields" :key="f.field" class="vireo-field" :class="{truncate: f.truncate}" :title="f.label + ': ' + (item.fields[f.field] || '')">{{ item.fields[f.field] || '—' }}</div>
+        </div>
+        <div class="vireo-tags"><span v-for="t in item.tags" :key="t" class="vireo-tag" data-testid="card-tag">{{ t }}</span></div>
+      </div>
+    </div>
+    <div ref="sentinel" class="vireo-sentinel">
+      <span v-if="items.length < total">loading more…</span>
+      <span v-else-if="total === 0">No series match.</span>
+    </div>
+  </div>`,
+  props: {
+    cardFields: Array,
+    patientFields: Array,
+    studyFields: Array,
+    structured: Boolean,
+    columns: Number,
+    cardText: Boolean,
+    tagMode: Boolean,
+    initialItems: Array,
+    initialTotal: Number,
+  },
+  data() {
+    // The first page comes with the page itself: cards and thumbnails need no round trip.
+    return { items: this.initialItems || [], total: this.initialTotal || 0, selected: {}, anchor: null, allMatching: false, loading: false };
+  },
+  computed: {
+    gridStyle() {
+      const cols = this.columns > 0 ? `repeat(${this.columns}, minmax(0, 1fr))` : "repeat(auto-fill, minmax(190px, 1fr))";
+      return { display: "grid", gridTemplateColumns: cols, gap: "10px" };
+    },
+    groups() {
+      const patients = new Map();
+      for (const item of this.items) {
+        let patient = patients.get(item.patient.key);
+        if (!patient) {
+          patient = { key: item.patient.key, fields: item.patient.fields, studies: new Map(), count: 0 };
+          patients.set(item.patient.key, patient);
+        }
+        let study = patient.studies.get(item.study.key);
+        if (!study) {
+          study = { key: item.study.key, fields: item.study.fields, items: [] };
+          patient.studies.set(item.study.key, study);
+        }
+        study.items.push(item);
+        patient.count += 1;
+      }
+      return Array.from(patients.values()).map((p) => ({ ...p, studies: Array.from(p.studies.values()) }));
+    },
+    ordered() {
+      if (!this.structured) return this.items;
+      return this.groups.flatMap((p) => p.studies.flatMap((s) => s.items));
+    },
+  },
+  methods: {
+    cardAttrs(item) {
+      const selected = this.allMatching || !!this.selected[item.uid];
+      return { class: ["vireo-card", selected ? "selected" : ""], "data-uid": item.uid, "data-testid": "series-card", "data-selected": selected ? "true" : "false" };
+    },
+    reset(items, total) {
+      clearTimeout(this.retry);
+      this.items = items;
+      this.total = total;
+      this.selected = {};
+      this.anchor = null;
+      this.allMatching = false;
+      this.loading = false;
+      this.$nextTick(() => this.check());
+    },
+    append(items, total) {
+      clearTimeout(this.retry);
+      const known = new Set(this.items.map((i) => i.uid));
+      this.items = this.items.concat(items.filter((i) => !known.has(i.uid)));
+      this.total = total;
+      this.loading = false;
+      this.$nextTick(() => this.check());
+    },
+    patch(uid, changes) {
+      const item = this.items.find((i) => i.uid === uid);
+      if (item) Object.assign(item, changes);
+    },
+    selectAll() {
+      this.allMatching = true;
+      this.selected = {};
+      this.emitSelection();
+    },
+    clearSelection() {
+      this.allMatching = false;
+      this.selected = {};
+      this.anchor = null;
+      this.emitSelection();
+    },
+    emitSelection() {
+      this.$emit("selection", { all: this.allMatching, uids: Object.keys(this.selected) });
+    },
+    open(item) {
+      this.$emit("open", { uid: item.uid });
+    },
+    onClick(event, item) {
+      const ordered = this.ordered;
+      const index = ordered.findIndex((i) => i.uid === item.uid);
+      const additive = event.ctrlKey || event.metaKey;
+      if (this.tagMode && !additive && !event.shiftKey) {
+        this.$emit("tag", { uid: item.uid });
+        return;
+      }
+      if (this.allMatching) {
+        this.allMatching = false;
+        this.selected = {};
+      }
+      if (event.shiftKey && this.anchor !== null) {
+        const from = Math.min(this.anchor, index), to = Math.max(this.anchor, index);
+        const next = additive ? { ...this.selected } : {};
+        for (let i = from; i <= to; i++) next[ordered[i].uid] = true;
+        this.selected = next;
+      } else if (additive) {
+        const next = { ...this.selected };
+        if (next[item.uid]) delete next[item.uid];
+        else next[item.uid] = true;
+        this.selected = next;
+        this.anchor = index;
+      } else {
+        const only = Object.keys(this.selected).length === 1 && this.selected[item.uid];
+        this.selected = only ? {} : { [item.uid]: true };
+        this.anchor = index;
+      }
+      this.emitSelection();
+    },
+    check() {
+      // Ask for the next page while the end of the list is (nearly) in view.
+      if (this.loading || this.items.length >= this.total || !this.$refs.sentinel) return;
+      const rect = this.$refs.sentinel.getBoundingClientRect();
+      if (rect.top < window.innerHeight + 800) {
+        this.loading = true;
+        this.$emit("more", { loaded: this.items.length });
+        // An event sent before the websocket is up is lost: ask again unless the page arrived.
+        clearTimeout(this.retry);
+        this.retry = setTimeout(() => { this.loading = false; this.check(); }, 3000);
+      }
+    },
+  },
+  mounted() {
+    // Tell the server once the first cards are painted, so it draws the side panels after them.
+    this.$nextTick(() => {
+      const images = Array.from(this.$el.querySelectorAll("img")).slice(0, 50);
+      Promise.all(images.map((i) => (i.complete ? Promise.resolve() : new Promise((r) => { i.onload = r; i.onerror = r; }))))
+        .then(() => this.$emit("painted", {}));
+    });
+    this.onScroll = () => this.check();
+    window.addEventListener("scroll", this.onScroll, { passive: true });
+    window.addEventListener("resize", this.onScroll, { passive: true });
+    this.observer = new IntersectionObserver(() => this.check(), { rootMargin: "800px" });
+    this.observer.observe(this.$refs.sentinel);
+  },
+  unmounted() {
+    window.removeEventListener("scroll", this.onScroll);
+    window.removeEventListener("resize", this.onScroll);
+    if (this.observer) this.observer.disconnect();
+  },
+};
