@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 
-from sqlalchemy import Connection, delete, func, select
+from sqlalchemy import Connection, delete, select
 
 from core.catalog import unknown_series
 from core.db import insert_ignoring_duplicates
@@ -88,7 +88,3 @@ def delete_tag(conn: Connection, tag: str) -> int:
     conn.execute(delete(SeriesTag).where(SeriesTag.tag == tag))  # type: ignore[arg-type]
     note_changed(conn, uids)
     return len(uids)
-
-
-def tag_count(conn: Connection) -> int:
-    return conn.execute(select(func.count(func.distinct(SeriesTag.tag)))).scalar_one()

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.multipart import (
     MediaRange, MultipartError, iter_parts, multipart_content_type, multipart_stream, new_boundary, parse_accept, parse_content_type,
 )
+from app.api.search_params import whole_number
 from app.runtime import current_services
 from core import dicom_query, instance_documents
 from core.datasets import DatasetError, check_name
@@ -72,18 +73,6 @@ def _uid(value: str, what: str) -> str:
 # --------------------------------------------------------------------------- QIDO-RS
 
 
-def _whole(name: str, raw: str | None, default: int | None) -> int | None:
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise HTTPException(400, f"{name} must be a whole number, not {raw!r}") from None
-    if value < 0:
-        raise HTTPException(400, f"{name} must not be negative")
-    return value
-
-
 def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
     params = request.query_params
     matches: dict[str, str] = {}
@@ -112,8 +101,8 @@ def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
                 include.add(parse_attribute(name)[0])
             except UnknownAttribute as exc:
                 raise HTTPException(400, f"includefield: {exc}") from None
-    limit = _whole("limit", params.get("limit"), DEFAULT_LIMIT)
-    offset = _whole("offset", params.get("offset"), 0) or 0
+    limit = whole_number("limit", params.get("limit"), DEFAULT_LIMIT, None)
+    offset = whole_number("offset", params.get("offset"), 0, None) or 0
     fuzzy = (params.get("fuzzymatching") or "").lower() == "true"
     fields = {"STUDY": STUDY_FIELDS, "SERIES": SERIES_FIELDS, "IMAGE": INSTANCE_FIELDS}[level]
     if level == "SERIES" and "StudyInstanceUID" not in scope:
@@ -390,7 +379,7 @@ def _render_options(request: Request, thumbnail: bool) -> wado.RenderOptions:
             raise HTTPException(400, "viewport is columns,rows") from None
         if min(viewport) < 1:
             raise HTTPException(400, "viewport sizes are at least 1")
-    quality = _whole("quality", params.get("quality"), 90) or 90
+    quality = whole_number("quality", params.get("quality"), 90, None) or 90
     return wado.RenderOptions(media_type=media_type, window=window, viewport=viewport, quality=max(1, min(quality, 100)))
 
 

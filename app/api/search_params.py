@@ -43,7 +43,8 @@ def search_errors() -> Iterator[None]:
         raise HTTPException(404, str(exc)) from exc
 
 
-def whole_number(name: str, raw: str | None, default: int, maximum: int | None) -> int:
+def whole_number(name: str, raw: str | None, default: int | None, maximum: int | None) -> int | None:
+    """A non-negative integer query parameter (blank: `default`), or a 400 that says what was wrong."""
     if raw is None or raw.strip() == "":
         return default
     try:

@@ -3,9 +3,8 @@
 Values are folded (Unicode NFKD, diacritics dropped, case-folded) and split into words at
 anything that is not a letter or digit, in Python, once — so SQLite, PostgreSQL and the
 reference evaluator all agree that `LUNG1-0042` is the words `lung1 0042` and that
-`Müller` matches `mueller`'s neighbour `muller`. Each value is also indexed whole, as a
-keyword token, so wildcards (`LUNG1-*`) match whole values and phrases never run from one
-value into the next.
+`Müller` matches `muller`. Each distinct value is indexed on its own (the value dictionary),
+so wildcards (`LUNG1-*`) match whole values and phrases never run from one value into the next.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import Any
 from pydicom.datadict import dictionary_VR, keyword_dict
 
 _WORD = re.compile(r"[^\W_]+")
-MAX_VALUE = 256  # longer values are indexed by their first characters (keyword tokens must stay small)
+MAX_VALUE = 256  # longer values are indexed by their first characters (the dictionary column holds 256)
 
 # Fields that are not DICOM attributes but are searchable by name.
 LABEL_FIELDS = ("tags", "datasets")
@@ -44,11 +43,6 @@ def words(text: str) -> list[str]:
 def folded_words(folded: str) -> list[str]:
     """The words of an already folded text."""
     return _WORD.findall(folded)
-
-
-def keyword(folded_value: str) -> str:
-    """The whole-value token of an already folded value: hex keeps prefix order and survives any tokenizer."""
-    return "_" + folded_value[:MAX_VALUE].encode("utf-8").hex()
 
 
 def as_strings(value: Any) -> list[str]:

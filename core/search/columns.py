@@ -341,11 +341,6 @@ class Columns:
             mask[column.delta_docs[wanted[column.delta_values]]] = True
         return mask & self.alive
 
-    def mask_of_ids(self, ids: np.ndarray) -> np.ndarray:
-        mask = np.zeros(self.capacity, bool)
-        mask[ids[(ids >= 0) & (ids < self.capacity)]] = True
-        return mask & self.alive
-
     def counts(self, name: str, hits: np.ndarray, size: int | None = None) -> dict[str, int]:
         """Series per value of a field among `hits`, most frequent first (the first `size`)."""
         docs, values = self.column(name).pairs(self._stale)
