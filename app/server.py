@@ -18,6 +18,7 @@ from app.api import uploads as uploads_api
 from app.api import workflows as workflows_api
 from app.auth import AuthMiddleware
 from app.cli import vireo_version
+from app.compression import gzip_middleware
 from app.cors import DicomwebCors
 from app.runtime import set_services
 from app.services import Services, build_services, storage_secret
@@ -78,5 +79,6 @@ def serve(settings_: Settings) -> None:
         show=False,
         favicon="🐦",
         show_welcome_message=False,
+        gzip_middleware_factory=gzip_middleware,
         **({"ssl_certfile": settings_.ssl_certfile, "ssl_keyfile": settings_.ssl_keyfile} if settings_.ssl_certfile else {}),
     )

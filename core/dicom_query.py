@@ -230,6 +230,7 @@ def search(session: Session, query: Query) -> QueryResult:
     matcher = _Matcher(dialect, query.fuzzy)
     order = LEVELS.index(query.level)
     conditions: list[ColumnElement[bool]] = []
+    upper: list[ColumnElement[bool]] = []  # the conditions among them on tables above the series (study, patient)
     joins: set[str] = set()  # tables above the query level that conditions need ("study", "patient")
     post_filters: dict[str, str] = {}
     ignored: list[str] = []
@@ -245,6 +246,7 @@ def search(session: Session, query: Query) -> QueryResult:
             member = select(Series.series_uid).where(Series.study_uid == Study.study_uid)
             member = member.where(Series.modality.in_(values) if not _wildcard(value) else matcher.condition(Series.modality, "Modality", value))  # type: ignore[attr-defined, arg-type]
             conditions.append(exists(member))
+            upper.append(conditions[-1])
             joins.add("study")
             continue
         if LEVELS.index(level) > order:
@@ -260,6 +262,8 @@ def search(session: Session, query: Query) -> QueryResult:
         condition = matcher.condition(found[0], keyword, value, found[1])
         if condition is not None:
             conditions.append(condition)
+            if level in ("PATIENT", "STUDY"):
+                upper.append(condition)
             joins.update({"PATIENT": ("study", "patient"), "STUDY": ("study",)}.get(level, ()))
     limit = MAX_RESULTS if query.limit is None else max(0, min(query.limit, MAX_RESULTS))
     offset = max(0, query.offset)
@@ -268,7 +272,8 @@ def search(session: Session, query: Query) -> QueryResult:
     elif query.level == "STUDY":
         items, more = _studies(session, conditions, joins, limit, offset, query.fields)
     elif query.level == "SERIES":
-        items, more = _series(session, conditions, joins, limit, offset, query.fields)
+        own = [c for c in conditions if not any(c is u for u in upper)]
+        items, more = _series(session, own, upper, joins, limit, offset, query.fields)
     else:
         items, more = _instances(session, conditions, post_filters, limit, offset, query.fields)
     return QueryResult(items=items, more=more, ignored=ignored)
@@ -325,40 +330,35 @@ def _study_values(study: Any, patient: Any) -> dict[str, Any]:
     return _merged(_study_layers(study, patient))
 
 
-@lru_cache(maxsize=1024)
-def _converted_attributes(text: str) -> dict[str, tuple[str, dict[str, Any]]]:
-    """Recorded attributes (their JSON text, as stored) → keyword → (tag, DICOM JSON element).
+@lru_cache(maxsize=4096)
+def _recorded(text: str) -> dict[str, Any]:
+    """Recorded attributes from their JSON text, as stored; remembered, and never mutated by callers.
 
-    A pure function of the text, remembered: the pages a viewer asks for again (a study list
-    refreshed, the next page and back) cost a lookup per series instead of a conversion.
+    A pure function of the text: the pages a viewer asks for again (a study list refreshed,
+    the next page and back) cost a lookup per row instead of a parse.
     """
-    return _converted(json.loads(text))
-
-
-def _converted(values: dict[str, Any]) -> dict[str, tuple[str, dict[str, Any]]]:
-    out = {}
-    for keyword, value in values.items():
-        key = key_of(keyword)
-        if key is not None:
-            out[keyword] = (key[0], element_json(keyword, value, key[1]))
-    return out
+    return json.loads(text)
 
 
 def _dicom_json(fields: frozenset[str] | None, layers: list[dict[str, Any] | str]) -> dict[str, Any]:
     """A result as DICOM JSON from layers of values (later ones win; recorded attributes come as their JSON text),
-    with only `fields` when given: a page touches the ~30 attributes asked for, not all the index holds."""
-    converted = [_converted_attributes(layer) if isinstance(layer, str) else _converted(layer) for layer in layers]  # type: ignore[arg-type]
-    picked: dict[str, dict[str, Any]] = {}
+    with only `fields` when given: a page converts the ~30 attributes asked for, not all the index holds
+    (converting every recorded attribute of every row was most of a QIDO request's time)."""
+    values = [_recorded(layer) if isinstance(layer, str) else layer for layer in layers]
     if fields is None:
-        for layer in converted:
-            picked.update({tag: element for tag, element in layer.values()})
-    else:
-        for keyword in fields:
-            for layer in reversed(converted):
-                if keyword in layer:
-                    tag, element = layer[keyword]
-                    picked[tag] = element
-                    break
+        merged: dict[str, Any] = {}
+        for layer in values:
+            merged.update(layer)
+        return attributes_json(merged)
+    picked: dict[str, dict[str, Any]] = {}
+    for keyword in fields:
+        key = key_of(keyword)
+        if key is None:
+            continue
+        for layer in reversed(values):
+            if keyword in layer:
+                picked[key[0]] = element_json(keyword, layer[keyword], key[1])
+                break
     return {tag: picked[tag] for tag in sorted(picked)}
 
 
@@ -399,7 +399,7 @@ _PATIENT_COLUMNS = ("patient_id", "patient_name")
 
 
 def _columns(table: Any, names: tuple[str, ...], prefix: str) -> list[Any]:
-    """The columns, recorded attributes as their JSON text (converted once per distinct text, see _converted_attributes)."""
+    """The columns, recorded attributes as their JSON text (parsed once per distinct text, see _recorded)."""
     return [(cast(table.__table__.c[name], Text) if name == "attributes" else table.__table__.c[name]).label(prefix + name) for name in names]
 
 
@@ -460,14 +460,18 @@ def _series_values(series: Any) -> dict[str, Any]:
 
 
 def _series(
-    session: Session, conditions: list[ColumnElement[bool]], joins: set[str], limit: int, offset: int, fields: frozenset[str] | None
+    session: Session, conditions: list[ColumnElement[bool]], upper: list[ColumnElement[bool]], joins: set[str], limit: int,
+    offset: int, fields: frozenset[str] | None,
 ) -> tuple[list[dict[str, Any]], bool]:
-    keys = select(Series.series_uid)
-    if joins:
-        keys = keys.join(Study, Study.study_uid == Series.study_uid)  # type: ignore[arg-type]
-    if "patient" in joins:
-        keys = keys.join(Patient, Patient.id == Study.patient_pk)  # type: ignore[arg-type]
-    keys = keys.where(*conditions).order_by(Series.study_uid, Series.series_number, Series.series_uid)
+    """A page of series. Conditions on the study or patient become `study_uid IN (matching studies)`: the series
+    are then walked in the order index, study by study, with no sort of every match (a join sorted them all)."""
+    keys = select(Series.series_uid).where(*conditions)
+    if upper:
+        studies = select(Study.study_uid)
+        if "patient" in joins:
+            studies = studies.join(Patient, Patient.id == Study.patient_pk)  # type: ignore[arg-type]
+        keys = keys.where(Series.study_uid.in_(studies.where(*upper)))  # type: ignore[attr-defined]
+    keys = keys.order_by(Series.study_uid, Series.series_number, Series.series_uid)
     uids, more = _keys_page(session, keys, limit, offset)
     statement = (
         select(*_columns(Series, _SERIES_COLUMNS, "se_"), *_columns(Study, _STUDY_COLUMNS, "st_"), *_columns(Patient, _PATIENT_COLUMNS, "pa_"))

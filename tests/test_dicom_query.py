@@ -83,6 +83,11 @@ def test_matching_rules_on_both_backends(db: Database, tmp_path: Path, series: l
     assert _uids(db, "SERIES", serie, SeriesDescription="*_5*") == [mr.series_uid]
     assert _uids(db, "SERIES", serie, Modality="CT", PatientID="Q3") == [other.series_uid]
     assert _uids(db, "SERIES", serie, SeriesNumber="1", Modality="MR") == [mr.series_uid]
+    # Study- and patient-level keys on a series search (matched through the series' studies), alone and with series keys
+    assert _uids(db, "SERIES", serie, PatientName="smith*") == [mr.series_uid]
+    assert _uids(db, "SERIES", serie, PatientName="doe*", Modality="MR") == []
+    assert _uids(db, "SERIES", serie, StudyDate="20230101-", Modality="CT") == [ct.series_uid]
+    assert _uids(db, "SERIES", serie, ModalitiesInStudy="MR") == [mr.series_uid]
     assert _uids(db, "IMAGE", "00080018", SeriesInstanceUID=ct.series_uid) == sorted(ct.sop_uids)
     assert _uids(db, "IMAGE", "00080018", SeriesInstanceUID=ct.series_uid, InstanceNumber="2") == [ct.sop_uids[1]]
     assert _uids(db, "IMAGE", "00080018", Rows="16", SeriesInstanceUID=mr.series_uid) == sorted(mr.sop_uids)
