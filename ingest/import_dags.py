@@ -14,6 +14,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from core.workflows.context import JobContext
 from core.workflows.dag import Dag, DagInput, Step
 
+# Imported by each job worker at its start rather than by every job (highdicom alone takes a second).
+WORKER_IMPORTS = ("nibabel", "highdicom", "ingest.nifti_convert", "ingest.nifti_formats", "ingest.upload_import", "ingest.archives")
+
 
 class _ImportConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -168,25 +171,45 @@ def _convert_niftis(ctx: JobContext) -> None:
             report.skip(case.label, str(exc))
             ctx.log.warning("skipped case %s: %s", case.label, exc)
             continue
-        converted.append({"case": case.label, "folder": str(out), "series": result.series_uid, "seg": result.seg_series_uid})
-        _validate(ctx, case.label, [result.image_files[0], *([result.seg_file] if result.seg_file else [])])
+        checked = [str(result.image_files[0]), *([str(result.seg_file)] if result.seg_file else [])]
+        converted.append({"case": case.label, "folder": str(out), "series": result.series_uid, "seg": result.seg_series_uid, "validate": checked})
         ctx.log.info("%s: %d slices%s", case.label, len(result.image_files), " and a SEG" if result.seg_file else "")
         ctx.progress(done, len(cases))
     (ctx.work_dir / "converted.json").write_text(json.dumps({"cases": converted, "skipped": report.skipped}))
 
 
-def _validate(ctx: JobContext, label: str, files: list[Path]) -> None:
-    """Run dciodvfy (Debian dicom3tools, where installed) on a converted slice and the SEG; its findings go to the log."""
+def _start_validation(cases: list[dict[str, Any]]) -> tuple[Any, list[tuple[str, Path, Any]]]:
+    """Start dciodvfy (Debian dicom3tools, where installed) on each case's first slice and its SEG, one file at a time.
+
+    It runs beside the import (a large SEG takes it seconds of the other core) and
+    `_report_validation` logs what it found.
+    """
     import shutil
     import subprocess
+    from concurrent.futures import ThreadPoolExecutor
 
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dciodvfy")
     if shutil.which("dciodvfy") is None:
-        return
-    for path in files:
-        result = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, timeout=120)
-        for line in (result.stdout + result.stderr).splitlines():
+        return pool, []
+
+    def check(path: str) -> str:
+        return subprocess.run(["dciodvfy", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300).stdout
+
+    return pool, [(case["case"], Path(path), pool.submit(check, path)) for case in cases for path in case.get("validate", [])]
+
+
+def _report_validation(ctx: JobContext, started: tuple[Any, list[tuple[str, Path, Any]]]) -> None:
+    pool, checks = started
+    for label, path, check in checks:
+        try:
+            output = check.result()
+        except Exception as exc:  # a validator that fails must not fail the import
+            ctx.log.warning("dciodvfy %s (%s) could not run: %s", label, path.name, exc)
+            continue
+        for line in output.splitlines():
             if line.startswith(("Error", "Warning")):
                 (ctx.log.error if line.startswith("Error") else ctx.log.info)("dciodvfy %s (%s): %s", label, path.name, line)
+    pool.shutdown()
 
 
 def _import_converted(ctx: JobContext) -> None:
@@ -197,6 +220,7 @@ def _import_converted(ctx: JobContext) -> None:
     plan = json.loads((ctx.work_dir / "converted.json").read_text())
     report = ImportReport(conf.upload, conf.dataset, skipped=plan["skipped"])
     files = [p for case in plan["cases"] for p in sorted(Path(case["folder"]).rglob("*.dcm"))]
+    validation = _start_validation(plan["cases"])
     with PacsImporter(ctx.db, ctx.store, Origin(dataset=conf.dataset, calling_aet="NIFTI-UPLOAD")) as importer:
         for done, path in enumerate(files, start=1):
             ctx.check_cancelled()
@@ -204,6 +228,7 @@ def _import_converted(ctx: JobContext) -> None:
                 raise RuntimeError(f"a converted file was refused: {report.skipped[-1]['reason']}")
             ctx.progress(done, len(files))
         importer.flush(report)
+    _report_validation(ctx, validation)
     report.notes = [f"{case['case']} -> series {case['series']}" + (f", SEG {case['seg']}" if case["seg"] else "") for case in plan["cases"]]
     write_report(ctx, report)
     ctx.log.info("imported %d cases as %d series (%d instances); skipped %d cases", len(plan["cases"]), len(report.series), sum(report.series.values()), len(report.skipped))

@@ -18,6 +18,7 @@ slice of the image series, in the same study and frame of reference.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +31,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.tag import Tag
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, SecondaryCaptureImageStorage, generate_uid
 from pydicom.valuerep import validate_value
+
+from ingest.side_process import run_beside
 
 # Modalities accepted for converted images (Kaapana's itk2dcm whitelist, PS3.3 C.7.3.1.1.1).
 MODALITIES = frozenset({
@@ -221,21 +224,17 @@ def _sop_class(modality: str) -> str:
     return {"CT": CTImageStorage, "MR": MRImageStorage}.get(modality, SecondaryCaptureImageStorage)
 
 
-def _write(ds: Dataset, path: Path) -> None:
+def _attach_file_meta(ds: Dataset) -> None:
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
     meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.file_meta = meta
-    ds.save_as(path, enforce_file_format=True)
 
 
 def convert_case(case: NiftiCase, out_dir: Path) -> ConvertedCase:
     """Write the case's DICOM files under `out_dir`; CaseError (naming the file) if it cannot be converted."""
-    data, affine = load_volume(case.image, case.label)
-    label_map = None
-    if case.segmentation is not None:
-        label_map = _checked_label_map(case, data.shape, affine)
+    data, affine, label_map = _load_case(case)
     orientation, pixel_spacing, slice_spacing, lps = geometry(affine)
     stored, slope, intercept = _stored_values(data)
     modality = str(case.tags.get("0008|0060") or case.modality or "OT").upper()
@@ -272,8 +271,7 @@ def convert_case(case: NiftiCase, out_dir: Path) -> ConvertedCase:
 
     series_dir = out_dir / template.SeriesInstanceUID
     series_dir.mkdir(parents=True, exist_ok=True)
-    files: list[Path] = []
-    images: list[Dataset] = []
+    slices: list[tuple[Dataset, Path]] = []
     for k in range(data.shape[2]):
         ds = Dataset()
         ds.update(template)
@@ -283,23 +281,54 @@ def convert_case(case: NiftiCase, out_dir: Path) -> ConvertedCase:
         ds.ImagePositionPatient = [_ds_number(float(v)) for v in position[:3]]
         ds.SliceLocation = _ds_number(float(np.dot(position[:3], np.cross(orientation[:3], orientation[3:]))))
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
-        path = series_dir / f"slice{k:04d}.dcm"
-        _write(ds, path)
-        files.append(path)
-        if label_map is not None:
-            images.append(ds)
+        _attach_file_meta(ds)
+        slices.append((ds, series_dir / f"slice{k:04d}.dcm"))
+
+    def write_slices() -> None:
+        for ds, path in slices:
+            ds.save_as(path, enforce_file_format=True)
+
     seg_file = seg_uid = None
     if label_map is not None and case.seg_info is not None:
-        seg_file, seg_uid = _write_seg(case, images, label_map, out_dir)
+        # The slices are written by a second process while this one makes the SEG (the two take about as long).
+        slices_written = run_beside(write_slices, f"{case.label}: writing the image slices")
+        try:
+            seg_file, seg_uid = _write_seg(case, [ds for ds, _ in slices], label_map, out_dir)
+        finally:
+            slices_written()
+    else:
+        write_slices()
+    files = [path for _, path in slices]
     return ConvertedCase(template.SeriesInstanceUID, template.StudyInstanceUID, files, seg_file, seg_uid)
 
 
-def _checked_label_map(case: NiftiCase, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
-    assert case.segmentation is not None
-    seg_label = case.label.rsplit("/", 1)[0] + "/" + case.segmentation.name if "/" in case.label else case.segmentation.name
+def _load_case(case: NiftiCase) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The image, its affine and the checked label map (None without a segmentation).
+
+    The two files are read at once: gunzipping them is most of the reading and zlib
+    lets other threads run meanwhile.
+    """
+    if case.segmentation is None:
+        data, affine = load_volume(case.image, case.label)
+        return data, affine, None
+    seg_label = _seg_label(case)
     if case.seg_info is None:
         raise CaseError(f"{seg_label}: a segmentation needs seg_info.json (label names and values)")
-    labels, seg_affine = load_volume(case.segmentation, seg_label)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        labels_read = pool.submit(load_volume, case.segmentation, seg_label)
+        data, affine = load_volume(case.image, case.label)
+        labels, seg_affine = labels_read.result()
+    return data, affine, _checked_label_map(case, labels, seg_affine, data.shape, affine)
+
+
+def _seg_label(case: NiftiCase) -> str:
+    assert case.segmentation is not None
+    return case.label.rsplit("/", 1)[0] + "/" + case.segmentation.name if "/" in case.label else case.segmentation.name
+
+
+def _checked_label_map(case: NiftiCase, labels: np.ndarray, seg_affine: np.ndarray, shape: tuple[int, ...], affine: np.ndarray) -> np.ndarray:
+    assert case.seg_info is not None
+    seg_label = _seg_label(case)
     if labels.shape != shape:
         raise CaseError(f"{seg_label}: shape {labels.shape} differs from the image's {shape}")
     if not np.allclose(seg_affine, affine, atol=1e-3):
@@ -310,7 +339,7 @@ def _checked_label_map(case: NiftiCase, shape: tuple[int, ...], affine: np.ndarr
     if low < 0 or high > 65535:
         raise CaseError(f"{seg_label}: label values must lie between 0 and 65535 (found {low:g} to {high:g})")
     labels = labels.astype(np.uint16 if high > 255 else np.uint8, copy=False)
-    counts = np.bincount(labels.ravel(), minlength=1)  # far faster than np.unique on a CT-sized volume
+    counts = np.bincount(labels.ravel(order="K"), minlength=1)  # far faster than np.unique; order K: no copy of the volume
     present = {int(v) for v in np.flatnonzero(counts)} - {0}
     known = {item.value for item in case.seg_info.labels}
     unknown = sorted(present - known)

@@ -36,7 +36,11 @@ def _worker_main(conn: Connection, preload: list[str]) -> None:
     import importlib
 
     for module in preload:
-        importlib.import_module(module)
+        loaded = importlib.import_module(module)
+        # Heavy libraries a DAG module imports only inside its steps (so that Vireo itself starts fast):
+        # imported once here, every forked job has them instead of importing them again.
+        for name in getattr(loaded, "WORKER_IMPORTS", ()):
+            importlib.import_module(name)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     while True:
         try:
