@@ -60,6 +60,7 @@ export default {
     columns: Number,
     cardText: Boolean,
     tagMode: Boolean,
+    activeTags: Array,
     initialItems: Array,
     initialTotal: Number,
   },
@@ -144,6 +145,10 @@ export default {
       const index = ordered.findIndex((i) => i.uid === item.uid);
       const additive = event.ctrlKey || event.metaKey;
       if (this.tagMode && !additive && !event.shiftKey) {
+        // Shown at once (each active tag flips, as the server does it); the server's answer is the final word.
+        const tags = new Set(item.tags || []);
+        for (const t of this.activeTags || []) tags.has(t) ? tags.delete(t) : tags.add(t);
+        item.tags = Array.from(tags).sort();
         this.$emit("tag", { uid: item.uid });
         return;
       }

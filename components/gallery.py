@@ -61,6 +61,7 @@ class SeriesGallery(ui.element, component="gallery.js"):
         ui.add_css(CSS, shared=True)
         self.configure(settings)
         self._props["tagMode"] = False
+        self._props["activeTags"] = []
 
     def configure(self, settings: GallerySettings) -> None:
         self._props["cardFields"] = [{"field": f.field, "label": field_label(f.field), "truncate": f.truncate} for f in settings.fields if f.series_card]
@@ -71,9 +72,11 @@ class SeriesGallery(ui.element, component="gallery.js"):
         self._props["cardText"] = settings.card_text
         self.update()
 
-    def set_tag_mode(self, active: bool) -> None:
-        if self._props["tagMode"] != active:
-            self._props["tagMode"] = active
+    def set_tag_mode(self, active: list[str]) -> None:
+        """Clicks tag instead of select while tags are active; the card shows the toggle before the server confirms it."""
+        if self._props["activeTags"] != active:
+            self._props["tagMode"] = bool(active)
+            self._props["activeTags"] = list(active)
             self.update()
 
     def reset(self, cards: list[dict[str, Any]], total: int) -> None:

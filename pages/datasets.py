@@ -261,7 +261,7 @@ class DatasetsPage:
     # --- tags -------------------------------------------------------------------------------
 
     async def _tags_changed(self) -> None:
-        self.gallery.set_tag_mode(bool(self.tag_bar.active))
+        self.gallery.set_tag_mode(list(self.tag_bar.active))
         await run.io_bound(gallery_settings.update, self.username, tag_bar=list(self.tag_bar.tags), multiple_tags=self.tag_bar.multiple)
 
     async def _key(self, event: Any) -> None:
@@ -274,13 +274,19 @@ class DatasetsPage:
     async def _tag_clicked(self, event: Any) -> None:
         uid = event.args["uid"]
         active = list(self.tag_bar.active)
+        shown_before = {"tags": self.loaded_tags.get(uid, [])}  # to undo what the card showed at once, if this fails
         if not active:
+            self.gallery.patch(uid, shown_before)
             return
         try:
             tags = await run.io_bound(actions.toggle_tags, uid, active)
         except ActionError as exc:
+            self.gallery.patch(uid, shown_before)
             ui.notify(str(exc), type="negative")
             return
+        except Exception:
+            self.gallery.patch(uid, shown_before)
+            raise
         self.loaded_tags[uid] = tags
         self.gallery.patch(uid, {"tags": tags})
         await self.refresh_dashboard()  # at once: the Tags chart counts the change

@@ -136,6 +136,17 @@ def test_search_error_dashboard_filter_and_back_button(vireo: VireoProcess, corp
     page.wait_for_function("document.querySelectorAll('[data-testid=series-card]').length === 1")
 
 
+def stored_tags(vireo: VireoProcess, uid: str, expected: list[str], timeout: float = 10) -> list[str]:
+    """The series' tags on the server once they are `expected` (the card shows a toggle before the server has stored it), or as they are at the deadline."""
+    deadline = time.monotonic() + timeout
+    with vireo.client() as client:
+        while True:
+            tags = client.get(f"/api/series/{uid}").json()["tags"]
+            if tags == expected or time.monotonic() > deadline:
+                return tags  # type: ignore[no-any-return]
+            time.sleep(0.05)
+
+
 def test_keyboard_tagging_toggles_tags(vireo: VireoProcess, corpus: dict[str, Any], browser_page: Any) -> None:
     page = browser_page
     log_in(page, vireo)
@@ -160,16 +171,14 @@ def test_keyboard_tagging_toggles_tags(vireo: VireoProcess, corpus: dict[str, An
     first = cards(page).nth(0)
     uid = first.get_attribute("data-uid")
     first.click()
-    first.locator("[data-testid=card-tag]").filter(has_text="reviewed").wait_for()
-    with vireo.client() as client:
-        assert client.get(f"/api/series/{uid}").json()["tags"] == ["reviewed"]
+    first.locator("[data-testid=card-tag]").filter(has_text="reviewed").wait_for()  # shown at once, before the server answers
+    assert stored_tags(vireo, uid, ["reviewed"]) == ["reviewed"]
     page.get_by_test_id("chart-tags").wait_for()  # the dashboard shows the new tag at once
     shot(page, "tagging")
 
     first.click()  # has it: removed
     page.wait_for_function(f"document.querySelector('[data-uid=\"{uid}\"]').querySelectorAll('[data-testid=card-tag]').length === 0")
-    with vireo.client() as client:
-        assert client.get(f"/api/series/{uid}").json()["tags"] == []
+    assert stored_tags(vireo, uid, []) == []
 
     page.keyboard.press("1")  # off again: clicks select instead of tagging
     page.wait_for_function("document.querySelectorAll('[data-active=true]').length === 0")
