@@ -229,8 +229,8 @@ def search(session: Session, query: Query) -> QueryResult:
     dialect = session.get_bind().dialect.name
     matcher = _Matcher(dialect, query.fuzzy)
     order = LEVELS.index(query.level)
-    conditions: list[ColumnElement[bool]] = []
-    upper: list[ColumnElement[bool]] = []  # the conditions among them on tables above the series (study, patient)
+    own: list[ColumnElement[bool]] = []  # conditions on the query level's own table (and, for instances, the series)
+    upper: list[ColumnElement[bool]] = []  # conditions on the study or patient
     joins: set[str] = set()  # tables above the query level that conditions need ("study", "patient")
     post_filters: dict[str, str] = {}
     ignored: list[str] = []
@@ -245,8 +245,7 @@ def search(session: Session, query: Query) -> QueryResult:
             values = _split(value)
             member = select(Series.series_uid).where(Series.study_uid == Study.study_uid)
             member = member.where(Series.modality.in_(values) if not _wildcard(value) else matcher.condition(Series.modality, "Modality", value))  # type: ignore[attr-defined, arg-type]
-            conditions.append(exists(member))
-            upper.append(conditions[-1])
+            upper.append(exists(member))
             joins.add("study")
             continue
         if LEVELS.index(level) > order:
@@ -261,18 +260,16 @@ def search(session: Session, query: Query) -> QueryResult:
         assert found is not None
         condition = matcher.condition(found[0], keyword, value, found[1])
         if condition is not None:
-            conditions.append(condition)
-            if level in ("PATIENT", "STUDY"):
-                upper.append(condition)
+            (upper if level in ("PATIENT", "STUDY") else own).append(condition)
             joins.update({"PATIENT": ("study", "patient"), "STUDY": ("study",)}.get(level, ()))
     limit = MAX_RESULTS if query.limit is None else max(0, min(query.limit, MAX_RESULTS))
     offset = max(0, query.offset)
+    conditions = own + upper
     if query.level == "PATIENT":
         items, more = _patients(session, conditions, limit, offset, query.fields)
     elif query.level == "STUDY":
         items, more = _studies(session, conditions, joins, limit, offset, query.fields)
     elif query.level == "SERIES":
-        own = [c for c in conditions if not any(c is u for u in upper)]
         items, more = _series(session, own, upper, joins, limit, offset, query.fields)
     else:
         items, more = _instances(session, conditions, post_filters, limit, offset, query.fields)
