@@ -10,6 +10,8 @@ offset to resume from.
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -58,14 +60,7 @@ async def upload_raw(
     area = upload_area()
     try:
         async with _async_writer(area, path, offset, total) as write:
-            buffer = bytearray()
-            async for piece in request.stream():
-                buffer += piece
-                if len(buffer) >= WRITE_BUFFER:
-                    await write(bytes(buffer))
-                    buffer.clear()
-            if buffer:
-                await write(bytes(buffer))
+            await _receive_into(request, write)
         result = await run_in_threadpool(area.finish_chunk, path, total)
     except OffsetMismatch as exc:
         return JSONResponse({"detail": str(exc), "offset": exc.offset}, status_code=409)
@@ -74,8 +69,29 @@ async def upload_raw(
     return result.describe()
 
 
+async def _receive_into(request: Request, write: Callable[[bytes | bytearray], Awaitable[Any]]) -> None:
+    """The request body to `write`, in WRITE_BUFFER pieces; the disk writes one piece while the next one arrives."""
+    writing: asyncio.Future[Any] | None = None
+    buffer = bytearray()
+    try:
+        async for piece in request.stream():
+            buffer += piece
+            if len(buffer) >= WRITE_BUFFER:
+                if writing is not None:
+                    await writing
+                writing, buffer = asyncio.ensure_future(write(buffer)), bytearray()
+        if writing is not None:
+            await writing
+            writing = None
+        if buffer:
+            await write(buffer)
+    finally:
+        if writing is not None and not writing.done():
+            await asyncio.wait([writing])  # never leave a write running into the file as it is closed
+
+
 @asynccontextmanager
-async def _async_writer(area: UploadArea, path: str, offset: int, total: int | None) -> AsyncIterator[Callable[[bytes], Awaitable[Any]]]:
+async def _async_writer(area: UploadArea, path: str, offset: int, total: int | None) -> AsyncIterator[Callable[[bytes | bytearray], Awaitable[Any]]]:
     """The chunk writer of the upload area, with writes off the event loop."""
     context = area.chunk_writer(path, offset, total)
     handle = await run_in_threadpool(context.__enter__)
