@@ -21,9 +21,9 @@ import numpy as np
 from pydicom import dcmwrite
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, PYDICOM_ROOT_UID, CTImageStorage, ExplicitVRLittleEndian, MRImageStorage
 
-UID_ROOT = "1.2.826.0.1.3680043.10.1477."  # Vireo demo objects (derived UIDs below this root)
+UID_ROOT = PYDICOM_ROOT_UID  # pydicom's root for generated UIDs; ours are derived from names, not random
 
 
 def derived_uid(*parts: object) -> str:
