@@ -109,11 +109,11 @@ class Volume:
 
 # ---- CT: chest and abdomen ------------------------------------------------------------------
 
-def ct_torso(seed: int, contrast: bool, slices: int = 40, size: int = 192) -> Volume:
+def ct_torso(seed: int, contrast: bool, slices: int = 32, size: int = 192) -> Volume:
     """Chest to upper abdomen: body, fat, lungs, heart, liver, spleen, kidneys, aorta, spine."""
     rng = np.random.default_rng(seed)
     wobble = lambda: float(rng.uniform(-6, 6))  # noqa: E731 - every patient a little different
-    grid = Grid(size, size, 400 / size, slices, 5.0, 60.0)
+    grid = Grid(size, size, 400 / size, slices, 6.0, 60.0)  # 60 mm above to 130 mm below the diaphragm's dome
     x, y = grid.plane()
     enhance = 1 if contrast else 0
     organs = {
@@ -164,11 +164,11 @@ MR_TISSUES = {  # signal per weighting: scalp fat, skull, CSF, grey matter, whit
 }
 
 
-def mr_head(seed: int, weighting: str, slices: int = 24, size: int = 160, lesion: bool = False) -> Volume:
+def mr_head(seed: int, weighting: str, slices: int = 20, size: int = 160, lesion: bool = False) -> Volume:
     """An axial head: scalp, skull, CSF, grey and white matter, lateral ventricles (and a lesion)."""
     rng = np.random.default_rng(seed)
     s = MR_TISSUES[weighting]
-    grid = Grid(size, size, 240 / size, slices, 5.0, 60.0)
+    grid = Grid(size, size, 240 / size, slices, 6.0, 60.0)
     x, y = grid.plane()
     shells = [
         Ellipsoid((0, 0, 0), (76, 96, 82), s["fat"]),

@@ -82,7 +82,7 @@ class DemoSeries:
 
 def _ct(patient: ph.Patient, key: str, date: str, seed: int, contrast: bool, segment: bool, tags: tuple[str, ...] = ()) -> DemoSeries:
     study = ph.Study(patient, key, date, "CT THORAX ABDOMEN" + (" WITH CONTRAST" if contrast else ""), "CHEST")
-    description = "Thorax-Abdomen 5mm" + (" venous phase" if contrast else " native")
+    description = "Thorax-Abdomen 6mm" + (" venous phase" if contrast else " native")
     return DemoSeries(ph.SeriesSpec(study, "CT", 2, description, contrast=contrast), seed, CT_DATASET, segment, tags=tags)
 
 
@@ -105,7 +105,7 @@ def demo_series() -> list[DemoSeries]:
         _ct(b, "ct-2025", "20250120", 22, contrast=True, segment=False, tags=("contrast", "follow-up")),
         *_mr(c, "mr-2025", "20250402", 31, ("T1", "T2", "FLAIR"), lesion=True, tags={"T2": ("lesion", "teaching"), "FLAIR": ("lesion",)}),
         _ct(d, "ct-2025", "20250211", 41, contrast=False, segment=False, tags=("motion-artifact",)),
-        *_mr(d, "mr-2025", "20250215", 42, ("T1", "T2"), lesion=False, tags={}),
+        *_mr(d, "mr-2025", "20250215", 42, ("T2",), lesion=False, tags={}),
         *_mr(e, "mr-2024", "20241130", 51, ("T1", "FLAIR"), lesion=False, tags={"FLAIR": ("needs-review",)}),
     ]
 
@@ -147,6 +147,7 @@ class DemoSeeder:
     def _report(self, step: str | None = None, advance: int = 0) -> None:
         if step is not None:
             self.progress.step = step
+            log.debug("demo: %s", step)
         self.progress.done += advance
         self.services.bus.publish(DEMO_PROGRESS, **asdict(self.progress))
 
@@ -286,7 +287,7 @@ class DemoSeeder:
         self._report("Writing the tour's example files")
         tour = self.folder / "tour"
         study = ph.Study(TOUR_PATIENT, "ct-tour", "20250501", "CT THORAX ABDOMEN", "CHEST")
-        spec = ph.SeriesSpec(study, "CT", 2, "Thorax-Abdomen 5mm native")
+        spec = ph.SeriesSpec(study, "CT", 2, "Thorax-Abdomen 6mm native")
         ph.write_series(spec, ph.ct_torso(61, False, slices=24), tour / "dicom")
         write_nifti_collection(tour / "brain-mr-nifti.zip", ph.Patient("DEMO-008", "Demo^Hana", "F", "19880219"), seed=81)
         self._report(advance=1)
