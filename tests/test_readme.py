@@ -165,7 +165,11 @@ def test_demo_seeds_and_the_datasets_page_shows_it(newcomer: Newcomer, browser_p
     page.get_by_label("Password").fill(newcomer.password)
     page.get_by_role("button", name="Log in").click()
     page.wait_for_url(f"{newcomer.url}/")
-    page.get_by_test_id("demo-banner").wait_for(state="hidden", timeout=150_000)  # the banner steps aside once the demo is in
+    banner = page.get_by_test_id("demo-banner")
+    banner.wait_for(state="visible", timeout=10_000)  # seeding takes half a minute: the page says how far it got
+    first_step = page.get_by_test_id("demo-step").inner_text()
+    assert first_step.startswith(("Generating", "Writing", "Importing", "Tagging", "Running")), first_step
+    banner.wait_for(state="hidden", timeout=150_000)  # and steps aside once the demo is in
     marker = json.loads((newcomer.folder / "data" / "demo" / "seeded.json").read_text())
     print(f"demo seeded in {marker['seconds']} s")
     with newcomer.client() as c:
@@ -179,6 +183,8 @@ def test_demo_seeds_and_the_datasets_page_shows_it(newcomer: Newcomer, browser_p
     page.goto(f"{newcomer.url}/")  # as the newcomer sees it next time: no banner, no notification
     page.get_by_text(f"all {summary['series']} matching series").wait_for()
     page.wait_for_function("Array.from(document.querySelectorAll('img')).filter(i => i.complete && i.naturalWidth > 0).length >= 8", timeout=30_000)
+    page.wait_for_function("document.querySelectorAll('[data-testid=dashboard] .js-plotly-plot .bars').length >= 2", timeout=30_000)
+    page.wait_for_timeout(500)  # plotly's bars grow in
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
 

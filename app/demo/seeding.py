@@ -188,15 +188,20 @@ class DemoSeeder:
             self._report(f"Generating and sending {item.spec.study.patient.patient_id} {item.spec.modality} {item.spec.description}")
             volume = _volume(item)
             files = ph.write_series(item.spec, volume, work / item.spec.uid)
-            send_dicom(files, self._dicom_address(), item.dataset)
+            send_dicom(files, self._dicom_address(), item.dataset, self._calling_ae_title())
             sent[item] = item.spec.uid
             self._report(advance=1)
             if item.segment:
                 self._report(f"Writing and sending a DICOM SEG over {item.spec.study.patient.patient_id} {item.spec.description}")
                 seg = ph.write_seg(files, volume, item.spec, 300 + item.spec.number, work / f"{item.spec.uid}-seg")
-                send_dicom([seg], self._dicom_address(), item.dataset)
+                send_dicom([seg], self._dicom_address(), item.dataset, self._calling_ae_title())
                 self._report(advance=1)
         return sent
+
+    def _calling_ae_title(self) -> str:
+        """Our own AE title, or one the receiver allows when VIREO_DICOM_ALLOWED_CALLING_AETS restricts who may send."""
+        allowed = self.services.settings.allowed_calling_aets
+        return "VIREO-DEMO" if not allowed or "VIREO-DEMO" in allowed else sorted(allowed)[0]
 
     def _dicom_address(self) -> tuple[str, int]:
         host = self.services.receiver.config.host
@@ -206,9 +211,17 @@ class DemoSeeder:
 
     def _import_nifti(self, work: Path) -> str:
         """Zip a basic-format NIfTI collection into the upload area and run the import DAG on it."""
+        from core import datasets
         from core.uploads import UploadArea
 
         self._report("Importing a NIfTI collection (upload area and import workflow)")
+        with self.services.db.session() as session:  # a seeding cut short after this step: its series are in (with new UIDs each time)
+            try:
+                if datasets.series_count(session, datasets.get_dataset(session, NIFTI_DATASET)):
+                    self._report(advance=3)
+                    return ""
+            except LookupError:
+                pass
         zip_path = work / "brain-mr-nifti.zip"
         write_nifti_collection(zip_path, NIFTI_PATIENT, seed=71)
         area = UploadArea(self.services.settings.data_dir / "uploads")
