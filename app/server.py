@@ -50,6 +50,7 @@ def build_app(settings_: Settings) -> Services:
     if settings_.demo:  # after start-up: the demo comes in through the running receiver and engine
         services.demo = DemoSeeder(services)
         app.on_startup(services.demo.start)
+        app.on_shutdown(services.demo.stop)  # registered before services.stop: the seeder stops first
     app.on_startup(freeze_start_up_heap)
     app.on_shutdown(services.stop)
     return services

@@ -53,6 +53,10 @@ class DemoProgress:
         return min(1.0, self.done / self.total) if self.total else 1.0
 
 
+class SeedingStopped(Exception):
+    """Vireo is shutting down while the demo seeds."""
+
+
 # ---- what the demo holds ----------------------------------------------------------------------
 
 PATIENTS = [
@@ -126,6 +130,7 @@ class DemoSeeder:
         self.folder = services.settings.data_dir / "demo"
         self.progress = DemoProgress()
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     @property
     def marker(self) -> Path:
@@ -140,11 +145,19 @@ class DemoSeeder:
         self._thread = threading.Thread(target=self.run, name="demo-seeding", daemon=True)
         self._thread.start()
 
-    def join(self, timeout: float | None = None) -> None:
+    def stop(self) -> None:
+        """Vireo shuts down: stop at the next step (no marker is written, so the next start seeds again)."""
+        self._stopping.set()
         if self._thread is not None:
-            self._thread.join(timeout)
+            self._thread.join(30)
+
+    def _report_failure(self) -> None:
+        """The demo failing must never take Vireo down: the page and the log say why."""
+        self.services.bus.publish(DEMO_PROGRESS, **asdict(self.progress))
 
     def _report(self, step: str | None = None, advance: int = 0) -> None:
+        if self._stopping.is_set():
+            raise SeedingStopped()
         if step is not None:
             self.progress.step = step
             log.debug("demo: %s", step)
@@ -167,10 +180,13 @@ class DemoSeeder:
             self._workflows()
             self._tour_files()
             shutil.rmtree(work, ignore_errors=True)
-        except Exception as exc:  # the demo failing must never take Vireo down; say why on the page and in the log
-            log.exception("demo: seeding failed")
-            self.progress.state, self.progress.error = "failed", str(exc)
-            self._report()
+        except Exception as exc:
+            if not (isinstance(exc, SeedingStopped) or self._stopping.is_set()):
+                log.exception("demo: seeding failed")
+                self.progress.state, self.progress.error = "failed", str(exc)
+                self._report_failure()
+                return
+            log.info("demo: seeding stopped by the shutdown; the next start with --demo seeds again")
             return
         self.progress.seconds = round(time.monotonic() - started, 1)
         self.marker.write_text(json.dumps({"seeded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "seconds": self.progress.seconds,
@@ -283,6 +299,8 @@ class DemoSeeder:
 
         deadline = time.monotonic() + WORKFLOW_TIMEOUT_S
         while time.monotonic() < deadline:
+            if self._stopping.is_set():
+                raise SeedingStopped()
             with self.services.db.engine.connect() as conn:
                 jobs = queries.get_workflow(conn, workflow_id)["jobs"]
             states = {j["status"] for j in jobs}
