@@ -193,6 +193,8 @@ def test_the_tour_runs_as_written(newcomer: Newcomer) -> None:
     tour = readme_blocks()["tour"]
     assert len(tour) >= 4, "the README's tour marks its commands"
     assert any("dcmsend" in b for b in tour) and any("/api/uploads" in b for b in tour)
+    # As the README says: the tour starts once the demo is in (it writes the tour's example files last).
+    _wait_for(newcomer, lambda: (newcomer.folder / "data" / "demo" / "seeded.json").exists(), 180, "the demo seeded")
     outputs = [newcomer.run(block) for block in tour]
     with newcomer.client() as c:
         sent = c.get("/api/series", params={"dataset": "my-dataset"}).json()
