@@ -169,7 +169,7 @@ def test_demo_seeds_and_the_datasets_page_shows_it(newcomer: Newcomer, browser_p
     banner.wait_for(state="visible", timeout=10_000)  # seeding takes half a minute: the page says how far it got
     first_step = page.get_by_test_id("demo-step").inner_text()
     assert first_step.startswith(("Generating", "Writing", "Importing", "Tagging", "Running")), first_step
-    banner.wait_for(state="hidden", timeout=150_000)  # and steps aside once the demo is in
+    banner.wait_for(state="hidden", timeout=300_000)  # and steps aside once the demo is in
     marker = json.loads((newcomer.folder / "data" / "demo" / "seeded.json").read_text())
     print(f"demo seeded in {marker['seconds']} s")
     with newcomer.client() as c:
@@ -194,7 +194,7 @@ def test_the_tour_runs_as_written(newcomer: Newcomer) -> None:
     assert len(tour) >= 4, "the README's tour marks its commands"
     assert any("dcmsend" in b for b in tour) and any("/api/uploads" in b for b in tour)
     # As the README says: the tour starts once the demo is in (it writes the tour's example files last).
-    _wait_for(newcomer, lambda: (newcomer.folder / "data" / "demo" / "seeded.json").exists(), 180, "the demo seeded")
+    _wait_for(newcomer, lambda: (newcomer.folder / "data" / "demo" / "seeded.json").exists(), 300, "the demo seeded")
     outputs = [newcomer.run(block) for block in tour]
     with newcomer.client() as c:
         sent = c.get("/api/series", params={"dataset": "my-dataset"}).json()

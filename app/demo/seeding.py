@@ -345,25 +345,46 @@ def write_nifti_collection(path: Path, patient: ph.Patient, seed: int) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def send_dicom(files: list[Path], address: tuple[str, int], called_ae_title: str, calling_ae_title: str = "VIREO-DEMO") -> None:
-    """C-STORE `files` over one association (pynetdicom StoreSCU); raises if any is not stored."""
+def send_dicom(files: list[Path], address: tuple[str, int], called_ae_title: str, calling_ae_title: str = "VIREO-DEMO", attempts: int = 3) -> None:
+    """C-STORE `files` over one association (pynetdicom StoreSCU); raises if any is not stored.
+
+    A busy machine can hold an answer past a timeout: the series is then sent again on a new
+    association (the receiver stores an instance it has once), up to `attempts` times.
+    """
     from pydicom import dcmread
-    from pynetdicom import AE
 
     datasets = [dcmread(p) for p in files]
-    ae = AE(ae_title=calling_ae_title)
+    for attempt in range(1, attempts + 1):
+        try:
+            _store(datasets, files, address, called_ae_title, calling_ae_title)
+            return
+        except ConnectionError as exc:
+            if attempt == attempts:
+                raise RuntimeError(f"{exc} (tried {attempts} times)") from exc
+            log.warning("demo: %s; sending the series again", exc)
+            time.sleep(1)
+
+
+def _store(datasets: list[Any], files: list[Path], address: tuple[str, int], called: str, calling: str) -> None:
+    from pynetdicom import AE
+
+    ae = AE(ae_title=calling)
+    ae.acse_timeout, ae.dimse_timeout, ae.network_timeout = 60, 120, 120  # generous: a demo on a busy laptop is still a demo
     for sop_class in sorted({str(ds.SOPClassUID) for ds in datasets}):
         ae.add_requested_context(sop_class, ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2"])
-    assoc = ae.associate(address[0], address[1], ae_title=called_ae_title)
+    assoc = ae.associate(address[0], address[1], ae_title=called)
     if not assoc.is_established:
-        raise RuntimeError(f"the DICOM receiver at {address[0]}:{address[1]} refused or did not answer the association")
+        raise ConnectionError(f"the DICOM receiver at {address[0]}:{address[1]} refused or did not answer the association")
     try:
         for ds, path in zip(datasets, files):
             status = assoc.send_c_store(ds)
-            if not status or int(status.Status) != 0:
-                raise RuntimeError(f"C-STORE of {path.name} answered {status.Status if status else 'nothing'}")
+            if not status:
+                raise ConnectionError(f"C-STORE of {path.name} got no answer")
+            if int(status.Status) != 0:
+                raise RuntimeError(f"C-STORE of {path.name} answered status 0x{int(status.Status):04X}")
     finally:
-        assoc.release()
+        if assoc.is_established:
+            assoc.release()
 
 
 def progress_of(seeder: DemoSeeder | None) -> dict[str, Any] | None:
