@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(logging.WARNING)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
-    for chatty in ("apscheduler", "httpx"):  # a line per federation poll would drown the log
+    for chatty in ("apscheduler", "httpx", "highdicom"):  # a line per federation poll would drown the log
         logging.getLogger(chatty).setLevel(logging.WARNING)
     if options.command == "reindex":
         raise SystemExit(reindex(settings))

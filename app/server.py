@@ -21,6 +21,7 @@ from app.cli import vireo_version
 from app.compression import gzip_middleware
 from app.cors import DicomwebCors
 from app.runtime import set_services
+from app.demo.seeding import DemoSeeder
 from app.services import Services, build_services, storage_secret
 from app.settings import Settings
 from pages import data_upload, datasets, instances, login, settings, workflow_execution, workflow_list
@@ -47,6 +48,10 @@ def build_app(settings_: Settings) -> Services:
     data_upload.register()
     instances.register()
     app.on_startup(services.start)
+    if settings_.demo:  # after start-up: the demo comes in through the running receiver and engine
+        services.demo = DemoSeeder(services)
+        app.on_startup(services.demo.start)
+        app.on_shutdown(services.demo.stop)  # registered before services.stop: the seeder stops first
     app.on_startup(freeze_start_up_heap)
     app.on_shutdown(services.stop)
     return services

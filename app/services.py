@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from app.demo.seeding import DemoSeeder
 from app.settings import Settings
 from core import accounts
 from core.db import Database
@@ -51,6 +52,7 @@ class Services:
     workflows: WorkflowEngine
     incoming: IncomingRecorder
     federation: Federation
+    demo: DemoSeeder | None = None  # with --demo: seeds the demo once per data dir, reports progress
 
     @property
     def running_marker(self) -> Path:

@@ -42,6 +42,7 @@ class Settings:
     cors_origins: str = field(default="", metadata={"help": "origins whose browser pages may call /dicomweb (comma-separated, * for any; default: none)"})
     ohif_url: str = field(default="", metadata={"help": "base URL of an OHIF Viewer reading this Vireo's /dicomweb; shows 'Open in OHIF' for studies"})
     storage_secret: str = field(default="", metadata={"help": "secret signing browser sessions (default: generated and kept in the data dir)"})
+    demo: bool = field(default=False, metadata={"help": "seed a generated demo (patients, CT/MR, SEGs, datasets, tags, workflows) once per data dir, in the background"})
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -89,7 +90,16 @@ def _env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
 def _convert(kind: Any, raw: str) -> Any:
+    if kind in (bool, "bool"):
+        word = str(raw).strip().lower()
+        if word not in TRUE_WORDS | FALSE_WORDS:
+            raise ValueError("expected 1/0, true/false, yes/no or on/off")
+        return word in TRUE_WORDS
     if kind in (int, "int"):
         return int(raw)
     if kind in (float, "float"):
@@ -104,6 +114,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for f in fields(Settings):
         default = None if f.default is MISSING else f.default
         shown = "" if f.name in ("admin_password", "storage_secret") else f" (default: {default})" if default not in (None, "") else ""
+        if f.type in (bool, "bool"):  # a switch: `--demo`, or VIREO_DEMO=1
+            parser.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, action="store_const", const="1",
+                                help=f"{f.metadata.get('help', '')}; env {_env_name(f.name)}=1")
+            continue
         parser.add_argument(
             "--" + f.name.replace("_", "-"),
             dest=f.name,

@@ -21,6 +21,7 @@ from app.dataset_actions import ActionError, Target
 from app.gallery_settings import GallerySettings
 from components import dashboard as dash
 from components.dashboard import MetadataDashboard
+from components.demo_banner import demo_banner
 from components.frame import current_principal, frame
 from components.gallery import SeriesGallery
 from components.search_row import SearchRow, SearchState, filter_text
@@ -81,6 +82,7 @@ class DatasetsPage:
         with ui.right_drawer(value=False, fixed=True).props("width=640 bordered overlay").classes("p-3") as self.drawer:
             self._detail_panel()
         with frame("Datasets"):
+            demo_banner(on_ready=self._demo_ready)
             with ui.row().classes("w-full items-center gap-3"):
                 self.dataset_select = ui.select({ALL: "All series", **({self.state.dataset: self.state.dataset} if self.state.dataset else {})}, value=self.state.dataset or ALL, label="Dataset").classes("w-72").mark("dataset-select").props('data-testid=dataset-select')
                 self.dataset_select.on_value_change(self._dataset_chosen)
@@ -115,6 +117,12 @@ class DatasetsPage:
         ui.keyboard(on_key=self._key, ignore=["input", "select", "button", "textarea"])
         ui.on("vireo_popstate", self._popstate)
         ui.add_body_html("<script>window.addEventListener('popstate', () => emitEvent('vireo_popstate', window.location.search));</script>")
+
+    async def _demo_ready(self) -> None:
+        """The demo finished seeding while this page was open: show its series, datasets and tags."""
+        await self.reload()
+        await self.refresh_datasets()
+        self.tag_bar.set_suggestions(await run.io_bound(actions.tag_counts))
 
     # --- loading ----------------------------------------------------------------------------
 

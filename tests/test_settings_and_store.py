@@ -28,6 +28,15 @@ def test_options_override_environment_over_defaults() -> None:
         load_settings(None, {"VIREO_HTTP_PORT": "eighty"})
 
 
+def test_demo_is_a_switch_and_a_variable() -> None:
+    assert load_settings(parser().parse_args(["--demo"]), {}).demo is True
+    assert load_settings(parser().parse_args([]), {"VIREO_DEMO": "1"}).demo is True
+    assert load_settings(parser().parse_args([]), {"VIREO_DEMO": "off"}).demo is False
+    assert load_settings(parser().parse_args([]), {}).demo is False
+    with pytest.raises(SystemExit, match="VIREO_DEMO"):
+        load_settings(parser().parse_args([]), {"VIREO_DEMO": "maybe"})
+
+
 def test_help_and_version() -> None:
     out = subprocess.run([sys.executable, str(ROOT / "main.py"), "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.returncode == 0
