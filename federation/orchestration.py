@@ -68,7 +68,7 @@ class FederatedConfig(BaseModel):
     round_input: SkipJsonSchema[RoundInput | None] = None  # set by the orchestrator on the runners' jobs, not by users
 
 
-LocalStep = Callable[[JobContext, RoundInput], Any]
+LocalStep = Callable[[JobContext, RoundInput], Any]  # returns the result, or (result, [files to attach])
 AggregateStep = Callable[[dict[str, Any], Any, Any], Any]
 
 
@@ -83,7 +83,8 @@ def federated_dag(
     version: str = "1",
     tags: tuple[str, ...] = (),
 ) -> Dag:
-    """Declare a federated DAG: `local(ctx, round_input)` returns a runner's JSON result for a round;
+    """Declare a federated DAG: `local(ctx, round_input)` returns a runner's JSON result for a round (or a
+    `(result, [paths])` pair to attach small files, see `JobContext.set_result`);
     `aggregate({runner: result}, conf, previous_aggregate)` merges one round's results on the orchestrator.
 
     Only what `local` returns leaves a site, so it must hold aggregates, never identifiers or pixel data.
@@ -95,7 +96,11 @@ def federated_dag(
         round_input = getattr(ctx.conf, "round_input", None) or RoundInput()
         ctx.log.info("round %d of %d%s", round_input.round, round_input.rounds,
                      ", with the previous round's aggregate" if round_input.previous is not None else "")
-        size = ctx.set_result(local(ctx, round_input))
+        result = local(ctx, round_input)
+        files = None
+        if isinstance(result, tuple):
+            result, files = result
+        size = ctx.set_result(result, files=files)
         ctx.log.info("result: %d bytes (only this leaves the site)", size)
 
     return Dag(

@@ -7,6 +7,7 @@ runners' jobs and results travel encrypted.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 import subprocess
@@ -158,6 +159,8 @@ def test_two_rounds_pass_the_aggregate_on(sites: Sites) -> None:
     assert first["aggregate"] == {"n": len(counts), "mean": pytest.approx(counts.mean())} and second["aggregate"] == aggregate
     round_2 = [j for j in workflow["jobs"] if j["role"] == "runner" and j["round"] == 2]
     assert len(round_2) == 3 and all(j["conf"]["round_input"]["previous"] == first["aggregate"] for j in round_2)
+    note = {j["runner_instance"]: base64.b64decode(j["result"]["files"]["summary.txt"]["base64"]).decode() for j in round_2}
+    assert note == {site: f"{len(sites.data[site])} series around a mean of {first['aggregate']['mean']:g}\n" for site in SITES}
     assert [s["state"] for s in workflow["jobs"][0]["steps"]] == ["finished", "finished"]  # one step per round
 
 

@@ -2,7 +2,8 @@
 
 Round 1: each site counts its series and their instances; the orchestrator merges the mean.
 Round 2: each site sums the squared deviations of its series' instance counts from that mean
-(the previous round's aggregate); the orchestrator merges the variance. Only sums leave a site.
+(the previous round's aggregate) and attaches a small text file; the orchestrator merges the
+variance. Only sums leave a site.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ from core.workflows.context import JobContext
 from federation.orchestration import RoundInput, federated_dag
 
 
-def _local(ctx: JobContext, round_input: RoundInput) -> dict[str, Any]:
+def _local(ctx: JobContext, round_input: RoundInput) -> Any:
     counts = [len(series.files) for series in ctx.series]
     if round_input.previous is None:
         return {"n": len(counts), "sum": sum(counts)}
     mean = float(round_input.previous["mean"])
-    return {"n": len(counts), "squares": sum((c - mean) ** 2 for c in counts)}
+    note = ctx.output_file("summary.txt")
+    note.write_text(f"{len(counts)} series around a mean of {mean:g}\n")
+    return {"n": len(counts), "squares": sum((c - mean) ** 2 for c in counts)}, [note]
 
 
 def _aggregate(results: dict[str, Any], conf: Any, previous: Any) -> dict[str, Any]:
