@@ -231,6 +231,13 @@ def test_a_result_over_its_size_limit_fails_clearly(sites: Sites) -> None:
     orchestrator = workflow["jobs"][0]
     assert orchestrator["status"] == "failed" and "0 of 2 runners" in orchestrator["error"]
     assert "over the limit of 100 bytes" in orchestrator["error"], orchestrator["error"]
+    # restarting the workflow restarts its orchestrator only, which makes new round jobs
+    a = sites.api["site-a"]
+    assert a.post(f"/api/workflows/{workflow['id']}/restart").status_code == 200
+    again = wait_job(a, orchestrator["id"], ENDED)
+    assert again["run"] == 2 and again["status"] == "failed" and "over the limit" in again["error"]
+    jobs = a.get(f"/api/workflows/{workflow['id']}").json()["jobs"]
+    assert sorted((j["runner_instance"], j["run"]) for j in jobs if j["role"] == "runner") == [("site-a", 1), ("site-a", 1), ("site-b", 1), ("site-b", 1)]
 
 
 def test_bad_federated_requests_are_refused(sites: Sites) -> None:

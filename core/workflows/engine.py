@@ -630,8 +630,13 @@ class WorkflowEngine:
                 self.abort_job(job_id)
 
     def restart_workflow(self, workflow_id: str) -> None:
-        """Restart every ended job of the workflow (running ones carry on)."""
-        jobs = [job_id for job_id, status in self._workflow_jobs(workflow_id) if status in ENDED]
+        """Restart every ended job of the workflow (running ones carry on).
+
+        A federated workflow restarts its orchestrator only: it creates the runners' jobs afresh.
+        """
+        with self.db.engine.connect() as conn:
+            round_jobs = set(conn.execute(select(Job.id).where(Job.workflow_id == workflow_id, Job.role == ROLE_RUNNER)).scalars())
+        jobs = [job_id for job_id, status in self._workflow_jobs(workflow_id) if status in ENDED and job_id not in round_jobs]
         if not jobs:
             raise Conflict(f"workflow {workflow_id} has no finished, failed or aborted jobs to restart")
         for job_id in jobs:
