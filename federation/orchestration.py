@@ -222,7 +222,14 @@ class Orchestrator:
             self._start_round(job, conf, state, 1)
             return
         current = rounds[-1]
+        if current.get("status") == "finished":  # only after a crash between closing a round and saving the next one
+            if current["round"] < conf.rounds:
+                self._start_round(job, conf, state, current["round"] + 1)
+            else:
+                self._end(job, JobState.FINISHED, "", state)
+            return
         if current.get("status") != "running":
+            self._end(job, JobState.FAILED, state.get("error") or f"round {current['round']} failed", state)
             return
         now = utcnow()
         results, changed = self._follow_runners(current)
