@@ -166,6 +166,11 @@ async def test_job_details_show_a_federated_orchestration_and_its_merged_result(
     workflow = workflow_actions.create(dag_id="federated-metadata-statistics", name="fed-stats", dataset="cohort",
                                        conf={"histograms": False}, username="admin")
     job_id = workflow["jobs"][0]["id"]
+    # meanwhile: the execution page offers the federated DAG's own settings, not the orchestrator's round input
+    await user.open("/workflows/execute?dag=federated-metadata-statistics")
+    for name in ("min_runners", "rounds", "timeout", "max_result_bytes", "histogram_edges"):
+        await user.should_see(marker=f"conf-{name}", retries=50)
+    await user.should_not_see(marker="conf-round_input")
     await until(lambda: workflow_actions.job(job_id)["status"] == "finished", timeout=30)
     await user.open("/workflows")
     await user.should_see(marker="workflow-table", retries=100)
