@@ -270,9 +270,16 @@ def test_aborting_the_workflow_withdraws_the_runners_jobs(sites: Sites) -> None:
             if any(j["runner_instance"] == "site-c" and j["status"] == "pending" for j in jobs):
                 break
             time.sleep(0.1)
+        assert any(j["runner_instance"] == "site-c" and j["status"] == "pending" for j in jobs), jobs
         assert a.post(f"/api/workflows/{workflow['id']}/abort").status_code == 200
         assert wait_job(a, orchestrator, ENDED)["status"] == "aborted"
-        jobs = a.get(f"/api/workflows/{workflow['id']}").json()["jobs"]
-        assert all(j["status"] in ENDED for j in jobs), jobs
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            jobs = a.get(f"/api/workflows/{workflow['id']}").json()["jobs"]
+            if all(j["status"] in ENDED for j in jobs):
+                break
+            time.sleep(0.1)
+        assert [j["status"] for j in jobs if j["runner_instance"] == "site-c"] == ["aborted"]
+        assert all(j["status"] in ENDED for j in jobs), [(j["id"], j["runner_instance"], j["status"], j["error"]) for j in jobs]
     finally:
         c.put("/api/instances/local", json={"automatic_sync": True})
