@@ -252,6 +252,8 @@ def test_bad_federated_requests_are_refused(sites: Sites) -> None:
         ({"dag_id": STATISTICS, "runners": list(SITES)}, "needs a dataset by name"),
         ({"dag_id": STATISTICS, "dataset": "cohort", "conf": {"min_runners": 4}, "runners": list(SITES)}, "min_runners is 4"),
         ({"dag_id": STATISTICS, "dataset": "cohort", "conf": {"histogram_edges": [3, 2, 1]}, "runners": ["site-a"]}, "strictly increasing"),
+        ({"dag_id": STATISTICS, "dataset": "cohort", "timeout": 5, "runners": ["site-a"]}, "conf.timeout"),
+        ({"dag_id": STATISTICS, "series": ["1.2.3"], "runners": ["site-a"]}, "not series UIDs"),
     ):
         response = a.post("/api/workflows", json=body)
         assert response.status_code == 400 and reason in response.json()["detail"], response.text

@@ -239,6 +239,8 @@ class WorkflowEngine:
         if timeout is not None and timeout <= 0:
             raise WorkflowError("timeout must be a positive number of seconds")
         if dag.federated:
+            if timeout is not None:
+                raise WorkflowError(f"{dag.dag_id} is federated: set the round timeout as conf.timeout (seconds)")
             return self._create_federated(dag, validated, name, dataset, series, runners, username)
         workflow_id = str(uuid.uuid4())
         now = utcnow()
