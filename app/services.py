@@ -30,12 +30,13 @@ from ingest.thumbnail_service import ThumbnailService
 from core.workflows.engine import EngineConfig, WorkflowEngine
 from core.workflows.executor import Executor
 from core.workflows.registry import DagRegistry
+from federation.orchestration import Orchestrator
 from federation.sync import Federation
 
 log = logging.getLogger(__name__)
 
 RUNNING_MARKER = "vireo.running"
-BUILTIN_DAG_MODULES = ["ingest.dags", "ingest.pacs_dags", "ingest.import_dags"]
+BUILTIN_DAG_MODULES = ["ingest.dags", "ingest.pacs_dags", "ingest.import_dags", "federation.dags"]
 
 
 @dataclass
@@ -52,6 +53,7 @@ class Services:
     workflows: WorkflowEngine
     incoming: IncomingRecorder
     federation: Federation
+    orchestrator: Orchestrator
     demo: DemoSeeder | None = None  # with --demo: seeds the demo once per data dir, reports progress
 
     @property
@@ -71,6 +73,7 @@ class Services:
         # Only now does the writer keep the marker fresh: a recovery cut short must find the same window again.
         self.indexer.heartbeat = self.running_marker
         self.thumbnails.start()
+        self.orchestrator.start()  # before the scheduler: it hands queued orchestrator jobs over
         self.workflows.start()
         self.federation.start()
         self.incoming.start()
@@ -81,6 +84,7 @@ class Services:
         self.receiver.stop()
         self.incoming.stop()
         self.federation.stop()
+        self.orchestrator.stop()
         self.workflows.stop()
         self.indexer.stop()
         self.thumbnails.stop()
@@ -146,7 +150,8 @@ def build_services(settings: Settings) -> Services:
     incoming = IncomingRecorder(engine, bus, settings.thumbnail_quiet_seconds)
     indexer.add_listener(incoming.touch)
     federation = Federation(db, engine, registry, bus, settings.host, settings.http_port, "https" if settings.ssl_certfile else "http")
-    return Services(settings, db, store, bus, indexer, thumbnails, receiver, SeriesSearch(db), registry, engine, incoming, federation)
+    orchestrator = Orchestrator(db, engine, registry, bus)
+    return Services(settings, db, store, bus, indexer, thumbnails, receiver, SeriesSearch(db), registry, engine, incoming, federation, orchestrator)
 
 
 def load_dags(settings: Settings) -> DagRegistry:

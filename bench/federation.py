@@ -9,18 +9,23 @@ Each figure is printed with its target from the federation issue and the ratio t
 * runner status change → owner shows it: a running job is aborted on site-b; time until
   site-a's API shows `aborted` (the runner pushes at once, not at its next poll); target ≤ 1 s;
   median of 5. Kaapana's baseline is its sync interval (the runner reports on its next sync).
+* a 3-site statistics round: `federated-metadata-statistics` (counts and intensity histograms)
+  on site-a, site-b and a third Vireo, site-c, each holding `--series` series of its own; time
+  from POST /api/workflows to the merged result, against the same statistics computed on one
+  instance over the union of the data (a local-only run on site-a): the price of federation.
 * 1,000 jobs synced: 1,000 remote jobs written into site-a's database, then one "sync now" on
   site-b: time until site-b holds all 1,000 and site-a has received the acknowledgement of
   each (its `external_job_id` set); target ≤ 10 s.
 
 Usage (from the repository root):
-    .venv/bin/python bench/federation.py [--interval 2] [--jobs 1000]
+    .venv/bin/python bench/federation.py [--interval 2] [--jobs 1000] [--series 4]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 from core.db import Database  # noqa: E402
 from core.timeutil import utcnow  # noqa: E402
 from core.workflows.models import Job, Workflow  # noqa: E402
+from tests.factories import write_series  # noqa: E402
 from tests.support.vireo import VireoProcess  # noqa: E402
 
 BENCH_DAGS = ROOT / "bench" / "dags"
@@ -115,6 +121,57 @@ def status_to_owner(ca: httpx.Client, cb: httpx.Client, repeat: int) -> float:
     return statistics.median(samples)
 
 
+def send(process: VireoProcess, dataset: str, files: list[str]) -> None:
+    subprocess.run(["dcmsend", "-aec", dataset, "127.0.0.1", str(process.dicom_port), *files], check=True, capture_output=True, timeout=300)
+    process.wait_for_instances(len(files), timeout=120, dataset=dataset)
+
+
+def orchestrated(client: httpx.Client, dataset: str, runners: list[str]) -> float:
+    """Seconds from submitting a federated statistics workflow to its orchestrator job's end (which must be finished)."""
+    start = time.monotonic()
+    created = client.post("/api/workflows", json={"dag_id": "federated-metadata-statistics", "dataset": dataset, "runners": runners})
+    created.raise_for_status()
+    (job,) = created.json()["jobs"]
+    done = wait(client, job["id"], {"finished", "failed", "aborted"}, timeout=600)
+    if done["status"] != "finished":
+        raise RuntimeError(f"statistics run {done['status']}: {done['error']}")
+    return time.monotonic() - start
+
+
+def statistics_round(root: Path, a: VireoProcess, b: VireoProcess, ca: httpx.Client, cb: httpx.Client, per_site: int) -> tuple[float, float]:
+    """(3-site federated round, the same statistics on one instance over the union), seconds."""
+    c = VireoProcess(root / "site-c", VIREO_INSTANCE_NAME="site-c", VIREO_DAGS_DIR=str(BENCH_DAGS))
+    c.start()
+    try:
+        cc = c.client()
+        sites = {"site-a": (a, ca), "site-b": (b, cb), "site-c": (c, cc)}
+        union: list[str] = []
+        for index, (name, (process, _)) in enumerate(sites.items()):
+            files = [str(p) for n in range(per_site) for p in write_series(
+                root / "series" / name, modality="CT" if n % 2 == 0 else "MR", slices=40, rows=128, columns=128,
+                patient_id=f"BENCH{index}{n}", seed=index * 100 + n, series_number=n + 1).paths]
+            send(process, "cohort", files)
+            union += files
+        send(a, "union", union)
+        allowed = ["bench-noop-once", "bench-sleep", "federated-metadata-statistics"]
+        for runner, client in (("site-b", cb), ("site-c", cc)):
+            client.put("/api/instances/local", json={"automatic_sync": True, "sync_interval": 1, "allowed_dags": allowed,
+                                                     "allowed_datasets": ["cohort"]}).raise_for_status()
+        local = cc.get("/api/instances/local").json()
+        ca.post("/api/instances", json={k: local[k] for k in DEFINITION}).raise_for_status()
+        local = ca.get("/api/instances/local").json()
+        cc.post("/api/instances", json={k: local[k] for k in DEFINITION}).raise_for_status()
+        for client in (cb, cc):
+            client.post("/api/instances/sync").raise_for_status()
+        orchestrated(ca, "union", ["site-a"])  # warm-up: job processes, imports
+        federated = statistics.median(orchestrated(ca, "cohort", list(sites)) for _ in range(3))
+        central = statistics.median(orchestrated(ca, "union", ["site-a"]) for _ in range(3))
+        cb.put("/api/instances/local", json={"sync_interval": 2}).raise_for_status()
+        return federated, central
+    finally:
+        c.stop()
+
+
 def sync_many(a: VireoProcess, ca: httpx.Client, cb: httpx.Client, jobs: int) -> float:
     cb.put("/api/instances/local", json={"automatic_sync": False, "automatic_execution": False}).raise_for_status()
     time.sleep(1)
@@ -151,6 +208,7 @@ def main() -> None:
     parser.add_argument("--interval", type=int, default=2, help="site-b's sync interval, seconds")
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--series", type=int, default=4, help="series per site for the statistics round (0: skip it)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="vireo-federation-bench-") as tmp:
         env = {"VIREO_DAGS_DIR": str(BENCH_DAGS)}
@@ -164,6 +222,9 @@ def main() -> None:
             running = submit_to_running(ca, cb, args.repeat)
             log("runner status → owner")
             pushed = status_to_owner(ca, cb, args.repeat)
+            if args.series:
+                log("3-site statistics round")
+                federated, central = statistics_round(Path(tmp), a, b, ca, cb, args.series)
             log(f"{args.jobs} jobs")
             many = sync_many(a, ca, cb, args.jobs)
         finally:
@@ -173,6 +234,9 @@ def main() -> None:
           f"{verdict(running, args.interval + 1)}")
     print(f"runner status change → owner shows it, median of {args.repeat}: {pushed:.3f} s  {verdict(pushed, 1.0)}  "
           f"(Kaapana: next sync, up to {args.interval} s here → {pushed / args.interval:.2f}× that)")
+    if args.series:
+        print(f"3-site statistics round ({args.series} series per site, sync interval 1 s), median of 3: {federated:.2f} s  "
+              f"(one instance over the union: {central:.2f} s → {federated / central:.2f}× that)")
     print(f"sync {args.jobs} jobs between two instances: {many:.2f} s  {verdict(many, 10.0 * args.jobs / 1000)}")
 
 

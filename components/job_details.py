@@ -1,4 +1,4 @@
-"""A job's details in a dialog: its steps, a log viewer that follows a running job, its configuration and files.
+"""A job's details in a dialog: its steps, a log viewer that follows a running job, its configuration, files and result.
 
 The log viewer opens at the failed step (or the running one) and, while the job runs, adds
 what its step writes once a second (only while the dialog is open).
@@ -11,6 +11,7 @@ from typing import Any
 from nicegui import run, ui
 
 from app import workflow_actions as actions
+from components.federated_result import job_result
 from components.status import colour, duration, short_time
 
 STEP_COLUMNS = [
@@ -88,7 +89,9 @@ def _build(job: dict[str, Any], files: list[dict[str, Any]]) -> None:
             steps_tab = ui.tab("Steps")
             conf_tab = ui.tab("Configuration")
             files_tab = ui.tab(f"Files ({len(files)})")
-        with ui.tab_panels(tabs, value=logs_tab).classes("w-full"):
+            result_tab = ui.tab("Result").mark("result-tab") if job.get("result") is not None else None
+        first = result_tab if result_tab is not None and job.get("role") == "orchestrator" else logs_tab
+        with ui.tab_panels(tabs, value=first).classes("w-full"):
             with ui.tab_panel(logs_tab):
                 options = {i: f"{i + 1}. {s.get('name')} ({s.get('state')})" for i, s in enumerate(job["steps"])}
                 chooser = ui.select(options, value=state["step"] if options else None, label="Step").classes("w-96").mark("log-step")
@@ -102,6 +105,14 @@ def _build(job: dict[str, Any], files: list[dict[str, Any]]) -> None:
                     ui.label("This job made no files to download.").classes("text-grey-7")
                 for item in files:
                     ui.link(f"{item['name']} ({item['size']:,} bytes)", f"/api/jobs/{job['id']}/files/{item['name']}", new_tab=True).mark("job-file")
+            if result_tab is not None:
+                with ui.tab_panel(result_tab):
+
+                    @ui.refreshable
+                    def result_view(current: dict[str, Any]) -> None:
+                        job_result(current)
+
+                    result_view(job)
 
     async def load_more() -> None:
         current = state["job"]
@@ -125,6 +136,8 @@ def _build(job: dict[str, Any], files: list[dict[str, Any]]) -> None:
         fresh = await run.io_bound(actions.job, job_id)
         if fresh["run"] != state["job"]["run"]:
             return
+        if result_tab is not None and fresh.get("result") != state["job"].get("result"):
+            result_view.refresh(fresh)  # a federated orchestration's rounds and runners as they progress
         state["job"] = fresh
         status.set_text(fresh["status"])
         status.props(f"color={colour(fresh['status'])}")

@@ -61,7 +61,7 @@ _BODY = r"""
       </tr></thead>
       <tbody>
         <tr v-for="job in props.row.jobs" :key="job.id" :data-job="job.id">
-          <td>{{ job.id }}</td><td>{{ job.dag_id }}</td><td>{{ job.created }}</td><td>{{ job.updated }}</td>
+          <td>{{ job.id }}</td><td>{{ job.dag_id }}<div v-if="job.role_text" class="text-caption text-grey-7 job-role">{{ job.role_text }}</div></td><td>{{ job.created }}</td><td>{{ job.updated }}</td>
           <td>{{ job.runner_instance }}</td><td>{{ job.owner_instance }}</td>
           <td><code class="text-caption" style="white-space: pre-wrap; max-width: 320px; display: inline-block">{{ job.conf_text }}</code></td>
           <td><q-badge :color="job.color" :label="job.status" class="job-status" :data-job="job.id" /></td>
@@ -96,6 +96,8 @@ def job_row(job: dict[str, Any]) -> dict[str, Any]:
     return {
         "id": job["id"],
         "dag_id": job["dag_id"],
+        # a federated workflow's orchestrator job and its runners' round jobs
+        "role_text": "orchestrator" if job.get("role") == "orchestrator" else (f"round {job.get('round')}" if job.get("role") == "runner" else ""),
         "status": job["status"],
         "color": colour(job["status"]),
         "created": short_time(job["created"]),

@@ -7,7 +7,8 @@ across restarts or an unreachable owner). The owner answers with its own setting
 addressed to the runner that it has not yet heard of, and the ids of jobs it aborted.
 
 The owner applies statuses forward-only (a repeated or stale update changes nothing, an
-abort wins over a later `running`); the runner adopts a job once per (owner, job id) and
+abort wins over a later `running`); a finished job's result (a federated round's runner
+result) rides along with its status, size-checked again by the owner; the runner adopts a job once per (owner, job id) and
 checks its own permissions on receipt and again right before running it.
 """
 
@@ -39,6 +40,7 @@ from federation import instances
 from federation.audit import record
 from federation.envelope import EnvelopeRefused, open_body, seal
 from federation.models import FederationInstance, ReportedStatus
+from federation.results import result_refusal
 from federation.signing import NONCE_HEADER, SIGNATURE_HEADER, DatabaseNonceStore, SignatureRefused, sign_request, sign_response, verify_request, verify_response
 
 log = logging.getLogger(__name__)
@@ -229,16 +231,17 @@ class Federation:
 
     def _apply_updates(self, conn: Connection, caller: str, updates: list[Any]) -> tuple[list[tuple[int, str, str]], list[int]]:
         """Apply each status forward-only; every update read is acknowledged, applied or not (stale ones are no-ops)."""
-        parsed: dict[int, tuple[JobState, Any, str]] = {}
+        parsed: dict[int, tuple[JobState, Any, str, Any]] = {}
         for item in updates:
             try:
-                parsed[int(item["job_id"])] = (JobState(item["status"]), item.get("runner_job_id"), str(item.get("error") or "")[:4000])
+                parsed[int(item["job_id"])] = (JobState(item["status"]), item.get("runner_job_id"), str(item.get("error") or "")[:4000],
+                                               item.get("result"))
             except (KeyError, TypeError, ValueError):
                 continue
         if not parsed:
             return [], []
         rows = conn.execute(
-            select(Job.id, Job.workflow_id, Job.external_job_id, Job.status).where(
+            select(Job.id, Job.workflow_id, Job.external_job_id, Job.status, Job.conf).where(
                 Job.id.in_(list(parsed)), Job.runner_instance == caller, Job.owner_instance == self.name  # type: ignore[union-attr]
             )
         ).all()
@@ -247,14 +250,20 @@ class Federation:
         moves: list[dict[str, Any]] = []
         changed: list[tuple[int, str, str]] = []
         for row in rows:
-            status, runner_job_id, error = parsed[row.id]
+            status, runner_job_id, error, result = parsed[row.id]
             if row.external_job_id is None and runner_job_id is not None:
                 links.append({"b_id": row.id, "b_external": int(runner_job_id)})
             if status == JobState.DELETED or row.status not in predecessors(status):
                 continue  # stale, repeated, or the runner hid its copy: the owner's job keeps its state
+            if status is not JobState.FINISHED:
+                result = None
+            elif result is not None:
+                refusal = result_refusal(result, row.conf)
+                if refusal:  # the owner's own limit, whatever the runner thought of it
+                    status, error, result = JobState.FAILED, refusal, None
             ended = status in ENDED
             moves.append({"b_id": row.id, "b_from": row.status, "b_status": status.value, "b_error": error if ended else "",
-                          "b_ended": now if ended else None, "b_updated": now})
+                          "b_ended": now if ended else None, "b_updated": now, "b_result": result})
             changed.append((row.id, row.workflow_id, status.value))
         if links:
             conn.execute(update(Job).where(Job.id == bindparam("b_id")).values(external_job_id=bindparam("b_external")), links)
@@ -262,7 +271,8 @@ class Federation:
             # compare-and-set on the state read above: a concurrent abort here wins over the runner's report
             conn.execute(
                 update(Job).where(Job.id == bindparam("b_id"), Job.status == bindparam("b_from")).values(
-                    status=bindparam("b_status"), error=bindparam("b_error"), ended=bindparam("b_ended"), updated=bindparam("b_updated")
+                    status=bindparam("b_status"), error=bindparam("b_error"), ended=bindparam("b_ended"), updated=bindparam("b_updated"),
+                    result=bindparam("b_result"),
                 ),
                 moves,
             )
@@ -353,13 +363,18 @@ class Federation:
         """Statuses of jobs `owner` owns that it has not acknowledged yet."""
         with self.db.engine.connect() as conn:
             rows = conn.execute(
-                select(Job.id, Job.external_job_id, Job.status, Job.error)
+                select(Job.id, Job.external_job_id, Job.status, Job.error, Job.result)
                 .outerjoin(ReportedStatus, ReportedStatus.job_id == Job.id)  # type: ignore[arg-type]
                 .where(Job.owner_instance == owner, Job.runner_instance == self.name,
                        (ReportedStatus.status.is_(None)) | (ReportedStatus.status != Job.status))  # type: ignore[union-attr]
                 .order_by(Job.id)
             ).all()
-        return [{"job_id": r.external_job_id, "runner_job_id": r.id, "status": r.status, "error": r.error} for r in rows]
+        # a finished job's result (a federated round's runner result) travels with its status, in the same sealed body
+        return [
+            {"job_id": r.external_job_id, "runner_job_id": r.id, "status": r.status, "error": r.error,
+             **({"result": r.result} if r.status == JobState.FINISHED and r.result is not None else {})}
+            for r in rows
+        ]
 
     def _mark_reported(self, outbox: list[dict[str, Any]], acknowledged: set[int]) -> None:
         rows = [{"job_id": u["runner_job_id"], "status": u["status"]} for u in outbox if u["job_id"] in acknowledged]

@@ -149,3 +149,35 @@ async def test_the_datasets_page_opens_the_execution_page_with_its_dataset(user:
                             for r in element(user, "workflow-table").rows))
     with services.db.engine.connect() as conn:
         assert tags_of(conn, ["1.2.3.1", "1.2.3.2"]) == {"1.2.3.1": ["from-ui"], "1.2.3.2": ["from-ui", "picked"]}
+
+
+async def test_job_details_show_a_federated_orchestration_and_its_merged_result(user: User, small_study: list[Any]) -> None:
+    import os
+    import subprocess
+
+    from app import workflow_actions
+
+    await log_in(user)
+    await user.should_see(marker="user-menu", retries=100)
+    files = [str(p) for p in small_study[0].paths]
+    await asyncio.to_thread(subprocess.run, ["dcmsend", "-aec", "cohort", "127.0.0.1", os.environ["VIREO_DICOM_PORT"], *files],
+                            check=True, capture_output=True, timeout=60)
+    await until(lambda: any(d["name"] == "cohort" and d["series"] == 1 for d in workflow_actions.datasets()))
+    workflow = workflow_actions.create(dag_id="federated-metadata-statistics", name="fed-stats", dataset="cohort",
+                                       conf={"histograms": False}, username="admin")
+    job_id = workflow["jobs"][0]["id"]
+    # meanwhile: the execution page offers the federated DAG's own settings, not the orchestrator's round input
+    await user.open("/workflows/execute?dag=federated-metadata-statistics")
+    for name in ("min_runners", "rounds", "timeout", "max_result_bytes", "histogram_edges"):
+        await user.should_see(marker=f"conf-{name}", retries=50)
+    await user.should_not_see(marker="conf-round_input")
+    await until(lambda: workflow_actions.job(job_id)["status"] == "finished", timeout=30)
+    await user.open("/workflows")
+    await user.should_see(marker="workflow-table", retries=100)
+    user.find(marker="workflow-table").trigger("job_details", job_id)
+    await user.should_see(marker="federated-runners", retries=50)
+    assert element(user, "federated-status").text == "finished"
+    (runner,) = element(user, "federated-runners").rows
+    assert runner["round"] == 1 and runner["runner"] == workflow_actions.instance_name() and runner["status"] == "finished"
+    assert element(user, "result-counts-Modality").rows == [{"value": "CT", "n": 1}]
+    assert "series: 1" in element(user, "result-totals").text

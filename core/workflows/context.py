@@ -23,6 +23,12 @@ if TYPE_CHECKING:
 Reporter = Callable[[str, dict[str, Any]], None]
 
 PROGRESS_INTERVAL = 0.2  # seconds between progress reports (the last one always goes)
+RESULT_FILE = "result.json"
+DEFAULT_RESULT_LIMIT = 1024 * 1024
+
+
+class ResultTooLarge(ValueError):
+    """A job's result is over its size limit: the job fails with this message rather than send it."""
 
 
 class JobAborted(BaseException):
@@ -156,6 +162,35 @@ class JobContext:
     def report_series_deleted(self, series_uids: list[str] | None) -> None:
         """Tell the running Vireo that series left the index (None: any may have, e.g. after a reindex)."""
         self._report("series_deleted", {"series": series_uids})
+
+    def set_result(self, payload: Any, limit: int | None = None, files: list[Path] | None = None) -> int:
+        """Hand back a JSON result (a federated round's runner result); returns its size in bytes.
+
+        `files` (small ones: they count against the limit) travel inside the result, which must then be a
+        JSON object: as `"files": {name: {"base64": …, "bytes": n}}`. The limit is `limit`, else the
+        configuration's `max_result_bytes`, else 1 MiB; a larger result raises `ResultTooLarge`, so the step
+        fails with a clear message instead.
+        """
+        import base64
+        import json
+        import os
+
+        if files:
+            if not isinstance(payload, dict) or "files" in payload:
+                raise TypeError("a result with files must be a JSON object without a 'files' key of its own")
+            attached = {}
+            for path in files:
+                data = Path(path).read_bytes()
+                attached[Path(path).name] = {"base64": base64.b64encode(data).decode(), "bytes": len(data)}
+            payload = {**payload, "files": attached}
+        data = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+        limit = limit or getattr(self.conf, "max_result_bytes", None) or DEFAULT_RESULT_LIMIT
+        if len(data) > limit:
+            raise ResultTooLarge(f"the result is {len(data)} bytes, over the limit of {limit} bytes (max_result_bytes)")
+        part = self.spec.run_dir / (RESULT_FILE + ".part")
+        part.write_bytes(data)
+        os.replace(part, self.spec.run_dir / RESULT_FILE)
+        return len(data)
 
     def output_file(self, name: str) -> Path:
         """A path for a file users download from the job (download-series, collect-metadata)."""

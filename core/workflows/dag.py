@@ -3,7 +3,8 @@
 Steps are plain functions given a `JobContext` (see `context.py`): the input series and
 their files, a work dir, a logger, the configuration, a progress reporter and a
 cancellation check. Whether a DAG runs once per dataset, once per series or takes no input
-series at all (imports) decides how many jobs a workflow gets.
+series at all (imports) decides how many jobs a workflow gets. A federated DAG's workflow gets
+one orchestrator job instead, which creates the runners' jobs round by round.
 """
 
 from __future__ import annotations
@@ -70,6 +71,9 @@ class Dag:
     ui_visible: bool = True
     service: bool = False
     federated: bool = False
+    # A federated DAG's steps run on every runner (each on its own data); `aggregate(results, conf, previous)` runs on
+    # the orchestrator and merges the runners' results ({runner: result}) of a round. See federation/orchestration.py.
+    aggregate: Callable[..., Any] | None = None
     max_active: int | None = field(default=None, metadata={"help": "jobs of this DAG running at once (None: no limit)"})
     timeout: float | None = field(default=None, metadata={"help": "seconds a job may run before it is failed"})
     source: str = ""  # the module name or file that defines it (set by the registry)
@@ -83,6 +87,8 @@ class Dag:
         if len(set(names)) != len(names):
             raise ValueError(f"DAG {self.dag_id} has steps with the same name")
         self.input = DagInput(self.input)
+        if self.federated and self.aggregate is None:
+            raise ValueError(f"federated DAG {self.dag_id} needs an aggregate step")
 
     def config_schema(self) -> dict[str, Any]:
         """The JSON Schema of the configuration (what the API publishes and the UI renders as a form)."""

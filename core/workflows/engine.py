@@ -8,6 +8,11 @@ Every change is also published on the event bus, which is how pages learn of it.
 One scheduler thread starts queued jobs while the executor has free slots, respecting each
 DAG's `max_active`, and fails jobs that overrun their timeout. Reports from running jobs
 arrive on the executor's monitor thread.
+
+A federated DAG's workflow gets one orchestrator job (`role` "orchestrator"). It never goes
+to the executor: when the scheduler picks it up it is `running` and handed to the
+orchestration (federation plugs it in as `orchestrator_started`), which adds the runners'
+jobs round by round (`add_round_jobs`) and ends it with the merged result.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from core.db import Database
 from core.events import JOB_CHANGED, SERIES_CHANGED, SERIES_DELETED, THUMBNAIL_READY, WORKFLOW_CHANGED, EventBus
 from core.models import Dataset, DatasetSeries
 from core.timeutil import utcnow
-from core.workflows.context import JobSpec, job_dir, run_dir
+from core.workflows.context import RESULT_FILE, JobSpec, job_dir, run_dir
 from core.workflows.dag import ConfigError, Dag, DagInput
 from core.workflows.executor import Executor
 from core.workflows.models import Job, JobRun, Workflow
@@ -44,6 +49,8 @@ from core.workflows.states import ENDED, JobState, StepState, predecessors
 log = logging.getLogger(__name__)
 
 MAX_SERIES_PER_WORKFLOW = 100_000
+ROLE_ORCHESTRATOR = "orchestrator"
+ROLE_RUNNER = "runner"
 
 
 class WorkflowError(ValueError):
@@ -148,6 +155,8 @@ class WorkflowEngine:
         # another instance owns may not start now (the runner's permissions, checked right before running).
         self.remote_runner_refusal: Callable[[str, str, str | None], str | None] | None = None
         self.admission: Callable[[Any], str | None] | None = None
+        # `orchestrator_started(job_id, run)`: a federated workflow's orchestrator job is running (unset: not available).
+        self.orchestrator_started: Callable[[int, int], None] | None = None
 
     @property
     def instance_name(self) -> str:
@@ -183,6 +192,7 @@ class WorkflowEngine:
                 select(Job.id, Job.run, Job.steps).where(
                     Job.status.in_([JobState.SCHEDULED.value, JobState.RUNNING.value]),  # type: ignore[attr-defined]
                     Job.runner_instance == self.instance_name,
+                    Job.role != ROLE_ORCHESTRATOR,  # its state is in the database: the orchestration resumes it
                 )
             ).all()
             for job_id, run, steps in rows:
@@ -228,6 +238,10 @@ class WorkflowEngine:
                 raise WorkflowError(refusal)
         if timeout is not None and timeout <= 0:
             raise WorkflowError("timeout must be a positive number of seconds")
+        if dag.federated:
+            if timeout is not None:
+                raise WorkflowError(f"{dag.dag_id} is federated: set the round timeout as conf.timeout (seconds)")
+            return self._create_federated(dag, validated, name, dataset, series, runners, username)
         workflow_id = str(uuid.uuid4())
         now = utcnow()
         with self.db.session() as session:
@@ -276,6 +290,94 @@ class WorkflowEngine:
             self.bus.publish(JOB_CHANGED, job_id=job_id, workflow_id=workflow_id, status=status, progress_done=0, progress_total=0)
         self._wake.set()
         return workflow_id
+
+    def _create_federated(
+        self, dag: Dag, validated: Any, name: str, dataset: str | None, series: list[str] | None, runners: list[str], username: str
+    ) -> str:
+        """A federated workflow: one orchestrator job here; the runners' jobs come round by round."""
+        if self.orchestrator_started is None:
+            raise WorkflowError("federated orchestration is not available on this instance")
+        if series:
+            raise WorkflowError(f"{dag.dag_id} is federated: give a dataset by name (each runner resolves it on its own data), not series UIDs")
+        if dag.input is DagInput.NONE and dataset:
+            raise WorkflowError(f"{dag.dag_id} takes no input series: leave out 'dataset'")
+        if dag.input is not DagInput.NONE and not dataset:
+            raise WorkflowError(f"{dag.dag_id} is federated and needs a dataset by name (each runner resolves it on its own data)")
+        min_runners = getattr(validated, "min_runners", None)
+        if min_runners is not None and min_runners > len(runners):
+            raise WorkflowError(f"min_runners is {min_runners}, but only {len(runners)} runner(s) were chosen")
+        workflow_id = str(uuid.uuid4())
+        now = utcnow()
+        stored_conf = validated.model_dump(mode="json")
+        with self.db.session() as session:
+            session.add(Workflow(
+                id=workflow_id, name=(name or "").strip()[:200] or f"{dag.dag_id}-{now:%Y%m%d-%H%M%S}", dag_id=dag.dag_id, dataset=dataset,
+                conf=stored_conf, username=username, owner_instance=self.instance_name, service=False, created=now, updated=now,
+            ))
+            session.flush()
+            job = Job(
+                workflow_id=workflow_id, dag_id=dag.dag_id, status=JobState.QUEUED.value, conf=stored_conf, series=[], dataset=dataset,
+                username=username, runner_instance=self.instance_name, owner_instance=self.instance_name, role=ROLE_ORCHESTRATOR,
+                result={"runners": runners}, created=now, updated=now,
+            )
+            session.add(job)
+            session.flush()
+            job_id = job.id
+        self.bus.publish(WORKFLOW_CHANGED, workflow_id=workflow_id)
+        self.bus.publish(JOB_CHANGED, job_id=job_id, workflow_id=workflow_id, status=JobState.QUEUED.value, progress_done=0, progress_total=0)
+        self._wake.set()
+        return workflow_id
+
+    def add_round_jobs(self, parent_id: int, round_: int, runners: list[tuple[str, dict[str, Any]]], timeout: float | None) -> dict[str, int]:
+        """One job per (runner, conf) for round `round_` of an orchestrator job; {runner: job id}.
+
+        The local runner's job is queued with the dataset's series resolved now (or failed with
+        the reason); a remote runner's job is `pending` until that runner pulls it.
+        """
+        ids: dict[str, int] = {}
+        with self._tx() as conn:
+            parent = conn.execute(select(Job.workflow_id, Job.dag_id, Job.dataset, Job.username).where(Job.id == parent_id)).first()
+            if parent is None:
+                raise NotFound(f"no job {parent_id}")
+            dag = self.registry.get(parent.dag_id)
+            now = utcnow()
+            for runner, conf in runners:
+                status, error, uids = JobState.PENDING, "", []
+                if runner == self.instance_name:
+                    status = JobState.QUEUED
+                    if dag.input is not DagInput.NONE:
+                        try:
+                            uids = self._dataset_uids(conn, parent.dataset)
+                        except WorkflowError as exc:
+                            status, error = JobState.FAILED, str(exc)
+                job_id = int(conn.execute(insert(Job).values(
+                    workflow_id=parent.workflow_id, dag_id=parent.dag_id, status=status.value, run=1, conf=conf, series=uids,
+                    dataset=parent.dataset, username=parent.username, runner_instance=runner, owner_instance=self.instance_name,
+                    timeout=timeout, progress_done=0, progress_total=0, steps=[], error=error, role=ROLE_RUNNER, parent_job_id=parent_id,
+                    round=round_, created=now, updated=now, ended=now if status in ENDED else None,
+                )).inserted_primary_key[0])
+                ids[runner] = job_id
+                self._after_commit(conn, job_id, parent.workflow_id, status.value)
+            conn.execute(update(Workflow).where(Workflow.id == parent.workflow_id).values(updated=now))  # type: ignore[arg-type]
+        self._wake.set()
+        return ids
+
+    def update_orchestrator(self, job_id: int, run: int, result: Any, steps: list[dict[str, Any]]) -> bool:
+        """Keep a running orchestrator job's state (its `result`: rounds so far) and steps; False once it ended."""
+        with self._tx() as conn:
+            moved = conn.execute(
+                update(Job).where(Job.id == job_id, Job.run == run, Job.status == JobState.RUNNING.value)  # type: ignore[arg-type]
+                .values(result=result, steps=steps, updated=utcnow())
+            ).rowcount
+            if moved:
+                workflow_id = conn.execute(select(Job.workflow_id).where(Job.id == job_id)).scalar_one()
+                self._after_commit(conn, job_id, workflow_id, JobState.RUNNING.value)
+        return bool(moved)
+
+    def end_orchestrator(self, job_id: int, run: int, status: JobState, error: str, result: Any, steps: list[dict[str, Any]]) -> bool:
+        """End a running orchestrator job with its final result (forward-only, as every end)."""
+        with self._tx() as conn:
+            return self._end(conn, job_id, run, status, error, steps, result=result)
 
     def adopt_remote_jobs(self, owner: str, jobs: list[RemoteJob]) -> list[tuple[int, bool]]:
         """Store jobs another instance asked this one to run, in one transaction; (job id, created) for each.
@@ -447,7 +549,7 @@ class WorkflowEngine:
         """Start a new run of an ended job; the old run's logs and record stay."""
         with self._tx() as conn:
             job = conn.execute(
-                select(Job.run, Job.status, Job.steps, Job.error, Job.started, Job.ended, Job.workflow_id).where(Job.id == job_id)
+                select(Job.run, Job.status, Job.steps, Job.error, Job.started, Job.ended, Job.workflow_id, Job.role, Job.result).where(Job.id == job_id)
             ).first()
             if job is None:
                 raise NotFound(f"no job {job_id}")
@@ -462,7 +564,9 @@ class WorkflowEngine:
                 update(Job)
                 .where(Job.id == job_id, Job.run == job.run, Job.status == job.status)  # type: ignore[arg-type]
                 .values(run=job.run + 1, status=JobState.QUEUED.value, steps=[], progress_done=0, progress_total=0, error="",
-                        started=None, ended=None, updated=utcnow())
+                        started=None, ended=None, updated=utcnow(),
+                        # an orchestrator keeps only its runners: the new run starts again from round 1
+                        result={"runners": (job.result or {}).get("runners", [])} if job.role == ROLE_ORCHESTRATOR else None)
             ).rowcount
             if not moved:
                 raise Conflict(f"job {job_id} changed meanwhile; try again")
@@ -528,8 +632,13 @@ class WorkflowEngine:
                 self.abort_job(job_id)
 
     def restart_workflow(self, workflow_id: str) -> None:
-        """Restart every ended job of the workflow (running ones carry on)."""
-        jobs = [job_id for job_id, status in self._workflow_jobs(workflow_id) if status in ENDED]
+        """Restart every ended job of the workflow (running ones carry on).
+
+        A federated workflow restarts its orchestrator only: it creates the runners' jobs afresh.
+        """
+        with self.db.engine.connect() as conn:
+            round_jobs = set(conn.execute(select(Job.id).where(Job.workflow_id == workflow_id, Job.role == ROLE_RUNNER)).scalars())
+        jobs = [job_id for job_id, status in self._workflow_jobs(workflow_id) if status in ENDED and job_id not in round_jobs]
         if not jobs:
             raise Conflict(f"workflow {workflow_id} has no finished, failed or aborted jobs to restart")
         for job_id in jobs:
@@ -565,10 +674,10 @@ class WorkflowEngine:
         result = conn.execute(update(Job).where(*condition).values(status=target.value, updated=utcnow(), **values))
         return bool(result.rowcount)
 
-    def _end(self, conn: Connection, job_id: int, run: int, target: JobState, error: str, steps: list[dict[str, Any]]) -> bool:
+    def _end(self, conn: Connection, job_id: int, run: int, target: JobState, error: str, steps: list[dict[str, Any]], **values: Any) -> bool:
         step_state = {JobState.FINISHED: StepState.FINISHED, JobState.ABORTED: "aborted"}.get(target, StepState.FAILED)
         now = utcnow()
-        moved = self._transition(conn, job_id, run, target, error=error[:4000], ended=now, steps=close_steps(steps, step_state, now))
+        moved = self._transition(conn, job_id, run, target, error=error[:4000], ended=now, steps=close_steps(steps, step_state, now), **values)
         if moved:
             workflow_id = conn.execute(select(Job.workflow_id).where(Job.id == job_id)).scalar_one()
             conn.execute(update(Workflow).where(Workflow.id == workflow_id).values(updated=now))  # type: ignore[arg-type]
@@ -620,7 +729,24 @@ class WorkflowEngine:
                 log.exception("scheduling failed")
                 time.sleep(1)
 
+    def _start_orchestrators(self) -> None:
+        """Queued orchestrator jobs run here, not in the executor: `running`, then handed to the orchestration."""
+        with self.db.engine.connect() as conn:
+            rows = conn.execute(select(Job.id, Job.run, Job.workflow_id).where(
+                Job.status == JobState.QUEUED.value, Job.runner_instance == self.instance_name, Job.role == ROLE_ORCHESTRATOR
+            ).order_by(Job.id)).all()
+        for row in rows:
+            with self._tx() as conn:
+                if self.orchestrator_started is None:
+                    self._end(conn, row.id, row.run, JobState.FAILED, "federated orchestration is not available on this instance", [])
+                    continue
+                if not self._transition(conn, row.id, row.run, JobState.RUNNING, started=utcnow()):
+                    continue
+                self._after_commit(conn, row.id, row.workflow_id, JobState.RUNNING.value)
+            self.orchestrator_started(row.id, row.run)
+
     def _schedule(self) -> None:
+        self._start_orchestrators()
         free = self.executor.free_slots()
         if free <= 0:
             return
@@ -630,7 +756,7 @@ class WorkflowEngine:
                 busy[job.dag_id] = busy.get(job.dag_id, 0) + 1
         full = [dag_id for dag_id, n in busy.items() if n >= (self._max_active(dag_id) or n + 1)]
         query = select(Job.id, Job.run, Job.dag_id, Job.workflow_id, Job.conf, Job.series, Job.dataset, Job.username, Job.timeout, Job.owner_instance).where(
-            Job.status == JobState.QUEUED.value, Job.runner_instance == self.instance_name
+            Job.status == JobState.QUEUED.value, Job.runner_instance == self.instance_name, Job.role != ROLE_ORCHESTRATOR
         )
         if full:
             query = query.where(Job.dag_id.not_in(full))  # type: ignore[attr-defined]
@@ -742,7 +868,21 @@ class WorkflowEngine:
             elif kind == "ended":
                 status = JobState(data.get("status", "failed"))
                 if active.stopping is None:
-                    self._end(conn, job_id, run, status, str(data.get("error") or ""), active.steps)
+                    extra = {"result": self._read_result(job_id, run)} if status is JobState.FINISHED else {}
+                    self._end(conn, job_id, run, status, str(data.get("error") or ""), active.steps, **extra)
+
+    def _read_result(self, job_id: int, run: int) -> Any:
+        """The JSON result a finished run handed back (`JobContext.set_result`), or None."""
+        import json
+
+        path = run_dir(self.config.data_dir, job_id, run) / RESULT_FILE
+        try:
+            return json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            log.warning("job %d run %d left an unreadable result", job_id, run)
+            return None
 
     def _update_running(self, conn: Connection, active: _Active, publish: bool = True, **values: Any) -> bool:
         result = conn.execute(

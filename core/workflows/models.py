@@ -4,7 +4,8 @@ A workflow has no stored status: it is derived from its jobs (one count per job 
 A job's `run` counts its runs; restarting archives the run that ended into `job_run` and
 starts the next, so a run's state only ever moves forward and old logs stay on disk.
 `runner_instance` / `owner_instance` / `external_job_id` carry federation (a job can run on
-another instance than the one that owns its workflow).
+another instance than the one that owns its workflow); `role`, `parent_job_id`, `round` and
+`result` carry federated orchestration (an orchestrator job and its per-round runner jobs).
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ class Job(SQLModel, table=True):
     progress_total: int = 0
     steps: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     error: str = Field(default="", max_length=4000)
+    # federated orchestration: the orchestrator job ("orchestrator") creates one job per runner and round ("runner")
+    role: str = Field(default="", max_length=16, sa_column_kwargs={"server_default": ""})
+    parent_job_id: Optional[int] = Field(default=None, index=True, description="a round job's orchestrator job")
+    round: Optional[int] = Field(default=None, description="a round job's round (1, 2, …)")
+    result: Optional[Any] = Field(default=None, sa_column=Column(JSON, nullable=True), description="what a job hands back (JSON)")
     created: datetime = _when()
     updated: datetime = _when()
     started: Optional[datetime] = _when(nullable=True)

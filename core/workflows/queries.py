@@ -63,6 +63,10 @@ def job_document(job: Any, runs: list[Any] | None = None) -> dict[str, Any]:
         "steps": job.steps,
         "error": job.error,
         "timeout": job.timeout,
+        "role": job.role or None,
+        "parent_job_id": job.parent_job_id,
+        "round": job.round,
+        "result": job.result,
         "created": isoformat(job.created),
         "updated": isoformat(job.updated),
         "started": isoformat(job.started),
@@ -81,6 +85,7 @@ def workflow_document(workflow: Any, jobs: list[Any]) -> dict[str, Any]:
     counts: dict[str, int] = defaultdict(int)
     for job in jobs:
         counts[job.status] += 1
+    orchestrator = next((j for j in jobs if j.role == "orchestrator"), None)
     return {
         "id": workflow.id,
         "name": workflow.name,
@@ -93,6 +98,8 @@ def workflow_document(workflow: Any, jobs: list[Any]) -> dict[str, Any]:
         "created": isoformat(workflow.created),
         "updated": isoformat(workflow.updated),
         "status_counts": dict(counts),
+        # a federated workflow's merged result and per-round, per-runner status: its orchestrator job's result
+        "result": orchestrator.result if orchestrator is not None else None,
         "jobs": [job_document(j) for j in jobs],
     }
 
