@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 
 from tests.support.browser import ARTIFACTS_DIR
 from tests.support.vireo import ADMIN_PASSWORD, VireoProcess
@@ -31,7 +32,7 @@ def test_status_changes_arrive_live_and_a_job_is_aborted_from_the_list(wf_vireo:
     page.get_by_text("0 workflows").wait_for()
 
     with wf_vireo.client() as api:
-        workflow = create(api, name="watched", dag_id="test-sleep", conf={"seconds": 30})
+        workflow = create(api, name="watched", dag_id="test-sleep", conf={"seconds": 60})
         row = page.locator(f"tr[data-workflow='{workflow['id']}']")
         row.wait_for(timeout=10000)
         wait_job(api, workflow["jobs"][0]["id"], {"running"}, timeout=60)
@@ -45,8 +46,15 @@ def test_status_changes_arrive_live_and_a_job_is_aborted_from_the_list(wf_vireo:
         row.locator(".expand-workflow").click()
         job_id = workflow["jobs"][0]["id"]
         page.locator(f".job-status[data-job='{job_id}']").filter(has_text="running").wait_for()
-        page.locator(f"tr[data-job='{job_id}'] .job-abort").click()
-        page.get_by_role("button", name="Yes").click()
+        confirm = page.get_by_role("button", name="Yes")
+        for _ in range(10):  # a live update can re-render the row under the click (a loaded machine): click again
+            page.locator(f"tr[data-job='{job_id}'] .job-abort").click()
+            try:
+                confirm.wait_for(timeout=2000)
+                break
+            except PlaywrightTimeoutError:
+                continue
+        confirm.click()
         page.locator(f".job-status[data-job='{job_id}']").filter(has_text="aborted").wait_for(timeout=5000)
         assert wait_job(api, job_id, {"aborted"}, timeout=1)["status"] == "aborted"
         assert f"workflow={workflow['id']}" in page.url  # the expanded workflow is in the URL
