@@ -21,8 +21,7 @@ import re
 from functools import lru_cache
 from collections import defaultdict
 from dataclasses import dataclass, field
-from types import SimpleNamespace
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydicom.datadict import tag_for_keyword
 from sqlalchemy import Select, Text, and_, cast, exists, func, literal_column, or_, select
@@ -341,21 +340,16 @@ def _dicom_json(fields: frozenset[str] | None, layers: list[dict[str, Any] | str
     """A result as DICOM JSON from layers of values (later ones win; recorded attributes come as their JSON text),
     with only `fields` when given: a page converts the ~30 attributes asked for, not all the index holds
     (converting every recorded attribute of every row was most of a QIDO request's time)."""
-    values = [_recorded(layer) if isinstance(layer, str) else layer for layer in layers]
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged.update(_recorded(layer) if isinstance(layer, str) else layer)
     if fields is None:
-        merged: dict[str, Any] = {}
-        for layer in values:
-            merged.update(layer)
         return attributes_json(merged)
     picked: dict[str, dict[str, Any]] = {}
-    for keyword in fields:
+    for keyword in fields & merged.keys():
         key = key_of(keyword)
-        if key is None:
-            continue
-        for layer in reversed(values):
-            if keyword in layer:
-                picked[key[0]] = element_json(keyword, layer[keyword], key[1])
-                break
+        if key is not None:
+            picked[key[0]] = element_json(keyword, merged[keyword], key[1])
     return {tag: picked[tag] for tag in sorted(picked)}
 
 
@@ -369,7 +363,7 @@ def _study_aggregates(session: Session, study_uids: list[str], with_sop_classes:
         Series.study_uid.in_(study_uids)  # type: ignore[attr-defined]
     ).group_by(Series.study_uid, Series.modality)
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for uid, modality, series, instances in session.execute(counts):
+    for uid, modality, series, instances in session.connection().execute(counts):
         if modality:
             modalities[uid].add(modality)
         totals[uid][0] += series
@@ -378,7 +372,7 @@ def _study_aggregates(session: Session, study_uids: list[str], with_sop_classes:
     classes = None if not with_sop_classes else select(Series.study_uid, Instance.sop_class_uid).join(Instance, Instance.series_uid == Series.series_uid).where(  # type: ignore[arg-type]
         Series.study_uid.in_(study_uids)  # type: ignore[attr-defined]
     ).distinct()
-    for uid, sop_class in session.execute(classes) if classes is not None else []:
+    for uid, sop_class in session.connection().execute(classes) if classes is not None else []:
         sop_classes[uid].add(sop_class)
     for uid in study_uids:
         result[uid] = {
@@ -390,9 +384,33 @@ def _study_aggregates(session: Session, study_uids: list[str], with_sop_classes:
     return result
 
 
-_SERIES_COLUMNS = ("series_uid", "study_uid", "modality", "series_description", "series_number", "instance_count", "attributes")
-_STUDY_COLUMNS = ("study_uid", "study_date", "study_description", "attributes")
-_PATIENT_COLUMNS = ("patient_id", "patient_name")
+class _SeriesRow(NamedTuple):
+    series_uid: str
+    study_uid: str
+    modality: str
+    series_description: str
+    series_number: int | None
+    instance_count: int
+    attributes: str
+
+
+class _StudyRow(NamedTuple):
+    study_uid: str
+    study_date: str
+    study_description: str
+    attributes: str
+
+
+class _PatientRow(NamedTuple):
+    patient_id: str
+    patient_name: str
+
+
+_SERIES_COLUMNS = _SeriesRow._fields
+_STUDY_COLUMNS = _StudyRow._fields
+_PATIENT_COLUMNS = _PatientRow._fields
+_SERIES_END = len(_SERIES_COLUMNS)
+_STUDY_END = _SERIES_END + len(_STUDY_COLUMNS)
 
 
 def _columns(table: Any, names: tuple[str, ...], prefix: str) -> list[Any]:
@@ -400,17 +418,13 @@ def _columns(table: Any, names: tuple[str, ...], prefix: str) -> list[Any]:
     return [(cast(table.__table__.c[name], Text) if name == "attributes" else table.__table__.c[name]).label(prefix + name) for name in names]
 
 
-def _split_row(row: Any) -> tuple[SimpleNamespace, SimpleNamespace, SimpleNamespace]:
-    """A row of the labelled columns as (series, study, patient) namespaces: plain columns cost far less than ORM entities."""
+def _split_row(row: Any) -> tuple[_SeriesRow | None, _StudyRow, _PatientRow]:
+    """A row of the labelled columns (series, study, patient; or study, patient) as named tuples: plain columns cost far less than ORM entities."""
     values = tuple(row)
-    parts = []
-    start = 0
-    for names in (_SERIES_COLUMNS, _STUDY_COLUMNS, _PATIENT_COLUMNS) if len(values) > len(_STUDY_COLUMNS) + len(_PATIENT_COLUMNS) else (
-        (), _STUDY_COLUMNS, _PATIENT_COLUMNS
-    ):
-        parts.append(SimpleNamespace(**dict(zip(names, values[start : start + len(names)], strict=True))))
-        start += len(names)
-    return parts[0], parts[1], parts[2]
+    if len(values) == _STUDY_END + len(_PATIENT_COLUMNS):
+        return _SeriesRow._make(values[:_SERIES_END]), _StudyRow._make(values[_SERIES_END:_STUDY_END]), _PatientRow._make(values[_STUDY_END:])
+    middle = len(_STUDY_COLUMNS)
+    return None, _StudyRow._make(values[:middle]), _PatientRow._make(values[middle:])
 
 
 def _joined_study(statement: Select[Any]) -> Select[Any]:
@@ -419,7 +433,7 @@ def _joined_study(statement: Select[Any]) -> Select[Any]:
 
 def _keys_page(session: Session, statement: Select[Any], limit: int, offset: int) -> tuple[list[Any], bool]:
     """One page of primary keys. Sorting and skipping happen on these narrow rows; only the page's rows are read whole."""
-    keys = list(session.execute(statement.limit(limit + 1).offset(offset)).scalars())
+    keys = list(session.connection().execute(statement.limit(limit + 1).offset(offset)).scalars())  # Core: no ORM result processing
     return keys[:limit], len(keys) > limit
 
 
@@ -437,7 +451,7 @@ def _studies(
     keys = keys.where(*conditions).order_by(Study.study_date.desc(), Study.study_uid)  # type: ignore[attr-defined]
     uids, more = _keys_page(session, keys, limit, offset)
     statement = _joined_study(select(*_columns(Study, _STUDY_COLUMNS, "st_"), *_columns(Patient, _PATIENT_COLUMNS, "pa_")))
-    found = [_split_row(row)[1:] for row in session.execute(statement.where(Study.study_uid.in_(uids)))]  # type: ignore[attr-defined]
+    found = [_split_row(row)[1:] for row in session.connection().execute(statement.where(Study.study_uid.in_(uids)))]  # type: ignore[attr-defined]
     rows = _in_order(found, uids, lambda row: row[0].study_uid)
     aggregates = _study_aggregates(session, [study.study_uid for study, _ in rows], fields is None or "SOPClassesInStudy" in fields)
     return [_dicom_json(fields, [*_study_layers(study, patient), aggregates[study.study_uid]]) for study, patient in rows], more
@@ -476,7 +490,7 @@ def _series(
         .join(Patient, Patient.id == Study.patient_pk)  # type: ignore[arg-type]
         .where(Series.series_uid.in_(uids))  # type: ignore[attr-defined]
     )
-    rows = _in_order([_split_row(row) for row in session.execute(statement)], uids, lambda row: row[0].series_uid)
+    rows = _in_order([_split_row(row) for row in session.connection().execute(statement)], uids, lambda row: row[0].series_uid)
     return [_dicom_json(fields, [*_study_layers(study, patient), *_series_layers(series)]) for series, study, patient in rows], more
 
 

@@ -120,7 +120,9 @@ def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
     except dicom_query.QueryError as exc:
         raise HTTPException(400, str(exc)) from exc
     root = _root(request)
-    items = [_qido_item(item, level, root, None if include_all else wanted, include | {parse_attribute(k)[0] for k in matches}) for item in result.items]
+    always = {tag_hex(tag): _empty(tag) for tag in include | {parse_attribute(k)[0] for k in matches}}
+    wanted_hex = None if include_all else frozenset({*(tag_hex(tag) for tag in wanted), *always})
+    items = [_qido_item(item, level, root, wanted_hex, always) for item in result.items]
     headers = {}
     warnings = []
     if result.more:
@@ -132,20 +134,19 @@ def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
     return Response(orjson.dumps(items), media_type=DICOM_JSON, headers=headers)
 
 
-def _qido_item(item: dict[str, Any], level: str, root: str, wanted: set[int] | None, always: set[int]) -> dict[str, Any]:
+def _qido_item(item: dict[str, Any], level: str, root: str, wanted: frozenset[str] | None, always: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One QIDO result: the item with its retrieve URL and availability, only `wanted` tags (hex) unless all were asked for,
+    and the `always` ones (matching keys) present even when empty."""
     study = (item.get("0020000D", {}).get("Value") or [""])[0]
     url = f"{root}/studies/{study}"
     if level in ("SERIES", "IMAGE"):
         url += f"/series/{(item.get('0020000E', {}).get('Value') or [''])[0]}"
     if level == "IMAGE":
         url += f"/instances/{(item.get('00080018', {}).get('Value') or [''])[0]}"
-    merged = {**item, "00080056": {"vr": "CS", "Value": ["ONLINE"]}, "00081190": {"vr": "UR", "Value": [url]}}
-    if wanted is None:
-        return dict(sorted(merged.items()))
-    out = {key: merged[key] for key in sorted(merged) if int(key, 16) in wanted}
-    for tag in always:
-        out.setdefault(tag_hex(tag), _empty(tag))
-    return dict(sorted(out.items()))
+    merged = {**always, **item, "00080056": {"vr": "CS", "Value": ["ONLINE"]}, "00081190": {"vr": "UR", "Value": [url]}}
+    if wanted is not None:
+        merged = {key: value for key, value in merged.items() if key in wanted}
+    return {key: merged[key] for key in sorted(merged)}
 
 
 def _empty(tag: int) -> dict[str, Any]:
