@@ -13,6 +13,7 @@ from typing import Any
 from nicegui import ui
 
 from app.gallery_settings import GallerySettings
+from components.shared_css import add_shared_css
 
 CSS = """
 .vireo-card { position: relative; border: 2px solid transparent; border-radius: 6px; background: #fff;
@@ -58,7 +59,7 @@ def field_label(field: str) -> str:
 class SeriesGallery(ui.element, component="gallery.js"):
     def __init__(self, settings: GallerySettings) -> None:
         super().__init__()
-        ui.add_css(CSS, shared=True)
+        add_shared_css("gallery", CSS)
         self.configure(settings)
         self._props["tagMode"] = False
         self._props["activeTags"] = []

@@ -10,6 +10,8 @@ from typing import Any
 
 from nicegui import ui
 
+from components.shared_css import add_shared_css
+
 CSS = """
 .vireo-viewer { outline: none; display: flex; flex-direction: column; gap: 6px; }
 .vireo-viewport { position: relative; width: 100%; height: 460px; background: #000; overflow: hidden; cursor: crosshair; }
@@ -30,7 +32,7 @@ CSS = """
 class SliceViewer(ui.element, component="slice_viewer.js"):
     def __init__(self) -> None:
         super().__init__()
-        ui.add_css(CSS, shared=True)
+        add_shared_css("slice-viewer", CSS)
         self._props["plan"] = None
 
     def show(self, plan: dict[str, Any] | None) -> None:

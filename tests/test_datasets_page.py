@@ -473,3 +473,12 @@ def test_gallery_scrolls_through_every_result(vireo: VireoProcess, corpus: dict[
     assert download.value.suggested_filename == "many.zip"
     page.get_by_test_id("action-workflow").click()
     page.wait_for_url("**/workflows/execute?dataset=many")
+
+
+def test_page_loads_do_not_grow_the_shared_head(vireo: VireoProcess, corpus: dict[str, Any]) -> None:
+    """Each page load used to append the gallery's CSS to NiceGUI's process-wide head: pages and memory grew with every load."""
+    with vireo.client() as client:
+        pages = [client.get("/", headers={"accept": "text/html"}).text for _ in range(3)]
+    for html in pages:
+        assert html.count("vireo-css:gallery") == 1 and html.count("vireo-css:slice-viewer") == 1
+    assert abs(len(pages[2]) - len(pages[0])) < 500  # the same page, give or take its client id
