@@ -271,8 +271,8 @@ def convert_case(case: NiftiCase, out_dir: Path) -> ConvertedCase:
 
     series_dir = out_dir / template.SeriesInstanceUID
     series_dir.mkdir(parents=True, exist_ok=True)
-    slices: list[tuple[Dataset, Path]] = []
-    for k in range(data.shape[2]):
+
+    def make_slice(k: int) -> tuple[Dataset, Path]:
         ds = Dataset()
         ds.update(template)
         ds.SOPInstanceUID = generate_uid()
@@ -282,23 +282,30 @@ def convert_case(case: NiftiCase, out_dir: Path) -> ConvertedCase:
         ds.SliceLocation = _ds_number(float(np.dot(position[:3], np.cross(orientation[:3], orientation[3:]))))
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()
         _attach_file_meta(ds)
-        slices.append((ds, series_dir / f"slice{k:04d}.dcm"))
-
-    def write_slices() -> None:
-        for ds, path in slices:
-            ds.save_as(path, enforce_file_format=True)
+        return ds, series_dir / f"slice{k:04d}.dcm"
 
     seg_file = seg_uid = None
     if label_map is not None and case.seg_info is not None:
-        # The slices are written by a second process while this one makes the SEG (the two take about as long).
+        # The SEG needs every slice's dataset; a second process writes them while this one makes the SEG
+        # (the two take about as long).
+        slices = [make_slice(k) for k in range(data.shape[2])]
+
+        def write_slices() -> None:
+            for ds, path in slices:
+                ds.save_as(path, enforce_file_format=True)
+
         slices_written = run_beside(write_slices, f"{case.label}: writing the image slices")
         try:
             seg_file, seg_uid = _write_seg(case, [ds for ds, _ in slices], label_map, out_dir)
         finally:
             slices_written()
+        files = [path for _, path in slices]
     else:
-        write_slices()
-    files = [path for _, path in slices]
+        files = []
+        for k in range(data.shape[2]):  # one slice in memory at a time
+            ds, path = make_slice(k)
+            ds.save_as(path, enforce_file_format=True)
+            files.append(path)
     return ConvertedCase(template.SeriesInstanceUID, template.StudyInstanceUID, files, seg_file, seg_uid)
 
 
