@@ -57,7 +57,7 @@ def main() -> None:
     series = write_series(work / "ct", modality="CT", slices=args.slices, rows=512, columns=512, seed=5)
     vireo = VireoProcess(work / "data").start()
     try:
-        subprocess.run(["dcmsend", "127.0.0.1", str(vireo.dicom_port), "--call", "VIREO", "--scan-directories", str(work / "ct")],
+        subprocess.run(["dcmsend", "127.0.0.1", str(vireo.dicom_port), "--call", "VIREO", "--scan-directories", "--recurse", str(work / "ct")],
                        check=True, capture_output=True)
         with vireo.client() as api:
             deadline = time.monotonic() + 60
