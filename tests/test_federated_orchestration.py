@@ -48,6 +48,13 @@ class Sites:
         response = self.api[on].post("/api/instances", json=definition)
         assert response.status_code == 201, response.text
 
+    def stop_polling(self, site: str, **settings: Any) -> None:
+        """Turn the site's automatic sync off (with other local settings) and let a sync already under way end first:
+        one that started before the change still pulls what it finds (the sync interval here is 1 s)."""
+        response = self.api[site].put("/api/instances/local", json={"automatic_sync": False, **settings})
+        assert response.status_code == 200, response.text
+        time.sleep(3)
+
     def sync(self, site: str) -> dict[str, Any]:
         response = self.api[site].post("/api/instances/sync")
         assert response.status_code == 200, response.text
@@ -171,7 +178,7 @@ def test_two_rounds_pass_the_aggregate_on(sites: Sites) -> None:
 def test_refused_runner_fails_the_round_unless_min_runners_is_met(sites: Sites) -> None:
     """site-a still believes site-c allows the DAG; site-c checks its own permissions and refuses."""
     c = sites.api["site-c"]
-    c.put("/api/instances/local", json={"automatic_sync": False, "allowed_dags": [VARIANCE]})
+    sites.stop_polling("site-c", allowed_dags=[VARIANCE])
     try:
         a = sites.api["site-a"]
         all_three = create(a, dag_id=STATISTICS, dataset="cohort", conf={"histograms": False}, runners=list(SITES))
@@ -197,7 +204,7 @@ def test_offline_runner_times_out_the_round_unless_min_runners_is_met_across_an_
     """site-c does not poll (as if offline): its jobs stay pending until the round's timeout. Meanwhile
     site-a stops and starts again: its orchestrations pick their rounds up where they were."""
     c = sites.api["site-c"]
-    c.put("/api/instances/local", json={"automatic_sync": False})
+    sites.stop_polling("site-c")
     try:
         a = sites.api["site-a"]
         conf = {"histograms": False, "timeout": 10}
@@ -261,7 +268,7 @@ def test_bad_federated_requests_are_refused(sites: Sites) -> None:
 
 def test_aborting_the_workflow_withdraws_the_runners_jobs(sites: Sites) -> None:
     c = sites.api["site-c"]
-    c.put("/api/instances/local", json={"automatic_sync": False})
+    sites.stop_polling("site-c")
     try:
         a = sites.api["site-a"]
         workflow = create(a, dag_id=STATISTICS, dataset="cohort", conf={"histograms": False}, runners=list(SITES))
