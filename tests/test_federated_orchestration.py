@@ -48,10 +48,10 @@ class Sites:
         response = self.api[on].post("/api/instances", json=definition)
         assert response.status_code == 201, response.text
 
-    def stop_polling(self, site: str, **settings: Any) -> None:
-        """Turn the site's automatic sync off (with other local settings) and let a sync already under way end first:
-        one that started before the change still pulls what it finds (the sync interval here is 1 s)."""
-        response = self.api[site].put("/api/instances/local", json={"automatic_sync": False, **settings})
+    def stop_polling(self, site: str) -> None:
+        """Turn the site's automatic sync off and let a sync already under way end: one that started before the
+        change still pulls what it finds and tells the other side this site's settings (the interval here is 1 s)."""
+        response = self.api[site].put("/api/instances/local", json={"automatic_sync": False})
         assert response.status_code == 200, response.text
         time.sleep(3)
 
@@ -178,7 +178,9 @@ def test_two_rounds_pass_the_aggregate_on(sites: Sites) -> None:
 def test_refused_runner_fails_the_round_unless_min_runners_is_met(sites: Sites) -> None:
     """site-a still believes site-c allows the DAG; site-c checks its own permissions and refuses."""
     c = sites.api["site-c"]
-    sites.stop_polling("site-c", allowed_dags=[VARIANCE])
+    sites.stop_polling("site-c")
+    # only now, with no sync running: the change must not reach site-a before the jobs do
+    assert c.put("/api/instances/local", json={"allowed_dags": [VARIANCE]}).status_code == 200
     try:
         a = sites.api["site-a"]
         all_three = create(a, dag_id=STATISTICS, dataset="cohort", conf={"histograms": False}, runners=list(SITES))
