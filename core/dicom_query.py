@@ -311,14 +311,11 @@ def _study_layers(study: Any, patient: Any) -> list[dict[str, Any] | str]:
     return [defaults, study.attributes, {"PatientID": patient.patient_id, "StudyInstanceUID": study.study_uid}]
 
 
-def _attributes(value: Any) -> dict[str, Any]:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def _merged(layers: list[dict[str, Any] | str]) -> dict[str, Any]:
+    """One dict of the layers' values, later layers winning; recorded attributes may come as their JSON text."""
     merged: dict[str, Any] = {}
     for layer in layers:
-        merged.update(_attributes(layer))
+        merged.update(_recorded(layer) if isinstance(layer, str) else layer)
     return merged
 
 
@@ -340,9 +337,7 @@ def _dicom_json(fields: frozenset[str] | None, layers: list[dict[str, Any] | str
     """A result as DICOM JSON from layers of values (later ones win; recorded attributes come as their JSON text),
     with only `fields` when given: a page converts the ~30 attributes asked for, not all the index holds
     (converting every recorded attribute of every row was most of a QIDO request's time)."""
-    merged: dict[str, Any] = {}
-    for layer in layers:
-        merged.update(_recorded(layer) if isinstance(layer, str) else layer)
+    merged = _merged(layers)
     if fields is None:
         return attributes_json(merged)
     picked: dict[str, dict[str, Any]] = {}
