@@ -2,34 +2,35 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+
 from app.gallery_settings import GallerySettings
 from components.gallery import field_label
+from core.name_display import person_name
+
+__all__ = ["card", "display", "person_name", "thumbnail_url"]
 
 
-def person_name(value: str) -> str:
-    """DICOM's `Family^Given^Middle^Prefix^Suffix` as people write it: `Family, Given Middle`.
-
-    A value without `^` is shown exactly as sent (it may hold `=` that is no component-group separator).
-    """
-    if "^" not in (value or ""):
-        return (value or "").strip()
-    parts = [p.strip() for p in (value or "").split("=")[0].split("^")]
-    family, given = (parts + ["", ""])[:2]
-    rest = " ".join(p for p in [given, *parts[2:3]] if p)
-    return f"{family}, {rest}" if family and rest else family or rest
+@lru_cache(maxsize=512)
+def _is_person_name(field: str) -> bool:
+    """Whether a card field is a DICOM keyword of VR PN (PatientName, OperatorsName, ReferringPhysicianName, ...)."""
+    tag = tag_for_keyword(field)
+    return tag is not None and dictionary_VR(tag) == "PN"
 
 
 def display(doc: dict[str, Any], field: str) -> str:
+    """A document's value as a card shows it: person names with all their groups, dates as YYYY-MM-DD."""
     value = doc.get(field)
     if value is None or value == "":
         return ""
+    if _is_person_name(field):
+        return "; ".join(person_name(str(v)) for v in (value if isinstance(value, list) else [value]))
     if isinstance(value, list):
         return ", ".join(str(v) for v in value)
-    if field == "PatientName" or field.endswith("PhysicianName") or field == "OperatorsName":
-        return person_name(str(value))
     if field.endswith("Date") and isinstance(value, str) and len(value) == 8 and value.isdigit():
         return f"{value[:4]}-{value[4:6]}-{value[6:]}"
     return str(value)

@@ -150,7 +150,7 @@ def _convert_niftis(ctx: JobContext) -> None:
     report = ImportReport(conf.upload, conf.dataset)
     try:
         top = extract(source, ctx.work_dir / "upload", conf.upload)
-        plans = find_collections(top, conf.modality)
+        plans = find_collections(top, conf.modality, upload_name=_upload_name(conf.upload))
     except (ArchiveRefused, CaseError) as exc:
         raise ValueError(str(exc)) from exc
     cases = [case for plan in plans for case in plan.cases]
@@ -176,6 +176,12 @@ def _convert_niftis(ctx: JobContext) -> None:
         ctx.log.info("%s: %d slices%s", case.label, len(result.image_files), " and a SEG" if result.seg_file else "")
         ctx.progress(done, len(cases))
     (ctx.work_dir / "converted.json").write_text(json.dumps({"cases": converted, "skipped": report.skipped}))
+
+
+def _upload_name(upload: str) -> str:
+    """The upload's own name ("scans/brain.zip" -> "brain"): what its top-level files are known by."""
+    name = PurePosixPath(upload.rstrip("/")).name
+    return name[:-4] if name.lower().endswith(".zip") else name
 
 
 def _start_validation(cases: list[dict[str, Any]]) -> tuple[Any, list[tuple[str, Path, Any]]]:

@@ -192,8 +192,8 @@ def _image_dataset(case: NiftiCase, sop_class: str, now: datetime) -> Dataset:
     ds.OperatorsName = case.operator
     ds.Manufacturer = MANUFACTURER
     ds.PositionReferenceIndicator = ""
-    ds.Laterality = ""
-    ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"] if sop_class == CTImageStorage else ["DERIVED", "SECONDARY"]
+    ds.Laterality = ""  # Type 2C on whether the body part is paired, which a NIfTI file does not say: empty is "unknown"
+    ds.ImageType = _image_type(sop_class)
     ds.PatientOrientation = ""
     ds.AcquisitionNumber = 1
     ds.BurnedInAnnotation = "NO"
@@ -212,6 +212,33 @@ def _image_dataset(case: NiftiCase, sop_class: str, now: datetime) -> Dataset:
     else:
         ds.ConversionType = "WSD"
     return ds
+
+
+def _image_type(sop_class: str) -> list[str]:
+    """ImageType as each IOD wants it: CT and MR need value 3 (PS3.3 C.8.2.1.1.1, C.8.3.1.1.1); converted images are derived."""
+    if sop_class == CTImageStorage:
+        return ["DERIVED", "SECONDARY", "AXIAL"]
+    if sop_class == MRImageStorage:
+        return ["DERIVED", "SECONDARY", "OTHER"]
+    return ["DERIVED", "SECONDARY"]
+
+
+def _set_rescale(ds: Dataset, sop_class: str, slope: float, intercept: float) -> None:
+    """The Modality LUT, where each IOD expects it.
+
+    CT always carries it (Type 1), in Hounsfield units. Secondary Capture must then say
+    what the rescaled values are (RescaleType, Type 1C): "US", unspecified. The MR IOD has
+    no Modality LUT; it is written only when the stored values need one to mean the
+    original ones (floats), as scanners do, since readers (dcm2niix, pydicom) apply it.
+    """
+    if sop_class == MRImageStorage and slope == 1.0 and intercept == 0.0:
+        return
+    ds.RescaleIntercept = _ds_number(intercept)
+    ds.RescaleSlope = _ds_number(slope)
+    if sop_class == CTImageStorage:
+        ds.RescaleType = "HU"
+    elif sop_class == SecondaryCaptureImageStorage:
+        ds.RescaleType = "US"
 
 
 def _apply_tags(ds: Dataset, tags: dict[str, Any]) -> None:
@@ -263,8 +290,7 @@ def convert_case(case: NiftiCase, out_dir: Path) -> ConvertedCase:
     template.BitsAllocated = template.BitsStored = 16
     template.HighBit = 15
     template.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
-    template.RescaleIntercept = _ds_number(intercept)
-    template.RescaleSlope = _ds_number(slope)
+    _set_rescale(template, sop_class, slope, intercept)
     low, high = float(data.min()), float(data.max())
     template.WindowCenter = _ds_number((low + high) / 2)
     template.WindowWidth = _ds_number(max(high - low, 1.0))
@@ -391,7 +417,6 @@ def _write_seg(case: NiftiCase, images: list[Dataset], labels: np.ndarray, out_d
         manufacturer_model_name="Vireo NIfTI import",
         software_versions="1",
         device_serial_number="1",
-        content_creator_name="vireo",
         content_label="SEGMENTATION",
         content_description=(info.algorithm or "segmentation")[:64],
         omit_empty_frames=True,

@@ -50,8 +50,12 @@ def _relative(path: Path, top: Path) -> str:
     return path.relative_to(top).as_posix()
 
 
-def find_collections(top: Path, modality: str) -> list[CollectionPlan]:
-    """Every collection under the extracted upload `top`; CaseError if the upload holds none or is malformed."""
+def find_collections(top: Path, modality: str, upload_name: str = "") -> list[CollectionPlan]:
+    """Every collection under the extracted upload `top`; CaseError if the upload holds none or is malformed.
+
+    `upload_name` (the zip's name without `.zip`) stands in for the folder name of files at
+    the top of the upload, where the folder is only where the import unpacked them.
+    """
     plans = []
     for folder in sorted([top, *(p for p in top.rglob("*") if p.is_dir())]):
         if "__MACOSX" in folder.parts:
@@ -59,7 +63,7 @@ def find_collections(top: Path, modality: str) -> list[CollectionPlan]:
         if (folder / "dataset.json").is_file():
             plans.append(CollectionPlan(folder, "nnunet", nnunet_cases(folder, top)))
         elif folder.name.lower() not in NOT_BASIC_ROOTS and not any((p / "dataset.json").is_file() for p in folder.parents if p.is_relative_to(top)):
-            cases = basic_cases(folder, top, modality)
+            cases = basic_cases(folder, top, modality, upload_name)
             if cases:
                 plans.append(CollectionPlan(folder, "basic", cases))
     if not plans:
@@ -106,8 +110,11 @@ def _meta_data(path: Path, label: str) -> tuple[dict[str, Any], dict[str, dict[s
     return check_tags(global_tags, label), {key: check_tags(tags, f"{label} [{key}]") for key, tags in series_tags.items()}
 
 
-def basic_cases(folder: Path, top: Path, modality: str) -> list[NiftiCase]:
-    """The basic format: NIfTI files beside their `_segmentation` files, or `cases/` and `segs/` with equal names."""
+def basic_cases(folder: Path, top: Path, modality: str, upload_name: str = "") -> list[NiftiCase]:
+    """The basic format: NIfTI files beside their `_segmentation` files, or `cases/` and `segs/` with equal names.
+
+    Operators' Name is the collection's folder name (as in Kaapana), the upload's name for the top folder.
+    """
     label = _relative(folder, top) if folder != top else "the upload"
     images: list[Path]
     segs: dict[Path, Path] = {}
@@ -154,16 +161,22 @@ def basic_cases(folder: Path, top: Path, modality: str) -> list[NiftiCase]:
             if key in path:
                 tags.update(extra)
         cases.append(NiftiCase(image=image, label=path, case_id=stem(image), series_number=number, tags=tags, modality=modality,
-                               operator=folder.name, segmentation=segs.get(image), seg_info=seg_info if image in segs else None))
+                               operator=_operator(folder, top, upload_name), segmentation=segs.get(image), seg_info=seg_info if image in segs else None))
     return cases
 
 
+def _operator(folder: Path, top: Path, upload_name: str) -> str:
+    return (upload_name or top.name) if folder == top else folder.name
+
+
 def _channel_modality(name: str) -> tuple[str, str]:
-    """Modality and series description for an nnU-Net channel name (MRI/MRT become MR; unknown names are MR, named in the description)."""
+    """Modality and series description for an nnU-Net channel name (MRI/MRT become MR, PET PT; unknown names are MR, named in the description)."""
     text = name.strip()
     upper = text.upper()
     if upper in ("MRI", "MRT"):
         return "MR", text
+    if upper == "PET":
+        return "PT", text
     if upper in MODALITIES:
         return upper, text
     return "MR", text

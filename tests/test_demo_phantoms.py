@@ -32,9 +32,11 @@ def ct(tmp_path_factory: pytest.TempPathFactory) -> tuple[ph.SeriesSpec, ph.Volu
 
 def test_ct_mr_and_seg_are_valid_dicom(ct, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     _spec, _volume, files, seg = ct
-    mr_spec = ph.SeriesSpec(ph.Study(PATIENT, "mr", "20250102", "MR BRAIN", "HEAD"), "MR", 3, "FLAIR axial", weighting="FLAIR")
-    mr_files = ph.write_series(mr_spec, ph.mr_head(2, "FLAIR", slices=6, size=64, lesion=True), tmp_path / "mr")
-    for path in (files[len(files) // 2], mr_files[3], seg):
+    mr_slices = []
+    for number, weighting in enumerate(ph.MR_TISSUES, start=3):  # each weighting has its own MR attributes (T1 no inversion time)
+        mr_spec = ph.SeriesSpec(ph.Study(PATIENT, "mr", "20250102", "MR BRAIN", "HEAD"), "MR", number, f"{weighting} axial", weighting=weighting)
+        mr_slices.append(ph.write_series(mr_spec, ph.mr_head(2, weighting, slices=6, size=64, lesion=True), tmp_path / weighting)[3])
+    for path in (files[len(files) // 2], *mr_slices, seg):
         assert _dciodvfy_errors(path) == [], path
 
 

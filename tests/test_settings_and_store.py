@@ -79,7 +79,7 @@ def test_uid_padding_is_stripped() -> None:
     assert clean_uid("1.2.840.10008\x00") == "1.2.840.10008"
 
 
-@pytest.mark.parametrize(("raw", "shown"), [("Doe^Jane", "Doe, Jane"), ("Doe^Jane^Q", "Doe, Jane Q"), ("Doe", "Doe"), ("", ""), ("^Jane", "Jane"), ("Yamada^Tarou=山田^太郎", "Yamada, Tarou")])
+@pytest.mark.parametrize(("raw", "shown"), [("Doe^Jane", "Doe, Jane"), ("Doe^Jane^Q", "Doe, Jane Q"), ("Doe", "Doe"), ("", ""), ("^Jane", "Jane"), ("Yamada^Tarou=山田^太郎", "Yamada, Tarou (山田 太郎)")])
 def test_person_names_are_shown_as_people_write_them(raw: str, shown: str) -> None:
     from components.series_cards import person_name
 

@@ -257,8 +257,8 @@ def _modality_module(ds: Dataset, spec: SeriesSpec, grid: Grid) -> None:
         ds.ProtocolName = spec.description
         ds.WindowCenter, ds.WindowWidth = 40, 400
     else:
-        protocol = {
-            "T1": ("GR", "SP", 2000.0, 3.0, 9.0, 900.0),
+        protocol = {  # scanning sequence, variant, TR, TE, flip angle, TI (only for inversion recovery, PS3.3 C.8.3.1)
+            "T1": ("GR", "SP", 2000.0, 3.0, 9.0, None),
             "T2": ("SE", "SK", 4500.0, 95.0, 150.0, None),
             "FLAIR": ("IR", "SK", 9000.0, 85.0, 150.0, 2500.0),
         }[spec.weighting]
