@@ -1,7 +1,8 @@
 """What a signed-in person may do with accounts and tokens, for the Settings page and `/api`.
 
 Every action re-reads the acting user: a page left open, or a token, must not outlive a
-disabled account or a lost admin role.
+disabled account or a lost admin role. A new password, a disabled or a removed account end
+the user's browser sessions (other browsers and open tabs go to the login page).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from app import browser_session
 from app.auth import credentials
 from app.runtime import current_services
 from core import accounts
@@ -28,13 +30,20 @@ def acting_user(session: Session, principal: Principal, *, admin: bool = False) 
     return user
 
 
-def change_password(principal: Principal, current: str, new: str) -> None:
+def change_password(principal: Principal, current: str, new: str, keep_session: str | None = None) -> int:
+    """Set a new password; every other browser session of the user ends (`keep_session`: the one asking). Returns how many."""
     with current_services().db.session() as session:
         user = acting_user(session, principal)
         if not accounts.password_matches(user.password_hash, current):
             raise AccountError("the current password is wrong")
         accounts.set_password(session, user, new)
     credentials.clear()
+    return browser_session.end_user_sessions(principal.user_id, keep=keep_session)
+
+
+def sessions_of(principal: Principal) -> int:
+    """How many browsers are logged in as this user."""
+    return browser_session.session_count(principal.user_id)
 
 
 def token_rows(principal: Principal) -> list[dict[str, Any]]:
@@ -62,12 +71,16 @@ def user_rows() -> list[dict[str, Any]]:
 
 
 def user_action(principal: Principal, action: str, username: str, password: str = "", is_admin: bool = False) -> None:
+    ended: int | None = None
     with current_services().db.session() as session:
         acting_user(session, principal, admin=True)
         if action == "add":
             accounts.create_user(session, username, password, is_admin=is_admin)
         elif action in ("disable", "enable"):
-            accounts.set_disabled(session, principal, username, action == "disable")
+            user = accounts.set_disabled(session, principal, username, action == "disable")
+            ended = user.id if action == "disable" else None
         elif action == "remove":
-            accounts.remove_user(session, principal, username)
+            ended = accounts.remove_user(session, principal, username)
     credentials.clear()
+    if ended is not None:
+        browser_session.end_user_sessions(ended)

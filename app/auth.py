@@ -2,8 +2,10 @@
 
 Only the login page, `GET /api/health` and NiceGUI's static assets are public. API and
 DICOMweb clients without valid credentials get 401; a browser gets redirected to the login
-page. Failed logins are rate-limited per user and address (and per address over all
-users), on the login page and for Basic credentials alike.
+page. Failed logins are limited per user and address, per address, and slowed down per
+account (app/login_throttle.py), on the login page and for Basic credentials alike.
+A browser session is a cookie Vireo issues at login (app/browser_session.py); a change made
+with it must come from Vireo's own pages (app/csrf.py).
 """
 
 from __future__ import annotations
@@ -13,79 +15,27 @@ import binascii
 import hashlib
 import threading
 import time
-from collections import deque
-
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
-from nicegui import app as nicegui_app
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from app import browser_session, csrf
+from app.browser_session import AuthenticatedBy
+from app.login_throttle import LoginThrottle, TooManyAttempts  # noqa: F401  (TooManyAttempts: pages know it from here)
 from app.runtime import current_services
 from core import accounts
 from core.accounts import Principal
-from core.models import User
+from core.browser_sessions import LiveSession
 
-PUBLIC_PATHS = frozenset({"/login", "/api/health", "/favicon.ico"})
+PUBLIC_PATHS = frozenset({"/login", browser_session.COMPLETE_PATH, "/api/health", "/favicon.ico"})
 # Routes other Vireo instances call: no user, but a request signature the route itself checks (federation/signing.py).
 INSTANCE_SIGNED_PATHS = frozenset({"/api/federation/sync"})
 GUARDED_NICEGUI_PREFIXES = ("/_nicegui/client/", "/_nicegui/auto/")
 MACHINE_PREFIXES = ("/api", "/dicomweb")
-SESSION_KEY = "vireo"
-
-
-class TooManyAttempts(Exception):
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed logins; try again in {retry_after} s")
-        self.retry_after = retry_after
-
-
-class LoginThrottle:
-    """Sliding-window limits on failed logins: per (user, address) and per address.
-
-    An attempt counts as failed from the moment it starts, so a burst of parallel guesses
-    is limited as strictly as one after another; a success takes its attempt back.
-    """
-
-    def __init__(self, per_user: int = 5, per_address: int = 20, window: float = 900.0) -> None:
-        self.per_user = per_user
-        self.per_address = per_address
-        self.window = window
-        self._failures: dict[tuple[str, str], deque[float]] = {}
-        self._lock = threading.Lock()
-
-    def attempt(self, username: str, address: str) -> float:
-        """Start an attempt; raises TooManyAttempts while either limit is reached. Returns its stamp."""
-        now = time.monotonic()
-        pair, anyone = (username, address), ("", address)
-        with self._lock:
-            for key, limit in ((pair, self.per_user), (anyone, self.per_address)):
-                failures = self._prune(key, now)
-                if len(failures) >= limit:
-                    raise TooManyAttempts(max(1, int(failures[0] + self.window - now)))
-            for key in (pair, anyone):
-                self._failures.setdefault(key, deque()).append(now)
-        return now
-
-    def succeeded(self, username: str, address: str, stamp: float) -> None:
-        """The attempt was right: forget this user's failures from here and take the attempt back."""
-        with self._lock:
-            self._failures.pop((username, address), None)
-            failures = self._failures.get(("", address))
-            if failures is not None and stamp in failures:
-                failures.remove(stamp)
-
-    def _prune(self, key: tuple[str, str], now: float) -> deque[float]:
-        failures = self._failures.get(key)
-        if failures is None:
-            return deque()
-        while failures and failures[0] <= now - self.window:
-            failures.popleft()
-        if not failures:
-            del self._failures[key]  # never keep an entry per name a stranger tried
-        return failures
 
 
 class CredentialCache:
@@ -159,41 +109,40 @@ def _bearer(token: str) -> Principal | None:
         return accounts.principal(user) if user else None
 
 
-def _session() -> Principal | None:
-    data = nicegui_app.storage.user.get(SESSION_KEY)
-    if not isinstance(data, dict):
+@dataclass(frozen=True)
+class Identity:
+    """Who a request is and how it proved it; `session` is set for the browser's session cookie."""
+
+    principal: Principal
+    auth: AuthenticatedBy
+    session: LiveSession | None = None
+
+
+def _session(request: Request) -> Identity | None:
+    found = browser_session.session_of(request)
+    if found is None:
         return None
-    if data.get("expires", 0) < time.time():
-        return None  # expired (left in place: storage must only be changed on the event loop)
-    with current_services().db.session() as session:
-        user = session.get(User, data.get("user_id"))
-        if user is None or user.disabled or user.username != data.get("username"):
-            return None
-        return accounts.principal(user)
-
-
-def start_session(principal: Principal) -> None:
-    hours = current_services().settings.session_hours
-    nicegui_app.storage.user[SESSION_KEY] = {
-        "user_id": principal.user_id,
-        "username": principal.username,
-        "expires": time.time() + hours * 3600,
-    }
+    return Identity(browser_session.principal_of(found), AuthenticatedBy("session", found.user_id, found.token_hash), found)
 
 
 def end_session() -> None:
-    nicegui_app.storage.user.pop(SESSION_KEY, None)
+    """Log out the browser of the page being used (blocking: call through run.io_bound from a page)."""
+    from nicegui import context
+
+    browser_session.end_session_of(context.client.request)
 
 
-def identify(request: Request) -> Principal | None:
+def identify(request: Request) -> Identity | None:
     """The principal behind a request, from its Authorization header or its browser session (blocking)."""
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
     if scheme.lower() == "basic":
-        return _basic(value.strip(), client_address(request))
+        principal = _basic(value.strip(), client_address(request))
+        return Identity(principal, AuthenticatedBy("basic", principal.user_id)) if principal else None
     if scheme.lower() == "bearer":
-        return _bearer(value)
-    return _session()
+        principal = _bearer(value)
+        return Identity(principal, AuthenticatedBy("bearer", principal.user_id)) if principal else None
+    return _session(request)
 
 
 def is_public(path: str) -> bool:
@@ -208,7 +157,7 @@ def is_machine_route(path: str) -> bool:
     return any(path == p or path.startswith(p + "/") for p in MACHINE_PREFIXES)
 
 
-def _cached_basic(request: Request) -> Principal | None:
+def _cached_basic(request: Request) -> Identity | None:
     """The principal of Basic credentials verified within the last minute, without leaving the event loop."""
     scheme, _, value = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "basic":
@@ -217,7 +166,17 @@ def _cached_basic(request: Request) -> Principal | None:
         username, password = base64.b64decode(value.strip(), validate=True).decode().split(":", 1)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
-    return credentials.get(CredentialCache.key(username, password))
+    principal = credentials.get(CredentialCache.key(username, password))
+    return Identity(principal, AuthenticatedBy("basic", principal.user_id)) if principal else None
+
+
+def forgery_refusal(request: Request, identity: Identity) -> str | None:
+    """Why a request that changes something may not use the credentials the browser sent by itself (app/csrf.py)."""
+    if identity.session is not None:
+        return csrf.session_refusal(request, identity.session)
+    if identity.auth.kind == "basic":
+        return csrf.basic_refusal(request)
+    return None
 
 
 class AuthMiddleware:
@@ -243,11 +202,11 @@ class AuthMiddleware:
             return
         refusal: Response | None = None
         try:
-            principal = _cached_basic(request) or await run_in_threadpool(identify, request)
+            identity = _cached_basic(request) or await run_in_threadpool(identify, request)
         except TooManyAttempts as exc:
-            principal = None
+            identity = None
             refusal = JSONResponse({"detail": str(exc)}, status_code=429, headers={"Retry-After": str(exc.retry_after)})
-        if principal is None:
+        if identity is None:
             if refusal is None and is_machine_route(path):
                 refusal = JSONResponse(
                     {"detail": "authentication required: HTTP Basic or a bearer API token"},
@@ -259,7 +218,14 @@ class AuthMiddleware:
                 refusal = RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)
             await refusal(scope, receive, send)
             return
-        request.state.principal = principal  # stored in the scope: the route's own Request sees it
+        forged = forgery_refusal(request, identity)
+        if forged:
+            await JSONResponse({"detail": forged}, status_code=403)(scope, receive, send)
+            return
+        # stored in the scope: the route's own Request (and an open tab's page request) sees them
+        request.state.principal = identity.principal
+        request.state.vireo_auth = identity.auth
+        request.state.csrf_token = identity.session.csrf_token if identity.session else ""
         await self.app(scope, receive, send)
 
 

@@ -1,41 +1,39 @@
 """What the Datasets page does to a selection: resolve it to series, tag, group into datasets.
 
-A selection is either explicit series UIDs or, when nothing is selected (or "all matching" is),
-every series the current search matches — never just the cards loaded in the browser.
+Each action takes a `core.selection.Selection`: the picked series or, when nothing is picked (or
+"all matching" is), every series the current search matches — never just the cards loaded in the browser.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 
 from app.runtime import current_services
 from core import datasets, tags
-from core.search.service import Selection
-
-
-@dataclass(frozen=True)
-class Target:
-    """The series an action hits: `uids` when some are selected, else everything `search` matches."""
-
-    search: Selection
-    uids: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def explicit(self) -> bool:
-        return bool(self.uids)
-
-    def resolve(self) -> list[str]:
-        return list(self.uids) if self.uids else current_services().search.series_uids(self.search)
-
-    def count(self) -> int:
-        return len(self.uids) if self.uids else current_services().search.count(self.search)
+from core.search.query import QueryError
+from core.selection import Selection
 
 
 class ActionError(ValueError):
     """An action that could not be done; the message is for the user."""
+
+
+def series_count(selection: Selection) -> int:
+    """How many series an action on `selection` would act on (the count its dialog shows)."""
+    try:
+        return selection.count(current_services().search)
+    except (QueryError, LookupError) as exc:  # the search went bad meanwhile (a dataset deleted in another tab)
+        raise ActionError(str(exc)) from exc
+
+
+def resolve(selection: Selection) -> list[str]:
+    """The series UIDs an action on `selection` acts on: all of them, not a page."""
+    try:
+        return selection.resolve(current_services().search)
+    except (QueryError, LookupError) as exc:
+        raise ActionError(str(exc)) from exc
 
 
 def toggle_tags(series_uid: str, active: list[str]) -> list[str]:
@@ -59,8 +57,8 @@ def dataset_list() -> list[dict[str, Any]]:
         return datasets.list_datasets(session)
 
 
-def create_dataset(name: str, target: Target, username: str) -> int:
-    uids = target.resolve()
+def create_dataset(name: str, selection: Selection, username: str) -> int:
+    uids = resolve(selection)
     try:
         with current_services().db.session() as session:
             dataset = datasets.create_dataset(session, name.strip(), uids, username, checked=True)
@@ -69,9 +67,9 @@ def create_dataset(name: str, target: Target, username: str) -> int:
         raise ActionError(str(exc) if isinstance(exc, datasets.DatasetError) else f"dataset {name!r} exists already") from exc
 
 
-def change_members(name: str, target: Target, *, add: bool) -> int:
-    """Add the target's series to dataset `name`, or remove them from it (the series stay in the PACS)."""
-    uids = target.resolve()
+def change_members(name: str, selection: Selection, *, add: bool) -> int:
+    """Add the selection's series to dataset `name`, or remove them from it (the series stay in the PACS)."""
+    uids = resolve(selection)
     try:
         with current_services().db.session() as session:
             dataset = datasets.change_members(session, name, uids if add else [], [] if add else uids, checked=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 
 from nicegui import app, ui
 from nicegui.storage import Storage
@@ -11,19 +12,22 @@ from nicegui.storage import Storage
 from app.api import accounts as accounts_api
 from app.api import datasets as datasets_api
 from app.api import dags as dags_api
-from app.api import dicomweb, downloads, health, jobs, search, series, tags, user_settings, viewer
+from app.api import dicomweb, downloads, health, jobs, search, series, tags, user_settings, viewer, wado_rs
 from app.api import federation as federation_api
 from app.api import instances as instances_api
 from app.api import uploads as uploads_api
 from app.api import workflows as workflows_api
 from app.auth import AuthMiddleware
+from app.body_limits import BodyLimitMiddleware, BodyLimitTable
 from app.cli import vireo_version
 from app.compression import gzip_middleware
 from app.cors import DicomwebCors
+from app import open_tabs, proxies
 from app.runtime import set_services
 from app.demo.seeding import DemoSeeder
 from app.services import Services, build_services, storage_secret
 from app.settings import Settings
+from ingest import import_limits
 from pages import data_upload, datasets, instances, login, settings, workflow_execution, workflow_list
 
 log = logging.getLogger(__name__)
@@ -36,9 +40,14 @@ def build_app(settings_: Settings) -> Services:
     # Login sessions persist with the rest of Vireo's state, not in the working directory.
     Storage.path = (settings_.data_dir / "sessions").resolve()
     app.add_middleware(AuthMiddleware)
+    open_tabs.install()  # an open tab is checked on every UI event, not only at page load
+    # Added after authentication, so it runs first: a body over its route's limit is refused before anything reads it.
+    app.add_middleware(BodyLimitMiddleware, table=BodyLimitTable.sized(settings_.max_request_bytes, settings_.max_upload_request_bytes, settings_.max_stow_request_bytes))
+    # Job processes start later and inherit these: how far an import may unpack, whichever way they were configured.
+    os.environ.update(import_limits.as_environment(settings_.import_max_unpacked_bytes, settings_.nifti_max_voxels))
     if settings_.cors_origin_list:
         app.add_middleware(DicomwebCors, origins=settings_.cors_origin_list)  # added last: runs before authentication
-    for router in (health.router, viewer.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router, user_settings.router, downloads.router, dicomweb.router, dags_api.router, workflows_api.router, jobs.router, uploads_api.router, instances_api.router, instances_api.audit_router, federation_api.router):
+    for router in (health.router, viewer.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router, user_settings.router, downloads.router, dicomweb.router, wado_rs.router, dags_api.router, workflows_api.router, jobs.router, uploads_api.router, instances_api.router, instances_api.audit_router, federation_api.router):
         app.include_router(router)
     login.register()
     datasets.register()
@@ -85,5 +94,6 @@ def serve(settings_: Settings) -> None:
         favicon="🐦",
         show_welcome_message=False,
         gzip_middleware_factory=gzip_middleware,
+        **proxies.uvicorn_options(settings_.trusted_proxies),  # X-Forwarded-* only from VIREO_TRUSTED_PROXIES
         **({"ssl_certfile": settings_.ssl_certfile, "ssl_keyfile": settings_.ssl_keyfile} if settings_.ssl_certfile else {}),
     )

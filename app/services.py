@@ -11,6 +11,7 @@ import logging
 import secrets
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from app.demo.seeding import DemoSeeder
@@ -31,7 +32,8 @@ from core.workflows.engine import EngineConfig, WorkflowEngine
 from core.workflows.executor import Executor
 from core.workflows.registry import DagRegistry
 from federation.orchestration import Orchestrator
-from federation.sync import Federation
+from federation.poller import PollLimits
+from federation.sync import Federation, FederationConfig
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +140,7 @@ def build_services(settings: Settings) -> Services:
             ae_title=settings.dicom_ae_title,
             max_associations=settings.dicom_max_associations,
             allowed_calling_aets=settings.allowed_calling_aets,
+            max_connections_per_peer=settings.dicom_max_connections_per_peer,
         ),
         store,
         indexer,
@@ -149,9 +152,21 @@ def build_services(settings: Settings) -> Services:
     )
     incoming = IncomingRecorder(engine, bus, settings.thumbnail_quiet_seconds)
     indexer.add_listener(incoming.touch)
-    federation = Federation(db, engine, registry, bus, settings.host, settings.http_port, "https" if settings.ssl_certfile else "http")
+    federation = Federation(db, engine, registry, bus, settings.host, settings.http_port, "https" if settings.ssl_certfile else "http",
+                            federation_config(settings))
     orchestrator = Orchestrator(db, engine, registry, bus)
-    return Services(settings, db, store, bus, indexer, thumbnails, receiver, SeriesSearch(db), registry, engine, incoming, federation, orchestrator)
+    search = SeriesSearch(db)
+    engine.search = search  # a workflow started on a search resolves it to series through the same search the pages use
+    return Services(settings, db, store, bus, indexer, thumbnails, receiver, search, registry, engine, incoming, federation, orchestrator)
+
+
+def federation_config(settings: Settings) -> FederationConfig:
+    """Where this instance's key lives, the limits on what one remote may take, how much audit log is kept."""
+    return FederationConfig(
+        data_dir=settings.data_dir.resolve(),
+        limits=PollLimits(deadline=settings.federation_deadline, max_response=settings.federation_max_response),
+        audit_max_rows=settings.audit_max_rows, audit_max_age=timedelta(days=settings.audit_max_days),
+    )
 
 
 def load_dags(settings: Settings) -> DagRegistry:

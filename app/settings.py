@@ -12,6 +12,7 @@ import socket
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 ENV_PREFIX = "VIREO_"
 
@@ -28,6 +29,7 @@ class Settings:
     dicom_ae_title: str = field(default="VIREO", metadata={"help": "this node's own AE title"})
     dicom_max_associations: int = field(default=16, metadata={"help": "concurrent DICOM associations accepted"})
     dicom_allowed_calling_aets: str = field(default="", metadata={"help": "comma-separated calling AE titles allowed to send (empty: anyone)"})
+    dicom_max_connections_per_peer: int = field(default=32, metadata={"help": "open DICOM connections one address may hold; past it, its oldest connection still without an A-ASSOCIATE-RQ is closed (a new one is refused only when all are associations)"})
     database_url: str = field(default="", metadata={"help": "SQLAlchemy URL, e.g. postgresql+psycopg://… (default: SQLite in the data dir)"})
     instance_name: str = field(default_factory=socket.gethostname, metadata={"help": "this instance's name in a federation"})
     admin_password: str = field(default="", metadata={"help": "password of user admin, set on first start (default: generated and printed once)"})
@@ -36,12 +38,23 @@ class Settings:
     workers: int = field(default=0, metadata={"help": "job processes the local executor runs at once (0: one per CPU core)"})
     session_hours: float = field(default=12.0, metadata={"help": "a login session expires after this many hours"})
     thumbnail_quiet_seconds: float = field(default=3.0, metadata={"help": "a series' thumbnail is drawn once it has been quiet this long"})
+    max_request_bytes: int = field(default=8 * 1024**2, metadata={"help": "largest request body of an API call or page (JSON, forms), in bytes; refused with 413 while it streams"})
+    max_upload_request_bytes: int = field(default=2 * 1024**3, metadata={"help": "largest body of one request to /api/uploads (a file, or one chunk of a larger file), in bytes"})
+    max_stow_request_bytes: int = field(default=4 * 1024**3, metadata={"help": "largest body of one STOW-RS request to /dicomweb/studies, in bytes"})
+    import_max_unpacked_bytes: int = field(default=200 * 1024**3, metadata={"help": "most bytes an uploaded zip may unpack to (counted while unpacking; never more than the free disk space)"})
+    nifti_max_voxels: int = field(default=2**28, metadata={"help": "most voxels one NIfTI image of an import may have (read from its header, before its data: 2^28 is 512x512x1024)"})
     dicom_destinations: str = field(default="", metadata={"help": "C-MOVE destinations, comma-separated AE=host:port (e.g. WORKSTATION=10.0.0.5:104)"})
     ssl_certfile: str = field(default="", metadata={"help": "PEM certificate to serve HTTPS with (default: plain HTTP)"})
     ssl_keyfile: str = field(default="", metadata={"help": "PEM private key of --ssl-certfile"})
-    cors_origins: str = field(default="", metadata={"help": "origins whose browser pages may call /dicomweb (comma-separated, * for any; default: none)"})
+    cors_origins: str = field(default="", metadata={"help": "origins whose browser pages may call /dicomweb (comma-separated scheme://host[:port]; default: none)"})
     ohif_url: str = field(default="", metadata={"help": "base URL of an OHIF Viewer reading this Vireo's /dicomweb; shows 'Open in OHIF' for studies"})
+    public_url: str = field(default="", metadata={"help": "URL clients reach this Vireo at, e.g. https://pacs.example.org/vireo behind a proxy: base of the links DICOMweb hands out (default: the address each request was served on)"})
+    trusted_proxies: str = field(default="", metadata={"help": "reverse proxies (comma-separated addresses or CIDR networks) whose X-Forwarded-For/-Proto are believed (default: none)"})
     storage_secret: str = field(default="", metadata={"help": "secret signing browser sessions (default: generated and kept in the data dir)"})
+    federation_deadline: float = field(default=30.0, metadata={"help": "seconds one whole sync with one remote may take (connect, send, answer); a slower remote fails that sync, never the others"})
+    federation_max_response: int = field(default=64 * 1024 * 1024, metadata={"help": "bytes a remote's sync answer may have; reading stops there and the remote is marked failing"})
+    audit_max_rows: int = field(default=100_000, metadata={"help": "the federation audit log keeps at most this many events (the oldest go first)"})
+    audit_max_days: float = field(default=365.0, metadata={"help": "federation audit events older than this many days are pruned"})
     demo: bool = field(default=False, metadata={"help": "seed a generated demo (patients, CT/MR, SEGs, datasets, tags, workflows) once per data dir, in the background"})
 
     @property
@@ -68,8 +81,20 @@ class Settings:
         return parse_destinations(self.dicom_destinations)
 
     @property
+    def public_base(self) -> str:
+        """VIREO_PUBLIC_URL without a trailing slash ('' when unset): absolute links start with it."""
+        return self.public_url.strip().rstrip("/")
+
+    @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
+
+
+# What one remote may cost a sync (federation/poller.py) and how much audit log is kept (federation/audit.py).
+FEDERATION_LIMITS = ("federation_deadline", "federation_max_response", "audit_max_rows", "audit_max_days")
+
+# Sizes that bound what one request or one import may make Vireo hold (app/body_limits.py, ingest/import_limits.py).
+SIZE_LIMITS = ("max_request_bytes", "max_upload_request_bytes", "max_stow_request_bytes", "import_max_unpacked_bytes", "nifti_max_voxels")
 
 
 def parse_destinations(text: str) -> dict[str, tuple[str, int]]:
@@ -142,8 +167,41 @@ def load_settings(options: argparse.Namespace | None = None, environ: dict[str, 
         except ValueError as exc:
             raise SystemExit(f"invalid value for {_env_name(f.name)} / --{f.name.replace('_', '-')}: {raw!r} ({exc})") from exc
     settings = Settings(**values)
+    for name in SIZE_LIMITS:
+        if getattr(settings, name) <= 0:
+            raise SystemExit(f"invalid value for {_env_name(name)} / --{name.replace('_', '-')}: {getattr(settings, name)} (a limit must be at least 1)")
+    for name in FEDERATION_LIMITS:
+        if not getattr(settings, name) > 0:
+            raise SystemExit(f"invalid value for {_env_name(name)} / --{name.replace('_', '-')}: {getattr(settings, name)} (it must be above 0)")
+    if settings.dicom_max_connections_per_peer < 1:
+        raise SystemExit(f"invalid value for VIREO_DICOM_MAX_CONNECTIONS_PER_PEER / --dicom-max-connections-per-peer: {settings.dicom_max_connections_per_peer} (a limit must be at least 1)")
     try:
         settings.move_destinations
     except ValueError as exc:
         raise SystemExit(f"invalid value for VIREO_DICOM_DESTINATIONS / --dicom-destinations: {exc}") from exc
+    problem = public_url_problem(settings.public_url)
+    if problem:
+        raise SystemExit(f"invalid value for VIREO_PUBLIC_URL / --public-url: {settings.public_url!r} ({problem})")
+    from app.cors import origins_problem
+    from app.proxies import parse_trusted_proxies
+
+    problem = origins_problem(settings.cors_origin_list)
+    if problem:
+        raise SystemExit(f"invalid value for VIREO_CORS_ORIGINS / --cors-origins: {problem}")
+    try:
+        parse_trusted_proxies(settings.trusted_proxies)
+    except ValueError as exc:
+        raise SystemExit(f"invalid value for VIREO_TRUSTED_PROXIES / --trusted-proxies: {exc}") from exc
     return settings
+
+
+def public_url_problem(url: str) -> str | None:
+    """Why `url` cannot be the public base URL (None when it can, or is unset): links built on it must be absolute."""
+    if not url.strip():
+        return None
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "expected an absolute http:// or https:// URL, e.g. https://pacs.example.org/vireo"
+    if parts.query or parts.fragment:
+        return "a base URL has no ?query or #fragment"
+    return None

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from app.runtime import current_services
+from core.selection import Selection
 from core.workflows import queries
 from core.workflows.engine import WorkflowEngine
 
@@ -114,3 +115,8 @@ def act_on_workflow(workflow_id: str, action: str) -> dict[str, Any]:
     actions = {"abort": engine().abort_workflow, "restart": engine().restart_workflow, "delete": engine().delete_workflow}
     actions[action](workflow_id)
     return workflow(workflow_id)
+
+
+def input_count(selection: Selection) -> int:
+    """How many series a workflow started on `selection` now would get (the Workflow Execution page says it before Start)."""
+    return selection.count(current_services().search)

@@ -45,7 +45,7 @@ from tests.factories import write_series  # noqa: E402
 from tests.support.vireo import VireoProcess  # noqa: E402
 
 BENCH_DAGS = ROOT / "bench" / "dags"
-DEFINITION = ("name", "protocol", "host", "port", "token", "fernet_key", "ssl_verify")
+DEFINITION = ("name", "protocol", "host", "port", "token", "public_key", "fernet_key", "ssl_verify")
 
 
 def log(message: str) -> None:

@@ -3,6 +3,8 @@
 Clicking a bar calls `on_pick(field, value)` (the page adds it as a filter). Date fields are drawn
 as a histogram over months. Bar labels are DICOM values, so they are escaped before plotly sees
 them (plotly renders a few HTML tags in labels); the raw value travels in `customdata`.
+Only `&`, `<` and `>` are escaped: plotly decodes those entities again, but not `&quot;` or
+`&#x27;`, which it would show as they are.
 """
 
 from __future__ import annotations
@@ -29,6 +31,11 @@ def aggregation_fields(fields: list[str]) -> list[str]:
     return [f"{f}:month" if is_date(f) else f for f in fields]
 
 
+def bar_label(value: str) -> str:
+    """A value as plotly draws it, literally: cut to 40 characters, its tag characters escaped (quotes are no markup)."""
+    return html.escape(value if len(value) <= 40 else value[:39] + "…", quote=False) or "(empty)"
+
+
 def _figure(field: str, counts: dict[str, int]) -> dict[str, Any]:
     if is_date(field):
         items = [(k, v) for k, v in counts.items() if k != "other"]
@@ -41,7 +48,7 @@ def _figure(field: str, counts: dict[str, int]) -> dict[str, Any]:
         }
     items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_BARS]
     items.reverse()
-    labels = [html.escape(k if len(k) <= 40 else k[:39] + "…") or "(empty)" for k, _ in items]
+    labels = [bar_label(k) for k, _ in items]
     return {
         "data": [{"type": "bar", "orientation": "h", "y": labels, "x": [v for _, v in items], "customdata": [k for k, _ in items],
                   "marker": {"color": "#2f5d50"}, "hovertemplate": "%{y}: %{x} series<extra></extra>"}],

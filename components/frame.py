@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from nicegui import ui
+from html import escape
 
-from app.auth import end_session
+from nicegui import run, ui
+
+from app import browser_session, csrf
 from core.accounts import Principal
 
 # Pages join the navigation as their issues land them.
@@ -25,9 +27,21 @@ def current_principal() -> Principal:
     return ui.context.client.request.state.principal  # type: ignore[no-any-return]
 
 
-def logout() -> None:
-    end_session()
+async def logout() -> None:
+    await run.io_bound(browser_session.end_session_of, ui.context.client.request)
     ui.navigate.to("/login")
+
+
+async def logout_everywhere() -> None:
+    """End every session of this user: other browsers and open tabs go to the login page too."""
+    await run.io_bound(browser_session.end_user_sessions, current_principal().user_id)
+    ui.navigate.to("/login")
+
+
+def csrf_meta() -> None:
+    """The session's CSRF token for the page's own fetch calls (app/csrf.py): another origin cannot read it here."""
+    token = getattr(ui.context.client.request.state, "csrf_token", "")
+    ui.add_head_html(f'<meta name="{csrf.META_NAME}" content="{escape(token)}">')
 
 
 @contextmanager
@@ -35,6 +49,7 @@ def frame(title: str) -> Iterator[None]:
     principal = current_principal()
     ui.page_title(f"{title} · Vireo")
     ui.colors(primary="#2f5d50")
+    csrf_meta()
     with ui.header().classes("items-center gap-6 px-4 py-2"):
         with ui.link(target="/").classes("text-white no-underline flex items-center gap-2"):
             ui.icon("blur_on", size="md")
@@ -48,6 +63,7 @@ def frame(title: str) -> Iterator[None]:
             with ui.menu():
                 ui.menu_item("Settings", lambda: ui.navigate.to("/settings")).mark("menu-settings")
                 ui.menu_item("Logout", logout).mark("menu-logout")
+                ui.menu_item("Log out everywhere", logout_everywhere).mark("menu-logout-everywhere")
     with ui.column().classes("w-full p-4 gap-4"):
         ui.label(title).classes("text-2xl")
         yield

@@ -10,6 +10,7 @@ from typing import Any
 
 from nicegui import run, ui
 
+from app import permissions
 from app import workflow_actions as actions
 from components.federated_result import job_result
 from components.status import colour, duration, short_time
@@ -55,13 +56,26 @@ def _confirmation(job: dict[str, Any], dialog: ui.dialog) -> None:
         ui.label(f"{job['owner_instance']} asks to run {job['dag_id']} on {data}.")
         ui.space()
 
+        principal = ui.context.client.request.state.principal
+        why_not = permissions.job_refusal(principal, job, "confirm")
+
         async def act(action: str) -> None:
-            await run.io_bound(actions.act_on_job, job["id"], action)
+            try:
+                await run.io_bound(permissions.act_on_job, principal, job["id"], action)
+            except permissions.NotPermitted as exc:
+                ui.notify(str(exc), type="negative")
+                return
             ui.notify(f"Job {job['id']} {'confirmed' if action == 'confirm' else 'rejected'}")
             dialog.close()
 
-        ui.button("Confirm", icon="check", on_click=lambda: act("confirm")).mark("confirm-remote-job")
-        ui.button("Reject", icon="block", on_click=lambda: act("reject")).props("color=negative").mark("reject-remote-job")
+        with ui.element("span") as buttons:  # the title sits on a wrapper: a disabled button shows no tooltip
+            confirm = ui.button("Confirm", icon="check", on_click=lambda: act("confirm")).mark("confirm-remote-job")
+            reject = ui.button("Reject", icon="block", on_click=lambda: act("reject")).props("color=negative").classes("q-ml-sm").mark("reject-remote-job")
+        if why_not:  # say so, rather than offer what the server would refuse
+            buttons._props["title"] = why_not
+            confirm.disable()
+            reject.disable()
+            ui.label(why_not).classes("text-caption text-grey-8").mark("confirm-why-not")
 
 
 async def open_job_details(job_id: int, container: ui.element) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 from nicegui import ui
 
 from components.status import STATUS_ORDER, colour, duration, short_time
+from core.selection import Selection
 
 JOBS_SHOWN = 50  # jobs listed under an expanded workflow (the API lists all)
 
@@ -19,7 +20,7 @@ COLUMNS = [
     {"name": "expand", "label": "", "field": "id"},
     {"name": "name", "label": "Name", "field": "name", "align": "left"},
     {"name": "id", "label": "UUID", "field": "id", "align": "left"},
-    {"name": "dataset", "label": "Dataset", "field": "dataset", "align": "left"},
+    {"name": "input", "label": "Input", "field": "input", "align": "left"},
     {"name": "created", "label": "Created", "field": "created", "align": "left"},
     {"name": "updated", "label": "Updated", "field": "updated", "align": "left"},
     {"name": "username", "label": "User", "field": "username", "align": "left"},
@@ -37,7 +38,7 @@ _BODY = r"""
   </q-td>
   <q-td key="name" :props="props">{{ props.row.name }}<q-badge v-if="props.row.service" color="purple-3" class="q-ml-xs" label="service" /></q-td>
   <q-td key="id" :props="props"><span class="text-caption text-grey-8">{{ props.row.id }}</span></q-td>
-  <q-td key="dataset" :props="props">{{ props.row.dataset }}</q-td>
+  <q-td key="input" :props="props" class="workflow-input">{{ props.row.input }}</q-td>
   <q-td key="created" :props="props">{{ props.row.created }}</q-td>
   <q-td key="updated" :props="props">{{ props.row.updated }}</q-td>
   <q-td key="username" :props="props">{{ props.row.username }}</q-td>
@@ -47,9 +48,10 @@ _BODY = r"""
              :data-status="c.status" :label="c.status + ' ' + c.n" />
   </q-td>
   <q-td key="actions" :props="props">
-    <q-icon size="xs" name="stop" title="Abort" class="cursor-pointer q-mx-xs workflow-abort" @click="$parent.$emit('workflow_action', {id: props.row.id, action: 'abort'})" />
-    <q-icon size="xs" name="replay" title="Restart" class="cursor-pointer q-mx-xs workflow-restart" @click="$parent.$emit('workflow_action', {id: props.row.id, action: 'restart'})" />
-    <q-icon size="xs" name="delete" title="Delete" class="cursor-pointer q-mx-xs workflow-delete" @click="$parent.$emit('workflow_action', {id: props.row.id, action: 'delete'})" />
+    <q-icon v-for="a in [['abort', 'stop', 'Abort'], ['restart', 'replay', 'Restart'], ['delete', 'delete', 'Delete']]" :key="a[0]" size="xs" :name="a[1]" :title="props.row.why_not || a[2]"
+            :class="['q-mx-xs', 'workflow-' + a[0], props.row.why_not ? 'text-grey-5 cursor-not-allowed' : 'cursor-pointer']"
+            :data-disabled="props.row.why_not ? 'true' : null"
+            @click="props.row.why_not || $parent.$emit('workflow_action', {id: props.row.id, action: a[0]})" />
   </q-td>
 </q-tr>
 <q-tr v-if="props.expand" :props="props" class="bg-grey-1">
@@ -73,12 +75,10 @@ _BODY = r"""
           <td style="white-space: nowrap">
             <q-btn flat dense round size="sm" icon="article" title="Logs and steps" class="job-details"
                    @click="$parent.$emit('job_details', job.id)" />
-            <q-btn flat dense round size="sm" icon="stop" title="Abort" class="job-abort"
-                   @click="$parent.$emit('job_action', {id: job.id, action: 'abort'})" />
-            <q-btn flat dense round size="sm" icon="replay" title="Restart" class="job-restart"
-                   @click="$parent.$emit('job_action', {id: job.id, action: 'restart'})" />
-            <q-btn flat dense round size="sm" icon="delete" title="Delete" class="job-delete"
-                   @click="$parent.$emit('job_action', {id: job.id, action: 'delete'})" />
+            <span v-for="a in [['abort', 'stop', 'Abort'], ['restart', 'replay', 'Restart'], ['delete', 'delete', 'Delete']]" :key="a[0]" :title="props.row.why_not || a[2]">
+              <q-btn flat dense round size="sm" :icon="a[1]" :class="'job-' + a[0]" :disable="!!props.row.why_not"
+                     @click="$parent.$emit('job_action', {id: job.id, action: a[0]})" />
+            </span>
           </td>
         </tr>
         <tr v-if="props.row.more_jobs > 0"><td colspan="11" class="text-grey-7">and {{ props.row.more_jobs }} more jobs</td></tr>
@@ -112,13 +112,25 @@ def job_row(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def workflow_row(workflow: dict[str, Any]) -> dict[str, Any]:
+def input_text(workflow: dict[str, Any]) -> str:
+    """What the workflow was started on, as people read it: "query Modality:CT in brain-mr → 5 series"."""
+    series = workflow.get("series") or []
+    if workflow.get("selection"):
+        return Selection.from_json(workflow["selection"]).describe(len(series) if series else None)  # no series: remote runners resolve them
+    if series:
+        return f"{workflow['dataset']} → {len(series):,} series" if workflow.get("dataset") else f"{len(series):,} series"
+    return workflow.get("dataset") or ""
+
+
+def workflow_row(workflow: dict[str, Any], why_not: str | None = None) -> dict[str, Any]:
+    """`why_not`: why the viewer may not abort, restart or delete it (app/permissions.py); its buttons say so."""
     counts = workflow["status_counts"]
     jobs = workflow.get("jobs", [])
     return {
         "id": workflow["id"],
         "name": workflow["name"],
         "dataset": workflow["dataset"] or "",
+        "input": input_text(workflow),
         "created": short_time(workflow["created"]),
         "updated": short_time(workflow["updated"]),
         "username": workflow["username"],
@@ -127,6 +139,7 @@ def workflow_row(workflow: dict[str, Any]) -> dict[str, Any]:
         "counts": [{"status": s, "n": counts[s], "color": colour(s)} for s in STATUS_ORDER if counts.get(s)],
         "jobs": [job_row(j) for j in jobs[:JOBS_SHOWN]],
         "more_jobs": max(0, sum(counts.values()) - len(jobs[:JOBS_SHOWN])),
+        "why_not": why_not or "",
     }
 
 

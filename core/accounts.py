@@ -116,9 +116,13 @@ def set_disabled(session: Session, acting: Principal, username: str, disabled: b
     return user
 
 
-def remove_user(session: Session, acting: Principal, username: str) -> None:
+def remove_user(session: Session, acting: Principal, username: str) -> int:
+    """Remove another user; returns the id they had (their sessions and tokens go with them)."""
     user = _other_user(session, acting, username)
+    assert user.id is not None
+    removed = user.id
     session.delete(user)
+    return removed
 
 
 def _other_user(session: Session, acting: Principal, username: str) -> User:

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
@@ -154,6 +155,7 @@ def dataset_json(ds: Dataset, bulk_base: str, codec: str | None = None) -> dict[
     than pydicom's element conversion, which matters at ingest); anything unusual goes through pydicom."""
     if codec is None or 0x00080005 in ds:
         codec = _codec(ds)
+    big_endian = ds.original_encoding[1] is False  # retired Explicit VR Big Endian: inline binary is sent little endian
     out: dict[str, Any] = {}
     for tag in sorted(ds.keys()):
         if tag.group == 0x0002 or tag.element == 0x0000:
@@ -172,7 +174,7 @@ def dataset_json(ds: Dataset, bulk_base: str, codec: str | None = None) -> dict[
             element = ds[tag]
         except Exception:  # an undecodable value: leave it out rather than fail the instance
             continue
-        out[key] = _element(element, f"{bulk_base}/{key}", codec)
+        out[key] = _element(element, f"{bulk_base}/{key}", codec, big_endian)
     return out
 
 
@@ -251,7 +253,7 @@ def _is_bulk(tag: int, vr: str, length: int) -> bool:
     return (vr in BINARY_VRS or tag in PIXEL_TAGS) and length > 0 and (tag in PIXEL_TAGS or length > BULK_THRESHOLD)
 
 
-def _element(element: DataElement, uri: str, codec: str | None = None) -> dict[str, Any]:
+def _element(element: DataElement, uri: str, codec: str | None = None, big_endian: bool = False) -> dict[str, Any]:
     vr = element.VR
     value = element.value
     if vr == "SQ":
@@ -262,7 +264,8 @@ def _element(element: DataElement, uri: str, codec: str | None = None) -> dict[s
             return {"vr": vr}
         if int(element.tag) in PIXEL_TAGS or element.is_undefined_length or len(value) > BULK_THRESHOLD:
             return {"vr": vr, "BulkDataURI": uri}
-        return {"vr": vr, "InlineBinary": base64.b64encode(bytes(value)).decode()}
+        binary = _little_endian(bytes(value), vr) if big_endian else bytes(value)
+        return {"vr": vr, "InlineBinary": base64.b64encode(binary).decode()}
     if value is None or value == "":
         return {"vr": vr}
     values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
@@ -276,6 +279,19 @@ def _element(element: DataElement, uri: str, codec: str | None = None) -> dict[s
         return {"vr": vr, "Value": numbers}
     texts = [_text(v) for v in values]
     return {"vr": vr, "Value": texts} if any(t is not None for t in texts) else {"vr": vr}
+
+
+# Bytes per word of the binary VRs whose byte order follows the transfer syntax (PS3.5 7.3); OB and UN are byte streams.
+_WORD_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def _little_endian(value: bytes, vr: str) -> bytes:
+    """A big-endian binary value with each word's bytes reversed (a trailing partial word kept as it is)."""
+    size = _WORD_SIZES.get(vr, 1)
+    whole = len(value) - len(value) % size
+    if size == 1 or not whole:
+        return value
+    return np.frombuffer(value, dtype=np.uint8, count=whole).reshape(-1, size)[:, ::-1].tobytes() + value[whole:]
 
 
 def _text(value: Any) -> str | None:

@@ -1,88 +1,50 @@
 """DICOM attribute matching over the index: the engine behind QIDO-RS and C-FIND.
 
 Both ask the same question — which patients, studies, series or instances match these
-attribute values, under DICOM's matching rules (PS3.4 C.2.2.2: single value, universal,
-wildcard `*`/`?`, UID list, date/time range) — so both are answered here, straight from
-the patient/study/series/instance tables, never by reading files. Results are DICOM JSON
-objects carrying every attribute the index knows at that level; callers keep the ones
-their client asked for.
+attribute values, under DICOM's matching rules (core.attribute_matching: single value,
+universal, empty value, wildcard, UID list, date/time range, sequences) — so both are
+answered here, from the patient/study/series/instance tables and the instance documents
+kept at ingest, never by reading files. Results are DICOM JSON objects carrying every
+attribute the index knows at that level; callers keep the ones their client asked for.
 
-Person names match case-insensitively; with fuzzy matching a value also matches the start
-of any name component ("jo" finds "Doe^John"). Matching on an attribute the index cannot
-answer at a level is not an error: it is reported in `QueryResult.ignored`, as QIDO-RS
+Person names match through their folded form (core.person_names: any case, accents, any
+component group); with fuzzy matching a value also matches the start of any name component
+("jo" finds "Doe^John"). Attributes no index column holds (and sequences) are matched on the
+instance documents, over at most MAX_RESULTS candidates. Matching on an attribute the index
+cannot answer at a level is not an error: it is reported in `QueryResult.ignored`, as QIDO-RS
 reports it in a Warning header.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import json
-import re
-from functools import lru_cache
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, NamedTuple
 
-from pydicom.datadict import tag_for_keyword
-from sqlalchemy import Select, Text, and_, cast, exists, func, literal_column, or_, select
+from sqlalchemy import Select, Text, cast, exists, func, select
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
-from core.dicom_json import attributes_json, element_json, key_of, tag_hex, vr_of
+from core.attribute_matching import (
+    QueryError, SequenceKey, SqlMatcher, document_matches, is_empty_value, is_universal, is_universal_sequence, is_wildcard,
+    returned_sequence, split_values,
+)
+from core.dicom_json import attributes_json, element_json, key_of, vr_of
+from core.index_attributes import LEVELS, RETURN_ONLY, attribute_expr, level_of, name_exprs
 from core.models import Instance, InstanceDocument, Patient, Series, Study
 
-LEVELS = ("PATIENT", "STUDY", "SERIES", "IMAGE")
+__all__ = ["LEVELS", "MAX_RESULTS", "Query", "QueryError", "QueryResult", "level_of", "search"]
+
 MAX_RESULTS = 10_000
-
-# Where a keyword lives (the ingest path files attributes the same way, see ingest/metadata.py).
-PATIENT_LEVEL = frozenset({
-    "PatientName", "PatientID", "IssuerOfPatientID", "PatientBirthDate", "PatientBirthTime", "PatientSex",
-    "OtherPatientIDs", "OtherPatientNames", "EthnicGroup", "PatientComments", "PatientSpeciesDescription",
-    "PatientBreedDescription", "PatientIdentityRemoved", "DeidentificationMethod",
-    "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries", "NumberOfPatientRelatedInstances",
-})
-STUDY_LEVEL = frozenset({
-    "StudyInstanceUID", "StudyDate", "StudyTime", "AccessionNumber", "ReferringPhysicianName", "StudyID",
-    "StudyDescription", "PatientAge", "PatientSize", "PatientWeight", "AdmittingDiagnosesDescription",
-    "PhysiciansOfRecord", "NameOfPhysiciansReadingStudy", "RequestingPhysician", "RequestedProcedureDescription",
-    "ModalitiesInStudy", "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "SOPClassesInStudy",
-    "ClinicalTrialSponsorName", "ClinicalTrialProtocolID", "ClinicalTrialProtocolName", "ClinicalTrialSiteID",
-    "ClinicalTrialSubjectID", "ClinicalTrialTimePointID",
-})
-IMAGE_LEVEL = frozenset({
-    "SOPInstanceUID", "SOPClassUID", "InstanceNumber", "NumberOfFrames", "Rows", "Columns", "BitsAllocated",
-    "ImagePositionPatient", "ImageOrientationPatient", "SliceLocation", "ContentDate", "ContentTime",
-    "AcquisitionNumber", "AcquisitionDate", "AcquisitionTime", "AcquisitionDateTime", "WindowCenter", "WindowWidth",
-    "InstanceCreationDate", "InstanceCreationTime", "ImageType", "PhotometricInterpretation", "SamplesPerPixel",
-    "PixelSpacing", "SliceThickness", "ImageComments", "TransferSyntaxUID", "AvailableTransferSyntaxUID",
-})
-# Computed per result, never matched on.
-RETURN_ONLY = frozenset({
-    "NumberOfPatientRelatedStudies", "NumberOfPatientRelatedSeries", "NumberOfPatientRelatedInstances",
-    "NumberOfStudyRelatedSeries", "NumberOfStudyRelatedInstances", "NumberOfSeriesRelatedInstances",
-    "SOPClassesInStudy", "InstanceAvailability", "RetrieveURL", "RetrieveAETitle", "QueryRetrieveLevel",
-    "SpecificCharacterSet", "TimezoneOffsetFromUTC", "AvailableTransferSyntaxUID",
-})
-
-
-class QueryError(ValueError):
-    """A query that cannot be run as given; the message says why."""
-
-
-def level_of(keyword: str) -> str:
-    if keyword in PATIENT_LEVEL:
-        return "PATIENT"
-    if keyword in STUDY_LEVEL:
-        return "STUDY"
-    if keyword in IMAGE_LEVEL:
-        return "IMAGE"
-    return "SERIES"
 
 
 @dataclass
 class Query:
     level: str
-    matches: dict[str, str] = field(default_factory=dict)  # keyword → DICOM matching value ('' is universal)
+    matches: dict[str, str] = field(default_factory=dict)  # keyword → DICOM matching value ('' is universal, '""' empty)
+    sequences: dict[str, SequenceKey] = field(default_factory=dict)  # sequence keyword → item keys ({}: universal, returned whole)
     fuzzy: bool = False
     limit: int | None = None
     offset: int = 0
@@ -96,196 +58,188 @@ class QueryResult:
     ignored: list[str]  # keywords that could not be matched at this level
 
 
-# --------------------------------------------------------------------------- matching
-
-
-def _split(value: str) -> list[str]:
-    return [v for v in re.split(r"[\\,]", value) if v != ""]
-
-
-def _wildcard(value: str) -> bool:
-    return "*" in value or "?" in value
-
-
-def _like_pattern(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%").replace("?", "_")
-
-
-def _glob_pattern(value: str) -> str:
-    return value.replace("[", "[[]")
-
-
-def _range_bounds(value: str, vr: str) -> tuple[str, str]:
-    low, _, high = value.partition("-")
-    if vr == "TM":
-        low = low.split(".")[0].ljust(6, "0") if low else ""
-        high = (high.split(".")[0].ljust(6, "0") + ".999999") if high else ""
-    elif vr == "DT":
-        high = high + "\uffff" if high else ""
-    return low, high
-
-
-class _Matcher:
-    """Builds SQL conditions for one dialect (SQLite wildcards are GLOB, to stay case-sensitive as DICOM is)."""
-
-    def __init__(self, dialect: str, fuzzy: bool) -> None:
-        self.sqlite = dialect == "sqlite"
-        self.fuzzy = fuzzy
-
-    def condition(self, expr: Any, keyword: str, value: str, numeric: bool = False) -> ColumnElement[bool] | None:
-        vr = vr_of(keyword)
-        value = value.strip()
-        if value in ("", "*"):
-            return None
-        if numeric or vr in ("IS", "US", "SS", "UL", "SL", "DS", "FL", "FD"):
-            try:
-                numbers = [float(v) for v in _split(value)]
-            except ValueError:
-                raise QueryError(f"{keyword} takes numbers, not {value!r}") from None
-            return expr.in_(numbers) if len(numbers) > 1 else expr == numbers[0]
-        if vr in ("UI", "CS", "AE") and (len(_split(value)) > 1) and not _wildcard(value):
-            return expr.in_(_split(value))
-        if vr in ("DA", "TM", "DT") and "-" in value:
-            low, high = _range_bounds(value, vr)
-            parts = [c for c in ((expr >= low) if low else None, (expr <= high) if high else None) if c is not None]
-            return and_(*parts, expr != "") if parts else None
-        if vr == "PN":
-            return self._person_name(expr, value)
-        if _wildcard(value):
-            if self.sqlite:
-                return expr.op("GLOB")(_glob_pattern(value))
-            return expr.like(_like_pattern(value), escape="\\")
-        return expr == value
-
-    def _person_name(self, expr: Any, value: str) -> ColumnElement[bool]:
-        lowered = func.lower(expr)
-        text = value.lower()
-        if self.fuzzy:
-            # Each word of the query must start some name component (family, given, middle…).
-            words = [w for w in re.split(r"[\s^=,]+", text.replace("*", " ").replace("?", " ")) if w]
-            if not words:
-                return expr.is_not(None)
-            clauses = []
-            for word in words:
-                pattern = _like_pattern(word)
-                clauses.append(or_(lowered.like(pattern + "%", escape="\\"), lowered.like("%^" + pattern + "%", escape="\\"),
-                                   lowered.like("% " + pattern + "%", escape="\\"), lowered.like("%=" + pattern + "%", escape="\\")))
-            return and_(*clauses)
-        if _wildcard(text):
-            condition = lowered.like(_like_pattern(text), escape="\\")
-            prefix = re.split(r"[*?]", text, maxsplit=1)[0]
-            if prefix:
-                # A range on the prefix: an index on lower(name) finds the candidates (LIKE alone cannot use it);
-                # for a plain "prefix*" the range is the whole condition.
-                upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-                in_range = and_(lowered >= prefix, lowered < upper)
-                return in_range if text == prefix + "*" else and_(in_range, condition)
-            return condition
-        return lowered == text
-
-
-def _json_text(column: Any, keyword: str, dialect: str) -> Any:
-    """The attribute's text, written with a literal path so the expression indexes of migration 0002 apply."""
-    if dialect == "postgresql":
-        return column.op("->>")(literal_column(f"'{keyword}'"))
-    return func.json_extract(column, literal_column(f"'$.{keyword}'"))
-
-
-def _json_number(column: Any, keyword: str) -> Any:
-    return column[keyword].as_float()
-
-
-def _attribute_expr(level: str, keyword: str, dialect: str = "sqlite") -> tuple[Any, bool] | None:
-    """The SQL expression holding `keyword` in the table of `level` (and whether it is numeric), or None."""
-    numeric = vr_of(keyword) in ("IS", "US", "SS", "UL", "SL", "DS", "FL", "FD")
-    if level == "PATIENT":
-        columns = {"PatientID": Patient.patient_id, "PatientName": Patient.patient_name}
-        attributes = Patient.__table__.c.attributes  # type: ignore[attr-defined]
-    elif level == "STUDY":
-        columns = {"PatientID": Patient.patient_id, "StudyInstanceUID": Study.study_uid, "StudyDate": Study.study_date,
-                   "StudyDescription": Study.study_description}
-        attributes = Study.__table__.c.attributes  # type: ignore[attr-defined]
-    elif level == "SERIES":
-        columns = {"SeriesInstanceUID": Series.series_uid, "Modality": Series.modality, "SeriesDescription": Series.series_description,
-                   "SeriesNumber": Series.series_number}
-        attributes = Series.__table__.c.attributes  # type: ignore[attr-defined]
-    else:
-        columns = {"SOPInstanceUID": Instance.sop_instance_uid, "SOPClassUID": Instance.sop_class_uid,
-                   "InstanceNumber": Instance.instance_number, "NumberOfFrames": Instance.number_of_frames}
-        return (columns[keyword], numeric) if keyword in columns else None
-    if keyword in columns:
-        return columns[keyword], numeric
-    return (_json_number(attributes, keyword) if numeric else _json_text(attributes, keyword, dialect)), numeric
-
-
 # --------------------------------------------------------------------------- search
 
 
+@dataclass
+class _Plan:
+    """What a query becomes: SQL conditions, and what only the instance documents can answer."""
+
+    own: list[ColumnElement[bool]] = field(default_factory=list)  # on the query level's own table (instances: and the series)
+    upper: list[ColumnElement[bool]] = field(default_factory=list)  # on the study or patient
+    joins: set[str] = field(default_factory=set)  # tables above the query level the conditions need ("study", "patient")
+    document_filters: dict[str, str] = field(default_factory=dict)  # instance attributes no index column holds
+    sequences: dict[str, SequenceKey] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _DocumentMatch:
+    """Matching (and the sequences returned) on instance documents; a study or series is represented by the
+    first instance of each of its series."""
+
+    filters: dict[str, str]
+    sequences: dict[str, SequenceKey]
+    fuzzy: bool
+
+    @property
+    def filtering(self) -> bool:
+        return bool(self.filters) or not all(is_universal_sequence(keys) for keys in self.sequences.values())
+
+    def first_match(self, documents: list[dict[str, Any]]) -> dict[str, Any] | None:
+        return next((d for d in documents if document_matches(d, self.filters, self.sequences, self.fuzzy)), None)
+
+    def returned(self, document: dict[str, Any] | None) -> dict[str, Any]:
+        """The sequences a result carries: the matching items of each sequence key."""
+        out: dict[str, Any] = {}
+        for keyword, keys in self.sequences.items():
+            key = key_of(keyword)
+            if key is not None:
+                out[key[0]] = returned_sequence((document or {}).get(key[0]), keys, self.fuzzy)
+        return out
+
+
 def search(session: Session, query: Query) -> QueryResult:
+    """One page of matches at the query's level, as DICOM JSON (QueryError when the query cannot be run)."""
     if query.level not in LEVELS:
         raise QueryError(f"query level must be one of {', '.join(LEVELS)}, not {query.level!r}")
     dialect = session.get_bind().dialect.name
-    matcher = _Matcher(dialect, query.fuzzy)
+    plan = _plan(query, SqlMatcher(dialect, query.fuzzy), dialect)
+    documents = _DocumentMatch(plan.document_filters, plan.sequences, query.fuzzy)
+    limit = MAX_RESULTS if query.limit is None else max(0, min(query.limit, MAX_RESULTS))
+    page = _Paging(session, max(0, query.offset), limit, query.level, documents)
+    conditions = plan.own + plan.upper
+    if query.level == "PATIENT":
+        items, more = _patients(page, conditions, query.fields)
+    elif query.level == "STUDY":
+        items, more = _studies(page, conditions, plan.joins, query.fields)
+    elif query.level == "SERIES":
+        items, more = _series(page, plan.own, plan.upper, plan.joins, query.fields)
+    else:
+        items, more = _instances(page, conditions, query.fields)
+    return QueryResult(items=items, more=more, ignored=plan.ignored)
+
+
+def _plan(query: Query, matcher: SqlMatcher, dialect: str) -> _Plan:
+    plan = _Plan()
     order = LEVELS.index(query.level)
-    own: list[ColumnElement[bool]] = []  # conditions on the query level's own table (and, for instances, the series)
-    upper: list[ColumnElement[bool]] = []  # conditions on the study or patient
-    joins: set[str] = set()  # tables above the query level that conditions need ("study", "patient")
-    post_filters: dict[str, str] = {}
-    ignored: list[str] = []
     for keyword, value in query.matches.items():
-        if keyword in RETURN_ONLY or value.strip() in ("", "*"):
+        if keyword in RETURN_ONLY or is_universal(value):
             continue
         level = level_of(keyword)
         if keyword == "ModalitiesInStudy":
             if order < 1:
-                ignored.append(keyword)
+                plan.ignored.append(keyword)
                 continue
-            values = _split(value)
-            member = select(Series.series_uid).where(Series.study_uid == Study.study_uid)
-            member = member.where(Series.modality.in_(values) if not _wildcard(value) else matcher.condition(Series.modality, "Modality", value))  # type: ignore[attr-defined, arg-type]
-            upper.append(exists(member))
-            joins.add("study")
+            plan.upper.append(_modalities_in_study(matcher, value))
+            plan.joins.add("study")
             continue
         if LEVELS.index(level) > order:
-            ignored.append(keyword)  # a key below the query level (PS3.4 C.4.1.1.3.1): not a matching key here
+            plan.ignored.append(keyword)  # a key below the query level (PS3.4 C.4.1.1.3.1): not a matching key here
             continue
         if level == "PATIENT" and order > 0 and keyword not in ("PatientID",):
             level = "STUDY"  # studies carry their patient's attributes as each study recorded them
-        if level == "IMAGE" and _attribute_expr("IMAGE", keyword) is None:
-            post_filters[keyword] = value
+        if level == "IMAGE" and (vr_of(keyword) == "PN" or attribute_expr("IMAGE", keyword) is None):
+            plan.document_filters[keyword] = value
             continue
-        found = _attribute_expr(level, keyword, dialect)
-        assert found is not None
-        condition = matcher.condition(found[0], keyword, value, found[1])
+        condition = _condition(level, keyword, value, dialect, query.fuzzy)
         if condition is not None:
-            (upper if level in ("PATIENT", "STUDY") else own).append(condition)
-            joins.update({"PATIENT": ("study", "patient"), "STUDY": ("study",)}.get(level, ()))
-    limit = MAX_RESULTS if query.limit is None else max(0, min(query.limit, MAX_RESULTS))
-    offset = max(0, query.offset)
-    conditions = own + upper
-    if query.level == "PATIENT":
-        items, more = _patients(session, conditions, limit, offset, query.fields)
-    elif query.level == "STUDY":
-        items, more = _studies(session, conditions, joins, limit, offset, query.fields)
-    elif query.level == "SERIES":
-        items, more = _series(session, own, upper, joins, limit, offset, query.fields)
-    else:
-        items, more = _instances(session, conditions, post_filters, limit, offset, query.fields)
-    return QueryResult(items=items, more=more, ignored=ignored)
+            (plan.upper if level in ("PATIENT", "STUDY") else plan.own).append(condition)
+            plan.joins.update({"PATIENT": ("study", "patient"), "STUDY": ("study",)}.get(level, ()))
+    for keyword, keys in query.sequences.items():
+        if LEVELS.index(level_of(keyword)) > order:
+            plan.ignored.append(keyword)
+        else:
+            plan.sequences[keyword] = keys
+    return plan
 
 
-def _page(session: Session, statement: Select[Any], limit: int, offset: int) -> tuple[list[Any], bool]:
-    rows = list(session.execute(statement.limit(limit + 1).offset(offset)).all())
-    return rows[:limit], len(rows) > limit
+_KEYS: dict[str, Any] = {"PATIENT": Patient.id, "STUDY": Study.study_uid, "SERIES": Series.series_uid}
 
 
-def _patients(
-    session: Session, conditions: list[ColumnElement[bool]], limit: int, offset: int, fields: frozenset[str] | None
-) -> tuple[list[dict[str, Any]], bool]:
-    statement = select(Patient).where(*conditions).order_by(Patient.patient_id)
-    rows, more = _page(session, statement, limit, offset)
-    pks = [r[0].id for r in rows]
+@lru_cache(maxsize=1024)
+def _condition(level: str, keyword: str, value: str, dialect: str, fuzzy: bool) -> ColumnElement[bool] | None:
+    """The SQL of one matching key, built once per distinct key and value (SQL expressions are immutable):
+    viewers repeat their searches, and building a name match costs more than SQLite spends running it."""
+    matcher = SqlMatcher(dialect, fuzzy)
+    if vr_of(keyword) == "PN":
+        names = name_exprs(level, keyword, dialect)
+        assert names is not None
+        return matcher.person_name(*names, value, key=_KEYS[level])
+    found = attribute_expr(level, keyword, dialect)
+    assert found is not None
+    return matcher.condition(found[0], keyword, value, found[1])
+
+
+def _modalities_in_study(matcher: SqlMatcher, value: str) -> ColumnElement[bool]:
+    """ModalitiesInStudy matches a study holding a series of one of the modalities (`""`: a study with none)."""
+    member = select(Series.series_uid).where(Series.study_uid == Study.study_uid)
+    if is_empty_value(value):
+        return ~exists(member.where(Series.modality != ""))
+    if is_wildcard(value):
+        return exists(member.where(matcher.condition(Series.modality, "Modality", value)))  # type: ignore[arg-type]
+    return exists(member.where(Series.modality.in_(split_values(value))))  # type: ignore[attr-defined]
+
+
+@dataclass
+class _Paging:
+    """One page of results: sorting and skipping on narrow key rows, then (when documents must be
+    matched) on the keys whose documents match, at most MAX_RESULTS of them."""
+
+    session: Session
+    offset: int
+    limit: int
+    level: str
+    documents: _DocumentMatch
+
+    def keys(self, statement: Select[Any]) -> tuple[list[Any], bool, dict[Any, dict[str, Any]]]:
+        """The page's keys, whether more follow, and each key's returned sequences."""
+        connection = self.session.connection()
+        if not self.documents.filtering:
+            found = list(connection.execute(statement.limit(self.limit + 1).offset(self.offset)).scalars())
+            keys = found[: self.limit]
+            chosen = self._chosen(keys) if self.documents.sequences else {}
+            return keys, len(found) > self.limit, {k: self.documents.returned(chosen.get(k)) for k in chosen}
+        candidates = list(connection.execute(statement.limit(MAX_RESULTS)).scalars())
+        representatives = _representatives(self.session, self.level, candidates)
+        matched = {key: self.documents.first_match(representatives.get(key, [])) for key in candidates}
+        accepted = [key for key in candidates if matched[key] is not None]
+        keys = accepted[self.offset : self.offset + self.limit]
+        return keys, len(accepted) > self.offset + self.limit, {k: self.documents.returned(matched[k]) for k in keys}
+
+    def _chosen(self, keys: list[Any]) -> dict[Any, dict[str, Any]]:
+        representatives = _representatives(self.session, self.level, keys)
+        return {key: representatives[key][0] for key in keys if representatives.get(key)}
+
+
+def _representatives(session: Session, level: str, keys: list[Any]) -> dict[Any, list[dict[str, Any]]]:
+    """Instance documents standing for each key: its own (instances), else the first instance of each of its series."""
+    found: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    owner = {"IMAGE": InstanceDocument.sop_instance_uid, "SERIES": Series.series_uid, "STUDY": Series.study_uid, "PATIENT": Study.patient_pk}[level]
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        statement = select(owner, InstanceDocument.document)
+        if level == "IMAGE":
+            statement = statement.where(owner.in_(chunk))  # type: ignore[attr-defined]
+        else:
+            series = select(Series.series_uid).where(owner.in_(chunk))  # type: ignore[attr-defined]
+            if level == "PATIENT":
+                series = series.join(Study, Study.study_uid == Series.study_uid)  # type: ignore[arg-type]
+                statement = statement.join(Series, Series.series_uid == InstanceDocument.series_uid).join(Study, Study.study_uid == Series.study_uid)  # type: ignore[arg-type]
+            else:
+                statement = statement.join(Series, Series.series_uid == InstanceDocument.series_uid)  # type: ignore[arg-type]
+            firsts = select(func.min(InstanceDocument.sop_instance_uid)).where(InstanceDocument.series_uid.in_(series)).group_by(InstanceDocument.series_uid)  # type: ignore[attr-defined]
+            statement = statement.where(InstanceDocument.sop_instance_uid.in_(firsts))  # type: ignore[attr-defined]
+        for key, document in session.connection().execute(statement):
+            found[key].append(json.loads(document))
+    return found
+
+
+def _patients(page: _Paging, conditions: list[ColumnElement[bool]], fields: frozenset[str] | None) -> tuple[list[dict[str, Any]], bool]:
+    pks, more, extras = page.keys(select(Patient.id).where(*conditions).order_by(Patient.patient_id))
+    session = page.session
+    found = [row[0] for row in session.execute(select(Patient).where(Patient.id.in_(pks)))] if pks else []  # type: ignore[union-attr]
+    rows = _in_order(found, pks, lambda patient: patient.id)
     counts: dict[int, tuple[int, int, int]] = {}
     if pks:
         aggregate = (
@@ -296,12 +250,12 @@ def _patients(
         )
         counts = {pk: (studies, series, instances) for pk, studies, series, instances in session.execute(aggregate)}
     items = []
-    for (patient,) in rows:
+    for patient in rows:
         studies, series, instances = counts.get(patient.id, (0, 0, 0))
         values = {**patient.attributes, "PatientID": patient.patient_id, "PatientName": patient.patient_name,
                   "NumberOfPatientRelatedStudies": studies, "NumberOfPatientRelatedSeries": series,
                   "NumberOfPatientRelatedInstances": instances}
-        items.append(attributes_json(values, only=fields))
+        items.append({**attributes_json(values, only=fields), **extras.get(patient.id, {})})
     return items, more
 
 
@@ -426,30 +380,24 @@ def _joined_study(statement: Select[Any]) -> Select[Any]:
     return statement.join(Patient, Patient.id == Study.patient_pk)  # type: ignore[arg-type]
 
 
-def _keys_page(session: Session, statement: Select[Any], limit: int, offset: int) -> tuple[list[Any], bool]:
-    """One page of primary keys. Sorting and skipping happen on these narrow rows; only the page's rows are read whole."""
-    keys = list(session.connection().execute(statement.limit(limit + 1).offset(offset)).scalars())  # Core: no ORM result processing
-    return keys[:limit], len(keys) > limit
-
-
 def _in_order(rows: list[Any], keys: list[Any], key: Any) -> list[Any]:
     by_key = {key(row): row for row in rows}
     return [by_key[k] for k in keys if k in by_key]
 
 
-def _studies(
-    session: Session, conditions: list[ColumnElement[bool]], joins: set[str], limit: int, offset: int, fields: frozenset[str] | None
-) -> tuple[list[dict[str, Any]], bool]:
+def _studies(page: _Paging, conditions: list[ColumnElement[bool]], joins: set[str], fields: frozenset[str] | None) -> tuple[list[dict[str, Any]], bool]:
     keys = select(Study.study_uid)
     if "patient" in joins:
         keys = _joined_study(keys)
     keys = keys.where(*conditions).order_by(Study.study_date.desc(), Study.study_uid)  # type: ignore[attr-defined]
-    uids, more = _keys_page(session, keys, limit, offset)
+    uids, more, extras = page.keys(keys)
+    session = page.session
     statement = _joined_study(select(*_columns(Study, _STUDY_COLUMNS, "st_"), *_columns(Patient, _PATIENT_COLUMNS, "pa_")))
     found = [_split_row(row)[1:] for row in session.connection().execute(statement.where(Study.study_uid.in_(uids)))]  # type: ignore[attr-defined]
     rows = _in_order(found, uids, lambda row: row[0].study_uid)
     aggregates = _study_aggregates(session, [study.study_uid for study, _ in rows], fields is None or "SOPClassesInStudy" in fields)
-    return [_dicom_json(fields, [*_study_layers(study, patient), aggregates[study.study_uid]]) for study, patient in rows], more
+    return [{**_dicom_json(fields, [*_study_layers(study, patient), aggregates[study.study_uid]]), **extras.get(study.study_uid, {})}
+            for study, patient in rows], more
 
 
 def _series_layers(series: Any) -> list[dict[str, Any] | str]:
@@ -466,8 +414,7 @@ def _series_values(series: Any) -> dict[str, Any]:
 
 
 def _series(
-    session: Session, conditions: list[ColumnElement[bool]], upper: list[ColumnElement[bool]], joins: set[str], limit: int,
-    offset: int, fields: frozenset[str] | None,
+    page: _Paging, conditions: list[ColumnElement[bool]], upper: list[ColumnElement[bool]], joins: set[str], fields: frozenset[str] | None,
 ) -> tuple[list[dict[str, Any]], bool]:
     """A page of series. Conditions on the study or patient become `study_uid IN (matching studies)`: the series
     are then walked in the order index, study by study, with no sort of every match (a join sorted them all)."""
@@ -478,21 +425,19 @@ def _series(
             studies = studies.join(Patient, Patient.id == Study.patient_pk)  # type: ignore[arg-type]
         keys = keys.where(Series.study_uid.in_(studies.where(*upper)))  # type: ignore[attr-defined]
     keys = keys.order_by(Series.study_uid, Series.series_number, Series.series_uid)
-    uids, more = _keys_page(session, keys, limit, offset)
+    uids, more, extras = page.keys(keys)
     statement = (
         select(*_columns(Series, _SERIES_COLUMNS, "se_"), *_columns(Study, _STUDY_COLUMNS, "st_"), *_columns(Patient, _PATIENT_COLUMNS, "pa_"))
         .join(Study, Study.study_uid == Series.study_uid)  # type: ignore[arg-type]
         .join(Patient, Patient.id == Study.patient_pk)  # type: ignore[arg-type]
         .where(Series.series_uid.in_(uids))  # type: ignore[attr-defined]
     )
-    rows = _in_order([_split_row(row) for row in session.connection().execute(statement)], uids, lambda row: row[0].series_uid)
-    return [_dicom_json(fields, [*_study_layers(study, patient), *_series_layers(series)]) for series, study, patient in rows], more
+    rows = _in_order([_split_row(row) for row in page.session.connection().execute(statement)], uids, lambda row: row[0].series_uid)
+    return [{**_dicom_json(fields, [*_study_layers(study, patient), *_series_layers(series)]), **extras.get(series.series_uid, {})}
+            for series, study, patient in rows], more
 
 
-def _instances(
-    session: Session, conditions: list[ColumnElement[bool]], post_filters: dict[str, str], limit: int, offset: int,
-    fields: frozenset[str] | None,
-) -> tuple[list[dict[str, Any]], bool]:
+def _instances(page: _Paging, conditions: list[ColumnElement[bool]], fields: frozenset[str] | None) -> tuple[list[dict[str, Any]], bool]:
     statement = (
         select(Instance, Series, Study, Patient, InstanceDocument.document)
         .join(Series, Series.series_uid == Instance.series_uid)  # type: ignore[arg-type]
@@ -502,33 +447,22 @@ def _instances(
         .where(*conditions)
         .order_by(Instance.series_uid, Instance.instance_number, Instance.sop_instance_uid)
     )
-    if post_filters:
+    documents = page.documents
+    if documents.filtering:
         # Attributes only the instance documents hold: matched here, over at most MAX_RESULTS candidates.
-        rows = [r for r in session.execute(statement.limit(MAX_RESULTS)).all() if _document_matches(r[4], post_filters)]
-        rows, more = rows[offset : offset + limit], len(rows) > offset + limit
+        candidates = [(row, json.loads(row[4])) for row in page.session.execute(statement.limit(MAX_RESULTS)).all() if row[4]]
+        matched = [(row, document) for row, document in candidates if documents.first_match([document]) is not None]
+        rows, more = matched[page.offset : page.offset + page.limit], len(matched) > page.offset + page.limit
     else:
-        rows, more = _page(session, statement, limit, offset)
+        found = list(page.session.execute(statement.limit(page.limit + 1).offset(page.offset)).all())
+        rows, more = [(row, json.loads(row[4]) if row[4] else {}) for row in found[: page.limit]], len(found) > page.limit
     items = []
-    for instance, series, study, patient, document in rows:
+    for (instance, series, study, patient, _), document in rows:
         values = {**_study_values(study, patient), **_series_values(series), "SOPInstanceUID": instance.sop_instance_uid,
                   "SOPClassUID": instance.sop_class_uid, "InstanceNumber": instance.instance_number,
                   "AvailableTransferSyntaxUID": instance.transfer_syntax_uid}
-        item = json.loads(document) if document else {}
-        item.update(attributes_json(values, only=fields))
+        item = {**document, **attributes_json(values, only=fields), **documents.returned(document)}
         if instance.number_of_frames > 1 or "00280008" in item:
             item["00280008"] = {"vr": "IS", "Value": [instance.number_of_frames]}
         items.append(item)
     return items, more
-
-
-def _document_matches(document: str | None, filters: dict[str, str]) -> bool:
-    if document is None:
-        return False
-    parsed = json.loads(document)
-    for keyword, wanted in filters.items():
-        element = parsed.get(tag_hex(int(tag_for_keyword(keyword) or 0)), {})
-        values = [v.get("Alphabetic", "") if isinstance(v, dict) else str(v) for v in element.get("Value", [])]
-        options = _split(wanted) if not _wildcard(wanted) else [wanted]
-        if not any(fnmatch.fnmatchcase(v, option) for v in values for option in options):
-            return False
-    return True

@@ -11,9 +11,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint, event
 from sqlmodel import Field, SQLModel
 
+from core.person_names import folded_names
 from core.timeutil import UTCDateTime, utcnow
 
 UID = 64  # the longest UID DICOM allows
@@ -23,11 +24,28 @@ def _utc_column(nullable: bool = False, index: bool = False) -> Any:
     return Field(default_factory=utcnow if not nullable else None, sa_type=UTCDateTime, nullable=nullable, index=index)
 
 
+def _row_names(values: dict[str, Any]) -> dict[str, str]:
+    """A row's person names, folded (core.person_names): from its attributes, and a patient's name column."""
+    attributes = dict(values.get("attributes") or {})
+    if values.get("patient_name"):
+        attributes["PatientName"] = values["patient_name"]
+    return folded_names(attributes)
+
+
+def _names_column() -> Any:
+    """Every PN attribute of the row folded, written with the row (matching never folds at query time, see
+    core.person_names); rows inserted without it (bulk loaders) get it from their own attributes."""
+    return Field(default_factory=dict, sa_column=Column(
+        JSON, nullable=False, server_default="{}", default=lambda context: _row_names(context.get_current_parameters())
+    ))
+
+
 class Patient(SQLModel, table=True):
     id: Optional[int] = Field(default=None, primary_key=True)
     patient_id: str = Field(max_length=128, unique=True, description="PatientID as sent ('' when absent)")
     patient_name: str = Field(default="", max_length=256)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    names_folded: dict[str, str] = _names_column()
     created: datetime = _utc_column()
 
 
@@ -37,6 +55,7 @@ class Study(SQLModel, table=True):
     study_date: str = Field(default="", max_length=16, index=True)
     study_description: str = Field(default="", max_length=256)
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    names_folded: dict[str, str] = _names_column()
     created: datetime = _utc_column()
 
 
@@ -53,6 +72,7 @@ class Series(SQLModel, table=True):
     series_description: str = Field(default="", max_length=256)
     series_number: Optional[int] = None
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    names_folded: dict[str, str] = _names_column()
     arrived: datetime = _utc_column(index=True)
     updated: datetime = _utc_column(index=True)
     instance_count: int = 0
@@ -79,6 +99,15 @@ class Instance(SQLModel, table=True):
     called_aet: str = Field(default="", max_length=16)
     peer_address: str = Field(default="", max_length=64)
     received: datetime = _utc_column()
+
+
+@event.listens_for(Patient, "before_insert")
+@event.listens_for(Study, "before_insert")
+@event.listens_for(Series, "before_insert")
+def _fold_names_of(_mapper: Any, _connection: Any, row: Any) -> None:
+    """Rows added through the ORM get their folded names too."""
+    if not row.names_folded:
+        row.names_folded = _row_names({"attributes": row.attributes, "patient_name": getattr(row, "patient_name", "")})
 
 
 class Dataset(SQLModel, table=True):

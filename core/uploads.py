@@ -23,10 +23,16 @@ PARTIAL_DIR = ".partial"
 COPY_BUFFER = 4 * 1024 * 1024
 PARTIAL_MAX_AGE = 24 * 3600  # seconds an unfinished upload waits for its next chunk (Kaapana's rule too)
 MAX_PATH_LENGTH = 1024
+# Bytes of one name in the path: file systems allow 255, and a partial upload's name adds ".part".
+MAX_NAME_BYTES = 250
 
 
 class UploadError(ValueError):
     """A request the upload area refuses; the message says why."""
+
+
+class UploadConflict(UploadError):
+    """A path that collides with what the upload area holds (a file where a folder would have to be, or the reverse)."""
 
 
 class OffsetMismatch(UploadError):
@@ -77,6 +83,8 @@ def clean_path(path: str) -> str:
             raise UploadError(f"the upload path {path!r} has a hidden component {part!r}")
         if any(ord(c) < 32 for c in part):
             raise UploadError(f"the upload path {path!r} contains control characters")
+        if len(part.encode("utf-8", "surrogatepass")) > MAX_NAME_BYTES:
+            raise UploadError(f"a name in the upload path is longer than {MAX_NAME_BYTES} bytes ({part[:40]}…); choose a shorter name")
     return "/".join(parts)
 
 
@@ -119,7 +127,8 @@ class UploadArea:
         if offset < 0 or (total is not None and total < 0):
             raise UploadError("offset and total must not be negative")
         if target.is_dir():
-            raise UploadError(f"{relative} is a folder in the upload area")
+            raise UploadConflict(f"{relative} is a folder in the upload area; a file cannot take its name")
+        self._check_folders(relative)
         partial = self._partial(relative)
         partial.parent.mkdir(parents=True, exist_ok=True)
         have = partial.stat().st_size if partial.exists() else 0
@@ -141,10 +150,21 @@ class UploadArea:
         size = partial.stat().st_size
         if total is None or size == total:
             target = self.file(relative)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(partial, target)
+            self._check_folders(relative)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(partial, target)
+            except (FileExistsError, NotADirectoryError, IsADirectoryError) as exc:  # the area changed since the chunk began
+                raise UploadConflict(f"{relative} collides with a file or folder that is now in the upload area") from exc
             return ChunkResult(relative, size, size, True)
         return ChunkResult(relative, size, total, False)
+
+    def _check_folders(self, relative: str) -> None:
+        """UploadConflict when a folder the upload needs is a file in the upload area (`a.zip/b` while `a.zip` is a file)."""
+        parents = PurePosixPath(relative).parents
+        for folder in reversed([p for p in parents if str(p) != "."]):
+            if (self.root / folder).is_file():
+                raise UploadConflict(f"{folder} is a file in the upload area, so {relative} cannot be put under it")
 
     def purge_partials(self, max_age: float = PARTIAL_MAX_AGE, now: float | None = None) -> list[str]:
         """Delete unfinished uploads that got no chunk for `max_age` seconds; returns their paths."""

@@ -1,8 +1,11 @@
 """The local instance and the registered remotes: create, validate, change, describe.
 
 A remote is registered with the definition its admin copied from its own Instance
-Overview (`name, protocol, host, port, token, fernet_key, ssl_verify`): we sign requests to
-it with its token and encrypt to it with its Fernet key, so both must equal what it has.
+Overview (`name, protocol, host, port, token, public_key, fernet_key, ssl_verify`): its
+public key is how we know it (what it signs, and only that, comes from it); its token proves
+to it that we were given its definition, and we encrypt to it with its Fernet key, so all
+must equal what it has. A remote registered without a public key (a definition from before
+keys, or Kaapana's) is kept, but no sync with it happens until its key is added.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from cryptography.fernet import Fernet
 from sqlmodel import Session, select
 
 from core.timeutil import isoformat, utcnow
+from federation.identity import PublicKeyError, check_public_key, fingerprint
 from federation.models import FederationInstance
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -75,6 +79,19 @@ def check_fernet_key(key: str | None) -> str | None:
     return str(key)
 
 
+def check_key(session: Session, key: str | None, owner: str) -> str | None:
+    """A public key in its canonical form, refused when another instance here holds it (its requests would be ambiguous)."""
+    try:
+        key = check_public_key(key)
+    except PublicKeyError as exc:
+        raise InstanceError(str(exc)) from None
+    if key is not None:
+        holder = session.exec(select(FederationInstance).where(FederationInstance.public_key == key, FederationInstance.name != owner)).first()
+        if holder is not None:
+            raise InstanceError(f"this public key is {holder.name!r}'s already: every instance has a key of its own")
+    return key
+
+
 def check_network(protocol: str, host: str, port: int) -> tuple[str, str, int]:
     if protocol not in PROTOCOLS:
         raise InstanceError(f"protocol must be one of {', '.join(PROTOCOLS)}, not {protocol!r}")
@@ -101,17 +118,28 @@ def local(session: Session) -> FederationInstance:
     return row
 
 
-def ensure_local(session: Session, name: str, host: str, port: int, protocol: str = "http") -> FederationInstance:
-    """Create this instance's row on first start (token generated); keep its name in step with the settings."""
+def ensure_local(session: Session, name: str, host: str, port: int, protocol: str = "http", public_key: str | None = None) -> FederationInstance:
+    """Create this instance's row on first start (token generated); keep its name and public key in step with the settings and key file."""
     row = session.exec(select(FederationInstance).where(FederationInstance.remote == False)).first()  # noqa: E712
     if row is None:
         row = FederationInstance(name=name, remote=False, protocol=protocol, host=host, port=port, token=new_token(), ssl_verify=True,
-                       automatic_sync=True, sync_interval=10, automatic_execution=True)
+                       automatic_sync=True, sync_interval=10, automatic_execution=True, public_key=public_key)
         session.add(row)
-    elif row.name != name:
-        row.name, row.updated = name, utcnow()
+    else:
+        if row.name != name:
+            row.name, row.updated = name, utcnow()
+        if public_key is not None and row.public_key != public_key:
+            row.public_key, row.updated = public_key, utcnow()
     session.flush()
     return row
+
+
+def key_owner(session: Session, public_key: str) -> str | None:
+    """The registered remote that holds `public_key` (None: nobody registered here)."""
+    if not public_key or len(public_key) > 64:
+        return None
+    row = session.exec(select(FederationInstance).where(FederationInstance.remote == True, FederationInstance.public_key == public_key)).first()  # noqa: E712
+    return row.name if row is not None else None
 
 
 def remotes(session: Session) -> list[FederationInstance]:
@@ -128,16 +156,22 @@ def remote(session: Session, name: str) -> FederationInstance:
 def definition(row: FederationInstance) -> dict[str, Any]:
     """What "copy instance definition" gives and `POST /api/instances` takes."""
     return {
-        "name": row.name, "protocol": row.protocol, "host": row.host, "port": row.port, "token": row.token,
+        "name": row.name, "protocol": row.protocol, "host": row.host, "port": row.port, "token": row.token, "public_key": row.public_key,
         "fernet_key": row.fernet_key if (row.fernet_encryption or row.remote) else None, "ssl_verify": row.ssl_verify,
     }
 
 
 def health(row: FederationInstance, now: datetime | None = None) -> str:
-    """`never seen` (not once reached: a setup problem, see `last_error`), `online`, or `offline` after a few missed syncs."""
-    if row.last_seen is None and row.last_success is None:
+    """`online` (the last sync worked), `failing` (it answered but its answer was refused, or a sync or two were missed;
+    `last_error` says why), `offline` (not reached a few times in a row) or `never seen` (not once reached: a setup problem)."""
+    seen = row.last_seen is not None or row.last_success is not None
+    if row.missed_syncs == 0:
+        return "online" if seen else "never seen"
+    if row.failure_kind == "refused":
+        return "failing"
+    if not seen:
         return "never seen"
-    return "offline" if row.missed_syncs >= OFFLINE_AFTER_MISSED else "online"
+    return "offline" if row.missed_syncs >= OFFLINE_AFTER_MISSED else "failing"
 
 
 def describe(row: FederationInstance) -> dict[str, Any]:
@@ -145,7 +179,7 @@ def describe(row: FederationInstance) -> dict[str, Any]:
     doc.update(
         remote=row.remote,
         automatic_sync=row.automatic_sync, sync_interval=row.sync_interval, automatic_execution=row.automatic_execution,
-        fernet_encryption=row.fernet_encryption,
+        fernet_encryption=row.fernet_encryption, key_fingerprint=fingerprint(row.public_key),
         allowed_dags=list(row.allowed_dags), allowed_datasets=list(row.allowed_datasets),
         created=isoformat(row.created), updated=isoformat(row.updated),
     )
@@ -162,6 +196,8 @@ def change_local(session: Session, known_dags: set[str], known_datasets: set[str
     row = local(session)
     if "name" in changes and changes["name"] not in (None, row.name):
         raise InstanceError("the local instance's name comes from VIREO_INSTANCE_NAME and cannot be changed here")
+    if "public_key" in changes and changes["public_key"] not in (None, row.public_key):
+        raise InstanceError("the local instance's public key comes from its key file in the data dir and cannot be changed here")
     if any(k in changes for k in ("protocol", "host", "port")):
         row.protocol, row.host, row.port = check_network(
             changes.get("protocol", row.protocol), changes.get("host", row.host), changes.get("port", row.port)
@@ -212,6 +248,7 @@ def add_remote(session: Session, definition_: dict[str, Any]) -> FederationInsta
     key = check_fernet_key(definition_.get("fernet_key"))
     row = FederationInstance(
         name=name, remote=True, protocol=protocol, host=host, port=port, token=check_token(definition_.get("token", "")),
+        public_key=check_key(session, definition_.get("public_key"), name),
         fernet_key=key, fernet_encryption=key is not None, ssl_verify=bool(definition_.get("ssl_verify", True)),
         ca_bundle=check_ca_bundle(definition_.get("ca_bundle")), automatic_sync=False, automatic_execution=False,
     )
@@ -228,6 +265,8 @@ def change_remote(session: Session, name: str, changes: dict[str, Any]) -> Feder
         )
     if changes.get("token") is not None:
         row.token = check_token(changes["token"])
+    if "public_key" in changes:
+        row.public_key = check_key(session, changes["public_key"], name)
     if changes.get("ssl_verify") is not None:
         row.ssl_verify = bool(changes["ssl_verify"])
     if "fernet_key" in changes:
@@ -251,3 +290,31 @@ def delete_remote(session: Session, name: str) -> dict[str, Any]:
 
 def stale_nonce_cutoff(window: float) -> datetime:
     return utcnow() - timedelta(seconds=window * 2)
+
+
+def settings_of(me: FederationInstance) -> dict[str, Any]:
+    """What a runner tells its remotes about itself (and they about themselves) at every sync."""
+    return {
+        "name": me.name, "allowed_dags": list(me.allowed_dags), "allowed_datasets": list(me.allowed_datasets),
+        "automatic_sync": me.automatic_sync, "automatic_execution": me.automatic_execution, "fernet_encryption": me.fernet_encryption,
+    }
+
+
+def store_peer_settings(peer: FederationInstance, settings: Any) -> None:
+    """Keep what a peer told us about itself (a `protocol.PeerSettings`): fields it left out stay as they were."""
+    if settings.allowed_dags is not None:
+        peer.allowed_dags = [str(d) for d in settings.allowed_dags]
+    if settings.allowed_datasets is not None:
+        peer.allowed_datasets = [str(d) for d in settings.allowed_datasets]
+    for flag in ("automatic_sync", "automatic_execution", "fernet_encryption"):
+        if getattr(settings, flag) is not None:
+            setattr(peer, flag, getattr(settings, flag))
+
+
+def permission_refusal(me: FederationInstance, dag_id: str, dataset: str | None) -> str | None:
+    """This instance's own permissions for remote work, checked on receipt and before running."""
+    if dag_id not in me.allowed_dags:
+        return f"DAG {dag_id!r} is not allowed for remote instances on {me.name}"
+    if dataset and dataset not in me.allowed_datasets:
+        return f"dataset {dataset!r} is not allowed for remote instances on {me.name}"
+    return None

@@ -30,7 +30,8 @@ class FederationInstance(SQLModel, table=True):
     protocol: str = Field(default="http", max_length=8)
     host: str = Field(max_length=255)
     port: int
-    token: str = Field(max_length=36, description="the instance's own token: callers sign with it, it never travels")
+    token: str = Field(max_length=36, description="the instance's own token: callers prove with it they were given the definition; it never travels")
+    public_key: Optional[str] = Field(default=None, max_length=64, description="ed25519:… — the instance's signing key (its private half never leaves it)")
     fernet_key: Optional[str] = Field(default=None, max_length=44)
     ssl_verify: bool = True
     ca_bundle: Optional[str] = Field(default=None, sa_column=Column(Text, nullable=True), description="PEM to verify a remote's certificate")
@@ -44,6 +45,7 @@ class FederationInstance(SQLModel, table=True):
     last_success: Optional[datetime] = _when(nullable=True)
     last_error: str = Field(default="", max_length=2000)
     missed_syncs: int = 0
+    failure_kind: str = Field(default="", max_length=16, description="'' (last sync fine), 'unreachable' or 'refused' (it answered; the answer was refused)")
     created: datetime = _when()
     updated: datetime = _when()
 
@@ -57,7 +59,10 @@ class SeenNonce(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """One remote action (job received, confirmed, refused, a bad signature …), with its time and peer."""
+    """One remote action (job received, confirmed, refused …) by a proven peer, or a summary of unproven requests.
+
+    `verified`: the peer is the one whose key signed the request (or the event is this instance's own
+    doing); unproven requests are only counted, one row per source address, kind and minute (`count`)."""
 
     __tablename__ = "audit_event"
     id: Optional[int] = Field(default=None, primary_key=True)
@@ -65,6 +70,9 @@ class AuditEvent(SQLModel, table=True):
     peer: str = Field(default="", max_length=128)
     action: str = Field(max_length=64)
     detail: str = Field(default="", max_length=2000)
+    verified: bool = False
+    source: str = Field(default="", max_length=64, description="the network address a request came from ('' for this instance's own actions)")
+    count: int = 1
 
 
 class ReportedStatus(SQLModel, table=True):

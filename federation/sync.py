@@ -10,61 +10,63 @@ The owner applies statuses forward-only (a repeated or stale update changes noth
 abort wins over a later `running`); a finished job's result (a federated round's runner
 result) rides along with its status, size-checked again by the owner; the runner adopts a job once per (owner, job id) and
 checks its own permissions on receipt and again right before running it.
+
+Each instance proves who it is with its own key (`federation.identity`, `federation.signing`);
+the callee's side lives in `federation.endpoint`, the runner's in `federation.poller`. Each
+remote is polled in a lane of its own (`federation.lanes`) within an overall deadline, so a
+slow or hostile remote never holds up the others, nor "Sync now" for longer than the deadline.
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
-import threading
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, wait
+from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
-import httpx
 from apscheduler.schedulers.background import BackgroundScheduler
-from sqlalchemy import bindparam, select, update
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection
+from sqlalchemy import select
 
 from core.db import Database
-from core.events import JOB_CHANGED, WORKFLOW_CHANGED, EventBus
-from core.timeutil import utcnow
-from core.workflows.engine import RemoteJob, WorkflowEngine, WorkflowError
-from core.workflows.models import Job, Workflow
+from core.events import JOB_CHANGED, EventBus
+from core.workflows.engine import WorkflowEngine
+from core.workflows.models import Job
 from core.workflows.registry import DagRegistry
-from core.workflows.states import ENDED, JobState, predecessors
-from federation import instances
-from federation.audit import record
-from federation.envelope import EnvelopeRefused, open_body, seal
-from federation.models import FederationInstance, ReportedStatus
-from federation.results import result_refusal
-from federation.signing import NONCE_HEADER, SIGNATURE_HEADER, DatabaseNonceStore, SignatureRefused, sign_request, sign_response, verify_request, verify_response
+from federation import audit, instances
+from federation.audit import RefusalTally, record
+from federation.endpoint import SYNC_PATH, Reply, SyncEndpoint
+from federation.identity import KEY_FILE, InstanceKey
+from federation.instances import permission_refusal, settings_of
+from federation.lanes import SyncLanes
+from federation.poller import Poller, PollLimits
+
+__all__ = ["SYNC_PATH", "Federation", "FederationConfig", "Reply", "permission_refusal", "settings_of"]
 
 log = logging.getLogger(__name__)
 
-SYNC_PATH = "/api/federation/sync"
-REQUEST_TIMEOUT = httpx.Timeout(30.0, connect=5.0)  # an unreachable remote fails fast; a large sync may take longer
-MAX_JOBS_PER_SYNC = 2000
-ABORTS_KEPT = timedelta(days=1)
+AUDIT_FLUSH_SECONDS = 5
+AUDIT_PRUNE_MINUTES = 10
+SYNC_NOW_GRACE = 1.0  # seconds "Sync now" waits beyond the deadline for the lanes' answers (their own bookkeeping)
 
 
 @dataclass(frozen=True)
-class Reply:
-    """What the sync endpoint answers: status, body, content type and headers."""
+class FederationConfig:
+    """How this instance federates: where its key lives, how long and how much one remote may take, how much audit is kept."""
 
-    status: int
-    body: bytes
-    content_type: str
-    headers: dict[str, str]
+    data_dir: Path | None = None  # the key file lives here; None: a key for this process only (tests of the logic)
+    limits: PollLimits = field(default_factory=PollLimits)
+    audit_max_rows: int = 100_000
+    audit_max_age: timedelta = timedelta(days=365)
 
 
 class Federation:
-    """This instance's side of the federation: the sync endpoint's logic, the poller, and the engine's checks."""
+    """This instance's side of the federation: the sync endpoint, the poller and its lanes, and the engine's checks."""
 
-    def __init__(self, db: Database, engine: WorkflowEngine, registry: DagRegistry, bus: EventBus, host: str, port: int, protocol: str = "http") -> None:
+    def __init__(self, db: Database, engine: WorkflowEngine, registry: DagRegistry, bus: EventBus, host: str, port: int,
+                 protocol: str = "http", config: FederationConfig | None = None) -> None:
         self.db = db
         self.engine = engine
         self.registry = registry
@@ -72,48 +74,76 @@ class Federation:
         self.host = host
         self.port = port
         self.protocol = protocol
-        self.nonces = DatabaseNonceStore(db.engine)
+        self.config = config or FederationConfig()
+        self.key: InstanceKey | None = None
         self.scheduler: BackgroundScheduler | None = None
-        self._locks: dict[str, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
-        self._pushes = ThreadPoolExecutor(max_workers=4, thread_name_prefix="federation-push")
-        self._push_pending: set[str] = set()
+        self.tally = RefusalTally(db.engine)
+        self.endpoint = SyncEndpoint(db, bus, lambda: self.name, self._own_key, self.tally)
         self._owners: dict[int, str] = {}
         self._last_status: dict[int, Any] = {}
+        self.poller = Poller(db, engine, registry, lambda: self.name, self._own_key, self.config.limits, self._owners)
+        self.lanes = SyncLanes(self.sync_remote)
 
     @property
     def name(self) -> str:
         return self.engine.instance_name
 
+    def _own_key(self) -> InstanceKey:
+        if self.key is None:
+            raise RuntimeError("federation is not started: this instance has no key yet")
+        return self.key
+
     # ---- life cycle ----------------------------------------------------------------------
     def start(self) -> None:
+        data_dir = self.config.data_dir
+        self.key = InstanceKey.load_or_create(data_dir / KEY_FILE) if data_dir is not None else InstanceKey.generate()
         with self.db.session() as session:
-            me = instances.ensure_local(session, self.name, self.host, self.port, self.protocol)
+            me = instances.ensure_local(session, self.name, self.host, self.port, self.protocol, self.key.public_key)
             interval = me.sync_interval
             session.commit()
         self.engine.remote_runner_refusal = self.remote_runner_refusal
         self.engine.admission = self.admission
         self.bus.subscribe(JOB_CHANGED, self._on_job_changed)
+        self.prune_audit()
         self.scheduler = BackgroundScheduler(daemon=True)
         self.scheduler.add_job(self._automatic_sync, "interval", seconds=interval, id="federation-sync", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self.tally.flush, "interval", seconds=AUDIT_FLUSH_SECONDS, id="audit-flush", max_instances=1, coalesce=True)
+        self.scheduler.add_job(self.prune_audit, "interval", minutes=AUDIT_PRUNE_MINUTES, id="audit-prune", max_instances=1, coalesce=True)
         self.scheduler.start()
 
     def stop(self) -> None:
         if self.scheduler is not None:
             self.scheduler.shutdown(wait=False)
             self.scheduler = None
-        self._pushes.shutdown(wait=False, cancel_futures=True)
+        self.lanes.close()
+        try:
+            self.tally.flush()
+        except Exception:  # the database may be gone already; the counts of the last seconds are lost, nothing else
+            log.warning("could not write the last audit summaries", exc_info=True)
 
     def reschedule(self, interval: int) -> None:
         """The local sync interval changed: poll on the new one from now on."""
         if self.scheduler is not None:
             self.scheduler.reschedule_job("federation-sync", trigger="interval", seconds=interval)
 
+    def prune_audit(self) -> None:
+        """Keep the audit log within its row and age limits (VIREO_AUDIT_MAX_ROWS, VIREO_AUDIT_MAX_DAYS)."""
+        gone = audit.prune(self.db.engine, self.config.audit_max_rows, self.config.audit_max_age)
+        if gone:
+            log.info("audit log: pruned %d event(s) beyond its limits", gone)
+
+    def _remote_names(self) -> list[str]:
+        with self.db.session() as session:
+            return [r.name for r in instances.remotes(session)]
+
     def _automatic_sync(self) -> None:
         with self.db.session() as session:
             if not instances.local(session).automatic_sync:
                 return
-        self.sync_all()
+        names = self._remote_names()
+        self.lanes.retain(names)
+        for name in names:
+            self.lanes.request_if_idle(name)  # a remote still busy with its last poll is left to it
 
     def _on_job_changed(self, _topic: str, payload: dict[str, Any]) -> None:
         """A job another instance owns changed here: push its status now rather than at the next poll."""
@@ -135,22 +165,7 @@ class Federation:
         self._last_status[job_id] = status
         if len(self._last_status) > 100_000:
             self._last_status.clear()
-        with self._locks_guard:
-            if owner in self._push_pending:
-                return
-            self._push_pending.add(owner)
-        try:
-            self._pushes.submit(self._push, owner)
-        except RuntimeError:  # shutting down
-            pass
-
-    def _push(self, owner: str) -> None:
-        with self._locks_guard:
-            self._push_pending.discard(owner)
-        try:
-            self.sync_remote(owner)
-        except instances.UnknownInstance:
-            pass
+        self.lanes.request(owner)  # in the owner's lane: shared with a poll already queued there
 
     # ---- the engine's checks ---------------------------------------------------------------
     def remote_runner_refusal(self, runner: str, dag_id: str, dataset: str | None) -> str | None:
@@ -181,322 +196,34 @@ class Federation:
                 session.commit()
         return reason
 
-    # ---- the callee: answering a runner's poll ------------------------------------------------
-    def answer_sync(self, headers: Mapping[str, str], body: bytes, content_type: str) -> Reply:
-        with self.db.session() as session:
-            me = instances.local(session)
-            token, key, required = me.token, me.fernet_key, me.fernet_encryption
-        try:
-            caller = verify_request(token, "POST", SYNC_PATH, headers, body, self.nonces)
-        except SignatureRefused as exc:
-            self._audit(exc.caller, "signature refused", exc.reason)
-            return _refusal(401, exc.reason)
-        with self.db.session() as session:
-            try:
-                peer = instances.remote(session, caller)
-            except instances.UnknownInstance:
-                record(session, caller, "unknown instance refused", "signed correctly, but not registered here")
-                session.commit()
-                return _refusal(403, f"instance {caller!r} is not registered here")
-            try:
-                payload = open_body(body, content_type, key, required)
-            except EnvelopeRefused as exc:
-                record(session, caller, "envelope refused", str(exc))
-                session.commit()
-                return _refusal(400, str(exc))
-            if not isinstance(payload, dict):
-                return _refusal(400, "the sync body must be a JSON object")
-            _store_peer_settings(peer, payload.get("instance") or {})
-            peer.last_seen = utcnow()
-            session.add(peer)
-            session.commit()
-        with self.db.engine.begin() as conn:
-            changed, acknowledged = self._apply_updates(conn, caller, payload.get("updates") or [])
-            jobs = self._jobs_for(conn, caller)
-            aborted = list(
-                conn.execute(
-                    select(Job.id).where(
-                        Job.runner_instance == caller, Job.owner_instance == self.name, Job.status == JobState.ABORTED.value,
-                        Job.updated >= utcnow() - ABORTS_KEPT,
-                    )
-                ).scalars()
-            )
-        for job_id, workflow_id, status in changed:
-            self.bus.publish(JOB_CHANGED, job_id=job_id, workflow_id=workflow_id, status=status, progress_done=None, progress_total=None)
-            self.bus.publish(WORKFLOW_CHANGED, workflow_id=workflow_id)
-        answer = {"instance": settings_of(me), "jobs": jobs, "acknowledged": acknowledged, "aborted": aborted}
-        data, kind = seal(answer, key if required else None)
-        nonce = {k.lower(): v for k, v in headers.items()}[NONCE_HEADER.lower()]
-        return Reply(200, data, kind, {SIGNATURE_HEADER: sign_response(token, nonce, 200, data)})
+    # ---- the callee and the runner -----------------------------------------------------------
+    def answer_sync(self, headers: Mapping[str, str], body: bytes, content_type: str, source: str = "") -> Reply:
+        """Answer one runner's poll (`source`: the address it came from, for the audit log)."""
+        return self.endpoint.answer(headers, body, content_type, source)
 
-    def _apply_updates(self, conn: Connection, caller: str, updates: list[Any]) -> tuple[list[tuple[int, str, str]], list[int]]:
-        """Apply each status forward-only; every update read is acknowledged, applied or not (stale ones are no-ops)."""
-        parsed: dict[int, tuple[JobState, Any, str, Any]] = {}
-        for item in updates:
-            try:
-                parsed[int(item["job_id"])] = (JobState(item["status"]), item.get("runner_job_id"), str(item.get("error") or "")[:4000],
-                                               item.get("result"))
-            except (KeyError, TypeError, ValueError):
-                continue
-        if not parsed:
-            return [], []
-        rows = conn.execute(
-            select(Job.id, Job.workflow_id, Job.external_job_id, Job.status, Job.conf).where(
-                Job.id.in_(list(parsed)), Job.runner_instance == caller, Job.owner_instance == self.name  # type: ignore[union-attr]
-            )
-        ).all()
-        now = utcnow()
-        links: list[dict[str, Any]] = []
-        moves: list[dict[str, Any]] = []
-        changed: list[tuple[int, str, str]] = []
-        for row in rows:
-            status, runner_job_id, error, result = parsed[row.id]
-            if row.external_job_id is None and runner_job_id is not None:
-                links.append({"b_id": row.id, "b_external": int(runner_job_id)})
-            if status == JobState.DELETED or row.status not in predecessors(status):
-                continue  # stale, repeated, or the runner hid its copy: the owner's job keeps its state
-            if status is not JobState.FINISHED:
-                result = None
-            elif result is not None:
-                refusal = result_refusal(result, row.conf)
-                if refusal:  # the owner's own limit, whatever the runner thought of it
-                    status, error, result = JobState.FAILED, refusal, None
-            ended = status in ENDED
-            moves.append({"b_id": row.id, "b_from": row.status, "b_status": status.value, "b_error": error if ended else "",
-                          "b_ended": now if ended else None, "b_updated": now, "b_result": result})
-            changed.append((row.id, row.workflow_id, status.value))
-        if links:
-            conn.execute(update(Job).where(Job.id == bindparam("b_id")).values(external_job_id=bindparam("b_external")), links)
-        if moves:
-            # compare-and-set on the state read above: a concurrent abort here wins over the runner's report
-            conn.execute(
-                update(Job).where(Job.id == bindparam("b_id"), Job.status == bindparam("b_from")).values(
-                    status=bindparam("b_status"), error=bindparam("b_error"), ended=bindparam("b_ended"), updated=bindparam("b_updated"),
-                    result=bindparam("b_result"),
-                ),
-                moves,
-            )
-            for workflow_id in {c[1] for c in changed}:
-                conn.execute(update(Workflow).where(Workflow.id == workflow_id).values(updated=now))  # type: ignore[arg-type]
-        return changed, [row.id for row in rows]
-
-    def _jobs_for(self, conn: Connection, runner: str) -> list[dict[str, Any]]:
-        """Jobs for `runner` it has not reported on yet (delivered again until it does: adoption is idempotent)."""
-        rows = conn.execute(
-            select(Job.id, Job.workflow_id, Job.dag_id, Job.dataset, Job.conf, Job.username, Job.timeout, Workflow.name)
-            .join(Workflow, Workflow.id == Job.workflow_id)
-            .where(Job.runner_instance == runner, Job.owner_instance == self.name, Job.status == JobState.PENDING.value,
-                   Job.external_job_id.is_(None))  # type: ignore[union-attr]
-            .order_by(Job.id)
-            .limit(MAX_JOBS_PER_SYNC)
-        ).all()
-        return [
-            {"id": r.id, "workflow_id": r.workflow_id, "workflow_name": r.name, "dag_id": r.dag_id, "dataset": r.dataset,
-             "conf": r.conf, "username": r.username, "timeout": r.timeout}
-            for r in rows
-        ]
-
-    # ---- the runner: polling its remotes --------------------------------------------------
     def sync_all(self) -> dict[str, dict[str, Any]]:
-        """Poll every remote at once: one unreachable remote never delays the others."""
-        with self.db.session() as session:
-            names = [r.name for r in instances.remotes(session)]
+        """Poll every remote now, each in its own lane; answers within the deadline, whatever any one remote does."""
+        names = self._remote_names()
         if not names:
             return {}
-        with ThreadPoolExecutor(max_workers=min(8, len(names)), thread_name_prefix="federation-sync") as pool:
-            return dict(zip(names, pool.map(self.sync_remote, names)))
-
-    def _lock(self, name: str) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(name, threading.Lock())
+        futures: dict[str, Future[dict[str, Any]]] = {name: self.lanes.request(name) for name in names}
+        deadline = self.config.limits.deadline
+        wait(list(futures.values()), timeout=deadline + SYNC_NOW_GRACE)
+        outcomes: dict[str, dict[str, Any]] = {}
+        for name, future in futures.items():
+            if not future.done():
+                outcomes[name] = {"ok": False, "error": f"{name} is still being synced (no answer within {deadline:g} s); "
+                                                        "it goes on in the background"}
+                continue
+            try:
+                outcomes[name] = future.result()
+            except instances.UnknownInstance:
+                continue  # removed meanwhile
+            except Exception as exc:  # a bug in one poll: reported for that remote, never a 500 for all
+                log.exception("sync with %s failed unexpectedly", name)
+                outcomes[name] = {"ok": False, "error": f"the sync with {name} failed unexpectedly ({type(exc).__name__}); see the server log"}
+        return outcomes
 
     def sync_remote(self, name: str) -> dict[str, Any]:
-        """One poll of one remote; returns what happened (also kept as its health)."""
-        with self._lock(name):
-            try:
-                outcome = self._poll(name)
-            except instances.UnknownInstance:
-                raise
-            except (httpx.HTTPError, SignatureRefused, EnvelopeRefused, ssl.SSLError, OSError, ValueError) as exc:
-                message = f"{type(exc).__name__}: {exc}"[:2000]
-                with self.db.session() as session:
-                    row = instances.remote(session, name)
-                    row.missed_syncs += 1
-                    row.last_error = message
-                    session.add(row)
-                    session.commit()
-                log.warning("sync with %s failed: %s", name, message)
-                return {"ok": False, "error": message}
-            return {"ok": True, **outcome}
-
-    def _poll(self, name: str) -> dict[str, Any]:
-        with self.db.session() as session:
-            me, peer = instances.local(session), instances.remote(session, name)
-            my_settings = settings_of(me)
-            url = f"{peer.protocol}://{peer.host}:{peer.port}{SYNC_PATH}"
-            token, key, verify = peer.token, peer.fernet_key, _verification(peer)
-        outbox = self._outbox(name)
-        body, kind = seal({"instance": my_settings, "updates": outbox}, key)
-        headers = sign_request(token, self.name, "POST", SYNC_PATH, body)
-        with httpx.Client(verify=verify, timeout=REQUEST_TIMEOUT) as client:
-            response = client.post(url, content=body, headers={**headers, "Content-Type": kind})
-        if response.status_code != 200:
-            detail = _detail(response)
-            raise ValueError(f"{name} answered {response.status_code}: {detail}")
-        verify_response(token, headers[NONCE_HEADER], 200, response.content, response.headers.get(SIGNATURE_HEADER, ""))
-        answer = open_body(response.content, response.headers.get("content-type", ""), key, required=key is not None)
-        if not isinstance(answer, dict):
-            raise ValueError(f"{name} answered something that is not a JSON object")
-        with self.db.session() as session:
-            peer = instances.remote(session, name)
-            _store_peer_settings(peer, answer.get("instance") or {})
-            peer.last_seen = peer.last_success = utcnow()
-            peer.last_error, peer.missed_syncs = "", 0
-            session.add(peer)
-            session.commit()
-        self._mark_reported(outbox, set(answer.get("acknowledged") or []))
-        received = self._adopt(name, answer.get("jobs") or [])
-        aborted = self._abort(name, answer.get("aborted") or [])
-        return {"sent": len(outbox), "received": received, "aborted": aborted}
-
-    def _outbox(self, owner: str) -> list[dict[str, Any]]:
-        """Statuses of jobs `owner` owns that it has not acknowledged yet."""
-        with self.db.engine.connect() as conn:
-            rows = conn.execute(
-                select(Job.id, Job.external_job_id, Job.status, Job.error, Job.result)
-                .outerjoin(ReportedStatus, ReportedStatus.job_id == Job.id)  # type: ignore[arg-type]
-                .where(Job.owner_instance == owner, Job.runner_instance == self.name,
-                       (ReportedStatus.status.is_(None)) | (ReportedStatus.status != Job.status))  # type: ignore[union-attr]
-                .order_by(Job.id)
-            ).all()
-        # a finished job's result (a federated round's runner result) travels with its status, in the same sealed body
-        return [
-            {"job_id": r.external_job_id, "runner_job_id": r.id, "status": r.status, "error": r.error,
-             **({"result": r.result} if r.status == JobState.FINISHED and r.result is not None else {})}
-            for r in rows
-        ]
-
-    def _mark_reported(self, outbox: list[dict[str, Any]], acknowledged: set[int]) -> None:
-        rows = [{"job_id": u["runner_job_id"], "status": u["status"]} for u in outbox if u["job_id"] in acknowledged]
-        if not rows:
-            return
-        table = ReportedStatus.__table__  # type: ignore[attr-defined]
-        with self.db.engine.begin() as conn:
-            if self.db.is_sqlite:
-                statement = sqlite_insert(table)
-            else:
-                from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-                statement = pg_insert(table)
-            conn.execute(statement.on_conflict_do_update(index_elements=["job_id"], set_={"status": statement.excluded.status}), rows)
-
-    def _adopt(self, owner: str, jobs: list[Any]) -> int:
-        """Store each job the owner sent: pending or queued, or failed with the reason when not allowed here."""
-        with self.db.session() as session:
-            me = instances.local(session)
-        status_if_allowed = JobState.QUEUED if me.automatic_execution else JobState.PENDING
-        remote_jobs: list[RemoteJob] = []
-        for job in jobs:
-            try:
-                external_id, dag_id = int(job["id"]), str(job["dag_id"])
-            except (KeyError, TypeError, ValueError):
-                continue
-            dataset = job.get("dataset") or None
-            reason = permission_refusal(me, dag_id, dataset)
-            series: list[str] = []
-            conf = job.get("conf") if isinstance(job.get("conf"), dict) else {}
-            if not reason:
-                try:
-                    conf = self.registry.get(dag_id).validate_conf(conf).model_dump(mode="json")
-                    if dataset:
-                        series = self.engine.dataset_series(dataset)
-                except WorkflowError as exc:
-                    reason = str(exc)
-                except Exception as exc:  # an unknown DAG or a configuration this DAG refuses
-                    reason = f"cannot run here: {exc}"
-            remote_jobs.append(RemoteJob(
-                external_job_id=external_id, workflow_id=str(job.get("workflow_id")), workflow_name=str(job.get("workflow_name") or dag_id),
-                dag_id=dag_id, dataset=dataset, series=series, conf=conf, username=f"{job.get('username') or ''}@{owner}",
-                status=JobState.FAILED if reason else status_if_allowed, error=reason or "", timeout=job.get("timeout"),
-            ))
-        if not remote_jobs:
-            return 0
-        adopted = self.engine.adopt_remote_jobs(owner, remote_jobs)
-        self._owners.update((job_id, owner) for job_id, _ in adopted)
-        created = 0
-        with self.db.session() as session:
-            for job, (job_id, new) in zip(remote_jobs, adopted):
-                if new:
-                    created += 1
-                    record(session, owner, "permission refused" if job.error else "job received",
-                           f"job {job_id} ({job.dag_id} on {job.dataset or 'no dataset'}): {job.error or job.status.value}")
-        return created
-
-    def _abort(self, owner: str, job_ids: list[Any]) -> int:
-        with self.db.engine.connect() as conn:
-            rows = conn.execute(
-                select(Job.id, Job.status).where(Job.owner_instance == owner, Job.external_job_id.in_([int(i) for i in job_ids]))  # type: ignore[union-attr]
-            ).all()
-        aborted = 0
-        for row in rows:
-            if row.status in ENDED or row.status == JobState.DELETED:
-                continue
-            self.engine.abort_job(row.id)
-            aborted += 1
-            self._audit(owner, "aborted by owner", f"job {row.id}")
-        return aborted
-
-    def _audit(self, peer: str, action: str, detail: str) -> None:
-        with self.db.session() as session:
-            record(session, peer, action, detail)
-            session.commit()
-
-
-def settings_of(me: FederationInstance) -> dict[str, Any]:
-    """What a runner tells its remotes about itself (and they about themselves) at every sync."""
-    return {
-        "name": me.name, "allowed_dags": list(me.allowed_dags), "allowed_datasets": list(me.allowed_datasets),
-        "automatic_sync": me.automatic_sync, "automatic_execution": me.automatic_execution, "fernet_encryption": me.fernet_encryption,
-    }
-
-
-def permission_refusal(me: FederationInstance, dag_id: str, dataset: str | None) -> str | None:
-    """This instance's own permissions for remote work, checked on receipt and before running."""
-    if dag_id not in me.allowed_dags:
-        return f"DAG {dag_id!r} is not allowed for remote instances on {me.name}"
-    if dataset and dataset not in me.allowed_datasets:
-        return f"dataset {dataset!r} is not allowed for remote instances on {me.name}"
-    return None
-
-
-def _store_peer_settings(peer: FederationInstance, settings: Mapping[str, Any]) -> None:
-    if isinstance(settings.get("allowed_dags"), list):
-        peer.allowed_dags = [str(d) for d in settings["allowed_dags"]]
-    if isinstance(settings.get("allowed_datasets"), list):
-        peer.allowed_datasets = [str(d) for d in settings["allowed_datasets"]]
-    for flag in ("automatic_sync", "automatic_execution", "fernet_encryption"):
-        if isinstance(settings.get(flag), bool):
-            setattr(peer, flag, settings[flag])
-
-
-def _verification(peer: FederationInstance) -> bool | ssl.SSLContext:
-    """SSL verification per remote: off, the system's trust store, or the remote's own CA bundle."""
-    if peer.protocol != "https":
-        return True
-    if not peer.ssl_verify:
-        return False
-    if peer.ca_bundle:
-        return ssl.create_default_context(cadata=peer.ca_bundle)
-    return True
-
-
-def _refusal(status: int, reason: str) -> Reply:
-    data, kind = seal({"detail": reason}, None)
-    return Reply(status, data, kind, {})
-
-
-def _detail(response: httpx.Response) -> str:
-    try:
-        return str(response.json().get("detail", response.text))[:500]
-    except ValueError:
-        return response.text[:500]
+        """One poll of one remote, here and now; returns what happened (also kept as its health)."""
+        return self.poller.poll(name)

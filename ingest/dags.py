@@ -94,6 +94,7 @@ delete_series = Dag(
     steps=[Step("plan", _series_to_delete), Step("delete-from-index", _delete_from_index), Step("delete-files", _delete_files, retries=2)],
     config=DeleteSeriesConfig,
     max_active=1,
+    destructive=True,
 )
 
 
@@ -340,23 +341,15 @@ def _collect(ctx: JobContext) -> None:
     if conf.format == "json":
         part.write_text(json.dumps(records, indent=1, default=str))
     else:
+        from ingest.spreadsheet_cells import QUOTING, inert_text, spreadsheet_cell
+
         with part.open("w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(conf.attributes)
+            writer = csv.writer(handle, quoting=QUOTING)  # text quoted and made inert: DICOM values are the sender's words
+            writer.writerow([inert_text(a) for a in conf.attributes])
             for record in records:
-                writer.writerow([_cell(record[a]) for a in conf.attributes])
+                writer.writerow([spreadsheet_cell(record[a]) for a in conf.attributes])
     os.replace(part, ctx.output_file(name))
     ctx.log.info("%s: %d series, %d attributes", name, len(records), len(conf.attributes))
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):
-        return ";".join(str(v) for v in value)
-    if isinstance(value, dict):
-        return json.dumps(value)
-    return str(value)
 
 
 collect_metadata = Dag(

@@ -13,17 +13,29 @@ Three changes, all measured on the ingest benchmark (bench/ingest.py):
   wake-ups a second per association that cost a quarter of the receiver's CPU. Here it
   blocks in `select` on the socket and on a wake-up pipe that the association's outgoing
   queue writes to, so it wakes the moment there is something to read or to send.
+
+And one for admission (ingest.dicom_admission): a connection becomes a pynetdicom association only
+once its whole A-ASSOCIATE-RQ has arrived, within a deadline, so idle or trickling connections
+never take an association slot; and the server caps the connections of each peer address.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import queue
 import select
 import socket
 import socketserver
+from collections.abc import Callable
+from typing import Any
 
+from pynetdicom import evt
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+
+from ingest.dicom_admission import Admission, AdmissionLimits, read_associate_rq
+
+log = logging.getLogger(__name__)
 
 _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 # A PDU longer than this is read pynetdicom's way (growing as data arrives): lengths come from the peer.
@@ -95,7 +107,32 @@ class BulkAssociationSocket(AssociationSocket):
 
 
 class BulkRequestHandler(RequestHandler):
-    """Gives each association a BulkAssociationSocket (and no Nagle on our replies)."""
+    """Admits a connection by its A-ASSOCIATE-RQ, then gives its association a BulkAssociationSocket (and no Nagle on our replies).
+
+    pynetdicom's handler starts the association thread at once and returns; this one first reads
+    the request (bounded in time and size), and then stays with the association until it ends,
+    so that the server's per-peer count knows when the connection closes.
+    """
+
+    server: ReceiverServer
+
+    def handle(self) -> None:
+        admission = self.server.admission
+        sock = self.request
+        try:
+            request = read_associate_rq(sock, admission.limits.associate_deadline)
+            if request is None or not admission.associated(sock):
+                # Debug only: under a slow-loris this is every connection (evictions are told, throttled, by Admission).
+                log.debug("DICOM connection from %s closed: no complete A-ASSOCIATE-RQ within %.0f s", self.client_address[0], admission.limits.associate_deadline)
+                return
+            assoc = self._create_association()
+            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+            _deliver(assoc, request)
+            assoc.start()
+            assoc.join()
+        finally:
+            admission.release(sock)
+            self.server.shutdown_request(sock)
 
     def _create_association(self):  # type: ignore[no-untyped-def]
         assoc = super()._create_association()
@@ -117,10 +154,56 @@ class BulkRequestHandler(RequestHandler):
         return assoc
 
 
+def _deliver(assoc: Any, request: bytes) -> None:
+    """Hand the A-ASSOCIATE-RQ read at admission to the association's DUL, as its own read would (before it starts).
+
+    Its state machine then finds, after the connection's Evt5, the request's Evt6, and the PDU in
+    its receive queue; the wake-up pipe makes its first look at the socket return at once.
+    """
+    dul = assoc.dul
+    try:
+        pdu, event = dul._decode_pdu(bytearray(request))
+    except Exception:  # as pynetdicom's own read: an undecodable PDU is Evt19, and the association is aborted
+        log.warning("undecodable A-ASSOCIATE-RQ from %s", assoc.requestor.address)
+        dul.event_queue.put("Evt19")
+        return
+    dul.event_queue.put(event)
+    dul._recv_pdu.put(pdu)
+    with contextlib.suppress(OSError):
+        dul.socket._wake_writer.send(b"\0")
+
+
 class ReceiverServer(ThreadedAssociationServer):
-    """A threaded association server we run ourselves (so it can use BulkRequestHandler)."""
+    """A threaded association server we run ourselves (so it can use BulkRequestHandler).
+
+    `retrieve_check`, when set, vets each C-MOVE/C-GET before pynetdicom serves it (see
+    ingest.receiver_services.ReceiverAssociation): an event in, a failure status or None out.
+    """
+
+    retrieve_check: Callable[[Any], Any] | None = None
+    # Handler threads live as long as their association: stopping must not wait for them (DicomReceiver.stop aborts those).
+    daemon_threads = True
+    # socketserver's default backlog is 5: a burst of connects (many senders, or an attacker's churn) overflows it,
+    # and the kernel then drops SYNs, which senders retry only after a second.
+    request_queue_size = 128
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.admission = Admission(AdmissionLimits())
+        super().__init__(*args, **kwargs)
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        """Runs in the accept loop, before a thread is started for the connection."""
+        return self.admission.admit(request, str(client_address[0]))
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread for it (socketserver closes it): its place is given back
+            self.admission.release(request)
+            raise
 
     def shutdown(self) -> None:
         # pynetdicom's version also unregisters from the AE's list of servers it started itself.
         socketserver.BaseServer.shutdown(self)
         self.server_close()
+        self.admission.close_waiting()

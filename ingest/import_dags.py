@@ -139,21 +139,49 @@ class NiftiConfig(_ImportConfig):
 
 
 def _convert_niftis(ctx: JobContext) -> None:
-    """Convert every case first, so that a bad case fails the job before anything enters the PACS."""
-    from ingest.archives import ArchiveRefused, extract
-    from ingest.nifti_convert import CaseError, convert_case
-    from ingest.nifti_formats import find_collections
-    from ingest.upload_import import ImportReport, upload_source
+    """Convert every case first, so that a bad case fails the job before anything enters the PACS.
+
+    The unpacked upload is removed when the step ends, and the converted files too when it
+    fails: a failed import leaves nothing behind in the job's folder. The UIDs are derived
+    from the upload's content (and the modality asked for), so running the step again (a
+    restart after a crash) converts to the very same instances, which the PACS already has.
+    """
+    import shutil
+
+    from ingest.archives import ArchiveRefused, extract, remove_extracted
+    from ingest.nifti_convert import CaseError
+    from ingest.upload_import import ImportReport, upload_fingerprint, upload_source
 
     conf: NiftiConfig = ctx.conf  # type: ignore[assignment]
     source = upload_source(ctx.data_dir, conf.upload)
     report = ImportReport(conf.upload, conf.dataset)
+    seed = f"vireo-nifti-import/{upload_fingerprint(source)}/{conf.modality}"
+    converted_root = ctx.work_dir / "dicom"
     try:
         top = extract(source, ctx.work_dir / "upload", conf.upload)
-        plans = find_collections(top, conf.modality, upload_name=_upload_name(conf.upload))
-    except (ArchiveRefused, CaseError) as exc:
-        raise ValueError(str(exc)) from exc
+        try:
+            converted = _convert_cases(ctx, conf, top, seed, report)
+        finally:
+            remove_extracted(source, top)
+    except BaseException as exc:
+        shutil.rmtree(converted_root, ignore_errors=True)
+        if isinstance(exc, (ArchiveRefused, CaseError)):
+            raise ValueError(str(exc)) from exc
+        raise
+    (ctx.work_dir / "converted.json").write_text(json.dumps({"cases": converted, "skipped": report.skipped}))
+
+
+def _convert_cases(ctx: JobContext, conf: NiftiConfig, top: Path, seed: str, report: Any) -> list[dict[str, Any]]:
+    """Every case of the unpacked upload `top` to DICOM under the work dir; what the import step reads."""
+    import shutil
+
+    from ingest.nifti_convert import CaseError, convert_case
+    from ingest.nifti_formats import find_collections
+
+    plans = find_collections(top, conf.modality, upload_name=_upload_name(conf.upload))
     cases = [case for plan in plans for case in plan.cases]
+    for case in cases:
+        case.uid_seed = seed
     for plan in plans:
         ctx.log.info("%s: %s format, %d image files", plan.root.relative_to(top).as_posix() or conf.upload, plan.kind, len(plan.cases))
     converted = []
@@ -164,9 +192,7 @@ def _convert_niftis(ctx: JobContext) -> None:
             result = convert_case(case, out)
         except CaseError as exc:
             if not conf.skip_bad_cases:
-                raise ValueError(f"{exc} (nothing was imported)") from exc
-            import shutil
-
+                raise CaseError(f"{exc} (nothing was imported)") from exc
             shutil.rmtree(out, ignore_errors=True)
             report.skip(case.label, str(exc))
             ctx.log.warning("skipped case %s: %s", case.label, exc)
@@ -175,7 +201,7 @@ def _convert_niftis(ctx: JobContext) -> None:
         converted.append({"case": case.label, "folder": str(out), "series": result.series_uid, "seg": result.seg_series_uid, "validate": checked})
         ctx.log.info("%s: %d slices%s", case.label, len(result.image_files), " and a SEG" if result.seg_file else "")
         ctx.progress(done, len(cases))
-    (ctx.work_dir / "converted.json").write_text(json.dumps({"cases": converted, "skipped": report.skipped}))
+    return converted
 
 
 def _upload_name(upload: str) -> str:

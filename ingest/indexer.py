@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 
 from core.db import Database, insert_ignoring_duplicates
 from core.models import Dataset, DatasetSeries, Instance, InstanceDocument, Patient, Series, Study
+from core.person_names import folded_names
 from core.search.indexing import index_series, note_changed
 from core.pacs_store import StoredFile
 from core.timeutil import UTCDateTime, utcnow
@@ -265,7 +266,8 @@ def _add_series(conn: Connection, items: list[IncomingInstance], now: datetime, 
     patients = {_text(i.meta.patient_id, 128): i.meta for i in items}
     conn.execute(
         sql.insert_patients,
-        [{"patient_id": pid, "patient_name": _text(m.patient_name, 256), "attributes": m.patient_attributes, "created": now} for pid, m in patients.items()],
+        [{"patient_id": pid, "patient_name": _text(m.patient_name, 256), "attributes": m.patient_attributes,
+          "names_folded": folded_names({**m.patient_attributes, "PatientName": m.patient_name}), "created": now} for pid, m in patients.items()],
     )
     patient_pk = dict(conn.execute(select(Patient.patient_id, Patient.id).where(Patient.patient_id.in_(patients))).all())  # type: ignore[attr-defined, call-overload]
     studies = {i.meta.study_uid: i.meta for i in items}
@@ -274,7 +276,8 @@ def _add_series(conn: Connection, items: list[IncomingInstance], now: datetime, 
         [{"study_uid": uid, "patient_pk": patient_pk[_text(m.patient_id, 128)], "study_date": _text(m.study_date, 16),
           "study_description": _text(m.study_description, 256),
           # the patient's attributes as this study saw them: an empty or shared PatientID must not borrow another's name
-          "attributes": {**m.patient_attributes, **m.study_attributes}, "created": now} for uid, m in studies.items()],
+          "attributes": {**m.patient_attributes, **m.study_attributes},
+          "names_folded": folded_names({**m.patient_attributes, **m.study_attributes}), "created": now} for uid, m in studies.items()],
     )
     conn.execute(sql.insert_series, [_series_row(item, now) for item in items])
 
@@ -371,7 +374,7 @@ def _series_row(item: IncomingInstance, now: datetime) -> dict[str, object]:
     return {
         "series_uid": m.series_uid, "study_uid": m.study_uid, "modality": _text(m.modality, 16),
         "series_description": _text(m.series_description, 256), "series_number": _int32(m.series_number),
-        "attributes": m.series_attributes, "arrived": item.received, "updated": now, "instance_count": 0,
+        "attributes": m.series_attributes, "names_folded": folded_names(m.series_attributes), "arrived": item.received, "updated": now, "instance_count": 0,
         "size_bytes": 0, "missing_instance_numbers": [], "is_complete": True, "referenced_series_uid": reference,
     }
 

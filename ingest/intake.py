@@ -8,14 +8,21 @@ same way and answers only once the instance is on disk and searchable.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from io import BytesIO
+from types import SimpleNamespace
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
+from pydicom.pixels.utils import get_expected_length
+from pydicom.uid import UID
+from pynetdicom.service_class import NonPatientObjectStorageServiceClass
+from pynetdicom.sop_class import uid_to_service_class
 
 from core.dicom_json import instance_document
 from core.pacs_store import InvalidUID, PacsStore
+from ingest.error_text import plain_reason
 from ingest.indexer import IncomingInstance, IndexWriter
 from ingest.metadata import MissingAttribute, extract
 
@@ -23,6 +30,8 @@ log = logging.getLogger(__name__)
 
 # C-STORE status codes (PS3.4 B.2.3 and PS3.7 C.4.1); STOW-RS reports the same as FailureReason.
 SUCCESS = 0x0000
+# PS3.7 C.5 (DCMTK: Refused: SOPClassNotSupported): a SOP class this door does not store (STOW-RS: the same FailureReason).
+SOP_CLASS_NOT_SUPPORTED = 0x0122
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
@@ -30,6 +39,14 @@ CANNOT_UNDERSTAND = 0xC000
 REFERENCED_STUDY_MISMATCH = 0xC122
 
 INDEX_TIMEOUT = 60
+# ErrorComment (0000,0902) is LO: 64 characters of the default repertoire (PS3.5 6.2).
+MAX_ERROR_COMMENT = 64
+# Absolute paths (POSIX or Windows) inside an exception's text: a sender must never learn the server's layout.
+_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[\\/](?:[^\s\\/'\"]+[\\/])+[^\s'\",;:)]*")
+# Photometric interpretations whose uncompressed pixel data hold two chroma samples per two pixels (PS3.3 C.7.6.3.1.2).
+# pydicom's get_expected_length knows YBR_FULL_422; the retired YBR_PARTIAL_422 is subsampled the same way.
+_SUBSAMPLED_422 = frozenset({"YBR_PARTIAL_422"})
+_ABSENT = object()
 
 
 @dataclass(frozen=True)
@@ -43,12 +60,33 @@ class Origin:
 
 
 class StoreRefused(Exception):
-    """An instance that cannot be stored, with the status and comment the sender gets."""
+    """An instance that cannot be stored, with the status and the plain reason the sender gets.
+
+    The comment says the reason first and the detail after it, so the 64 characters a DIMSE
+    ErrorComment keeps are the useful ones; it never holds a server path.
+    """
 
     def __init__(self, status: int, comment: str) -> None:
+        comment = _without_paths(comment)
         super().__init__(comment)
         self.status = status
         self.comment = comment
+
+
+class ImagePixelError(ValueError):
+    """An Image Pixel attribute that is missing or unreadable, so the pixel data's size cannot be known."""
+
+
+def _without_paths(text: str) -> str:
+    """A reason fit for a sender whatever went into it: paths replaced, control characters and runs of spaces collapsed."""
+    text = _PATH.sub("(file)", text)
+    return " ".join(text.split())
+
+
+def error_comment(reason: str) -> str:
+    """A reason as an ErrorComment value: ASCII, no backslash (LO's value separator), at most 64 characters."""
+    text = _without_paths(reason).replace("\u2026", "...").replace("\\", "/").encode("ascii", "replace").decode("ascii")
+    return text[:MAX_ERROR_COMMENT].rstrip()
 
 
 def parse_dataset(content: bytes) -> Dataset:
@@ -56,35 +94,87 @@ def parse_dataset(content: bytes) -> Dataset:
     try:
         ds = dcmread(BytesIO(content))
     except Exception as exc:
-        raise StoreRefused(CANNOT_UNDERSTAND, f"dataset could not be parsed: {exc}") from exc
+        raise StoreRefused(CANNOT_UNDERSTAND, f"cannot parse the data set: {plain_reason(exc)}") from exc
     if len(ds) == 0:
-        raise StoreRefused(CANNOT_UNDERSTAND, "dataset could not be parsed: no data elements (truncated or not DICOM)")
-    problem = truncation(ds)
+        raise StoreRefused(CANNOT_UNDERSTAND, "no data elements: truncated or not DICOM")
+    try:
+        problem = truncation(ds)
+    except ImagePixelError as exc:
+        raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from exc
     if problem:
-        raise StoreRefused(CANNOT_UNDERSTAND, f"dataset is truncated: {problem}")
+        raise StoreRefused(CANNOT_UNDERSTAND, f"truncated: {problem}")
     return ds
 
 
 def truncation(ds: Dataset) -> str | None:
-    """Why a dataset looks cut short, or None. pydicom reads short values without complaint."""
+    """Why a dataset looks cut short, or None. pydicom reads short values without complaint.
+
+    Raises ImagePixelError when the attributes that size the pixel data are missing or invalid:
+    that is the data set's fault, not a transfer's, and the sender is told which attribute it is.
+    """
     last = ds.get_item(max(ds.keys()))
     length = getattr(last, "length", None)
     value = getattr(last, "value", None)
     if isinstance(value, bytes) and length is not None and length != 0xFFFFFFFF and len(value) < length:
         return f"element {last.tag} declares {length} bytes but has {len(value)}"
     if "PixelData" in ds and not ds.file_meta.TransferSyntaxUID.is_compressed:
-        try:
-            frames = int(ds.get("NumberOfFrames") or 1)
-            bits = int(ds.BitsAllocated)
-            expected = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * frames
-            expected = (expected + 7) // 8 if bits == 1 else expected * bits // 8
-        except (AttributeError, TypeError, ValueError):
-            return "pixel data without Rows, Columns or BitsAllocated"
+        expected = expected_pixel_bytes(ds)
         actual = len(ds.get_item("PixelData").value or b"")
         if actual < expected:
             return f"pixel data has {actual} bytes, the image needs {expected}"
     return None
 
+
+def expected_pixel_bytes(ds: Dataset) -> int:
+    """The length uncompressed pixel data must have, by pydicom's rule (chroma subsampling included).
+
+    pydicom reads only these attributes, so it is given them checked, in a plain namespace: a
+    Dataset built per instance would cost the receiver ten times as much.
+    """
+    image = SimpleNamespace(
+        Rows=_whole_number(ds, "Rows"),
+        Columns=_whole_number(ds, "Columns"),
+        BitsAllocated=_whole_number(ds, "BitsAllocated"),
+        SamplesPerPixel=_whole_number(ds, "SamplesPerPixel", default=1),
+        NumberOfFrames=_whole_number(ds, "NumberOfFrames", default=1),
+        PhotometricInterpretation=str(ds.get("PhotometricInterpretation") or "").strip().upper(),
+    )
+    expected = get_expected_length(image, unit="bytes")  # type: ignore[arg-type]
+    if image.PhotometricInterpretation in _SUBSAMPLED_422:
+        expected = expected // 3 * 2
+    return int(expected)
+
+
+def _whole_number(ds: Dataset, keyword: str, default: int | None = None) -> int:
+    """An Image Pixel attribute's value as a non-negative integer; ImagePixelError names the attribute when it is not one."""
+    try:
+        value = ds.get(keyword, _ABSENT)
+    except Exception as exc:  # a value pydicom cannot convert fails on first access
+        raise ImagePixelError(f"invalid {keyword}: cannot be read ({plain_reason(exc)})") from exc
+    if value is _ABSENT:
+        if default is None:
+            raise ImagePixelError(f"missing {keyword}: pixel data cannot be sized")
+        return default
+    if value is None or value == "":
+        if default is None:
+            raise ImagePixelError(f"empty {keyword}: pixel data cannot be sized")
+        return default
+    if isinstance(value, str) and not value.strip().isdigit():
+        raise ImagePixelError(f"invalid {keyword}: {value.strip()!r} is not a whole number")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ImagePixelError(f"invalid {keyword}: {value!r} is not a whole number") from None
+    if number < 0:
+        raise ImagePixelError(f"invalid {keyword}: {number} is negative")
+    return number
+
+
+def non_patient_class(sop_class_uid: str) -> str | None:
+    """The name of a SOP class whose objects belong to no patient or study (Color Palette, Hanging Protocol...), else None."""
+    if not sop_class_uid or not issubclass(uid_to_service_class(sop_class_uid), NonPatientObjectStorageServiceClass):
+        return None
+    return UID(sop_class_uid).name or sop_class_uid
 
 
 class Intake:
@@ -112,17 +202,17 @@ class Intake:
             series_uid = str(ds.get("SeriesInstanceUID", "")).strip("\x00 ")
             meta = extract(ds, with_attributes=bool(series_uid) and not self.indexer.knows_series(series_uid))
         except MissingAttribute as exc:
-            raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from exc
+            raise _missing(ds, exc) from exc
         except Exception as exc:  # lazily parsed elements fail on first access
-            raise StoreRefused(CANNOT_UNDERSTAND, f"dataset could not be parsed: {exc}") from exc
+            raise StoreRefused(CANNOT_UNDERSTAND, f"cannot parse an element: {plain_reason(exc)}") from exc
         if sop_class_uid is not None and meta.sop_class_uid != sop_class_uid:
-            raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, f"SOPClassUID {meta.sop_class_uid} does not match the request's {sop_class_uid}")
+            raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, f"SOP class differs from the request: {meta.sop_class_uid}, request {sop_class_uid}")
         if sop_instance_uid is not None and meta.sop_instance_uid != sop_instance_uid:
             raise StoreRefused(
-                DATASET_DOES_NOT_MATCH_SOP_CLASS, f"SOPInstanceUID {meta.sop_instance_uid} does not match the request's {sop_instance_uid}"
+                DATASET_DOES_NOT_MATCH_SOP_CLASS, f"SOP instance differs from the request: {meta.sop_instance_uid}, request {sop_instance_uid}"
             )
         if study_uid is not None and meta.study_uid != study_uid:
-            raise StoreRefused(REFERENCED_STUDY_MISMATCH, f"StudyInstanceUID {meta.study_uid} is not the study {study_uid} of the request")
+            raise StoreRefused(REFERENCED_STUDY_MISMATCH, f"not in the requested study: StudyInstanceUID {meta.study_uid}, request {study_uid}")
         try:
             document: str | None = instance_document(ds, meta.study_uid, meta.series_uid, meta.sop_instance_uid)
         except Exception:  # never refuse an instance over its metadata document: it is made again on first request
@@ -131,7 +221,7 @@ class Intake:
         try:
             stored = self.store.store(meta.study_uid, meta.series_uid, meta.sop_instance_uid, content)
         except InvalidUID as exc:
-            raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from exc
+            raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, f"invalid UID: {exc}") from exc
         return IncomingInstance(
             meta=meta,
             stored=stored,
@@ -152,15 +242,24 @@ class Intake:
             item = self.receive(content, transfer_syntax, origin, **expected)
         except OSError as exc:
             log.exception("instance could not be written")
-            raise StoreRefused(OUT_OF_RESOURCES, f"storage failed: {exc.strerror or exc}") from exc
+            raise StoreRefused(OUT_OF_RESOURCES, f"storage failed: {exc.strerror or type(exc).__name__}") from exc
         try:
             self.indexer.submit(item).result(timeout=INDEX_TIMEOUT)
         except Exception as exc:
             # The file stays: it is whole and durable, another sender may rely on it, and a resend or
             # `reindex` indexes it. Only the sender's Success is withheld.
             log.exception("instance could not be indexed")
-            raise StoreRefused(OUT_OF_RESOURCES, f"indexing failed: {exc}") from exc
+            # The exception's text (SQL, database URLs) stays in the log: the sender learns only what to do.
+            raise StoreRefused(OUT_OF_RESOURCES, "indexing failed: the file is kept, send it again later") from exc
         return item
+
+
+def _missing(ds: Dataset, exc: MissingAttribute) -> StoreRefused:
+    """The refusal for a data set the PACS cannot place: a SOP class it does not file, or a Type 1 UID left out."""
+    non_patient = non_patient_class(str(ds.get("SOPClassUID", "")).strip("\x00 "))
+    if non_patient is not None:
+        return StoreRefused(SOP_CLASS_NOT_SUPPORTED, f"not stored, no study: {non_patient}")
+    return StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc))
 
 
 def transfer_syntax_of(content: bytes) -> str:

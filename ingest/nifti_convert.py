@@ -77,6 +77,13 @@ class NiftiCase:
     operator: str = ""
     segmentation: Path | None = None
     seg_info: SegInfo | None = None
+    # What the UIDs are derived from (the upload's content hash and the import's settings): converting the
+    # same upload again gives the same UIDs, so a restarted import stores nothing twice. Empty: random UIDs.
+    uid_seed: str = ""
+
+    def uid(self, role: str) -> str:
+        """The UID of one object of this case (`series`, `slice-12`, …): derived from `uid_seed` when there is one."""
+        return generate_uid(entropy_srcs=[self.uid_seed, self.label, role]) if self.uid_seed else generate_uid()
 
 
 @dataclass
@@ -119,16 +126,24 @@ def check_tags(tags: dict[str, Any], where: str) -> dict[str, Any]:
 
 
 def load_volume(path: Path, label: str) -> tuple[np.ndarray, np.ndarray]:
-    """The voxel array (3-D, scaled values) and RAS affine of a NIfTI file."""
+    """The voxel array (3-D, scaled values) and RAS affine of a NIfTI file.
+
+    The voxel count is checked from the header before any data is read: a few hundred
+    kilobytes of `.nii.gz` can announce gigabytes of zeros.
+    """
     import nibabel as nib
 
     try:
         image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
     except Exception as exc:
-        raise CaseError(f"{label}: not a readable NIfTI file ({exc})") from exc
+        raise CaseError(f"{label}: not a readable NIfTI file ({_reason(exc, path)})") from exc
     if not isinstance(image, (nib.Nifti1Image, nib.Nifti2Image)):
         raise CaseError(f"{label}: not a NIfTI file")
+    check_voxel_count(tuple(int(n) for n in image.header.get_data_shape()), label)
+    try:
+        data = np.asanyarray(image.dataobj)
+    except Exception as exc:
+        raise CaseError(f"{label}: not a readable NIfTI file ({_reason(exc, path)})") from exc
     while data.ndim > 3 and data.shape[-1] == 1:
         data = data[..., 0]
     if data.ndim == 2:
@@ -138,6 +153,22 @@ def load_volume(path: Path, label: str) -> tuple[np.ndarray, np.ndarray]:
     if data.dtype.kind == "f" and not np.all(np.isfinite(data)):
         raise CaseError(f"{label}: the image holds NaN or infinite values")
     return data, np.asarray(image.affine, dtype=float)
+
+
+def check_voxel_count(shape: tuple[int, ...], label: str, limit: int | None = None) -> None:
+    """CaseError when an image of `shape` has more voxels than VIREO_NIFTI_MAX_VOXELS allows."""
+    from ingest.import_limits import NIFTI_VOXELS_VARIABLE, nifti_voxel_limit
+
+    limit = nifti_voxel_limit() if limit is None else limit
+    voxels = int(np.prod(shape, dtype=object)) if shape else 0
+    if voxels > limit:
+        size = " x ".join(str(n) for n in shape)
+        raise CaseError(f"{label}: {size} is {voxels:,} voxels, more than an import takes ({limit:,}; {NIFTI_VOXELS_VARIABLE})")
+
+
+def _reason(exc: Exception, path: Path) -> str:
+    """A reader's error without the server's path to the file (the label names it for people)."""
+    return str(exc).replace(str(path), "the file").replace(path.name, "the file") or type(exc).__name__
 
 
 def _stored_values(data: np.ndarray) -> tuple[np.ndarray, float, float]:
@@ -271,9 +302,9 @@ def convert_case(case: NiftiCase, out_dir: Path) -> ConvertedCase:
     now = datetime.now()
     template = _image_dataset(case, sop_class, now)
     template.Modality = modality
-    template.StudyInstanceUID = generate_uid()
-    template.SeriesInstanceUID = generate_uid()
-    template.FrameOfReferenceUID = generate_uid()
+    template.StudyInstanceUID = case.uid("study")
+    template.SeriesInstanceUID = case.uid("series")
+    template.FrameOfReferenceUID = case.uid("frame-of-reference")
     try:
         _apply_tags(template, case.tags)
     except Exception as exc:
@@ -301,7 +332,7 @@ def convert_case(case: NiftiCase, out_dir: Path) -> ConvertedCase:
     def make_slice(k: int) -> tuple[Dataset, Path]:
         ds = Dataset()
         ds.update(template)
-        ds.SOPInstanceUID = generate_uid()
+        ds.SOPInstanceUID = case.uid(f"slice-{k}")
         ds.InstanceNumber = k + 1
         position = lps @ np.array([0.0, 0.0, float(k), 1.0])
         ds.ImagePositionPatient = [_ds_number(float(v)) for v in position[:3]]
@@ -403,7 +434,7 @@ def _write_seg(case: NiftiCase, images: list[Dataset], labels: np.ndarray, out_d
         )
         for number, item in enumerate(info.labels, start=1)
     ]
-    seg_uid = generate_uid()
+    seg_uid = case.uid("seg-series")
     seg = hd.seg.Segmentation(
         source_images=images,
         pixel_array=frames,
@@ -411,7 +442,7 @@ def _write_seg(case: NiftiCase, images: list[Dataset], labels: np.ndarray, out_d
         segment_descriptions=descriptions,
         series_instance_uid=seg_uid,
         series_number=SEG_SERIES_NUMBER,
-        sop_instance_uid=generate_uid(),
+        sop_instance_uid=case.uid("seg-instance"),
         instance_number=1,
         manufacturer=MANUFACTURER,
         manufacturer_model_name="Vireo NIfTI import",

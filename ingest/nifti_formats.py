@@ -25,6 +25,8 @@ from ingest.nifti_convert import MODALITIES, CaseError, NiftiCase, SegInfo, SegL
 
 NIFTI = re.compile(r"\.nii(\.gz)?$", re.IGNORECASE)
 SEGMENTATION = re.compile(r"[_\-. ]?[sS]eg(mentation)?$")
+MAX_LABEL = 65535  # label maps are stored as 8- or 16-bit values (nifti_convert checks the voxels the same way)
+CHANNEL = re.compile(r"^\d{1,4}$")  # nnU-Net channel keys: the file names' 4-digit _XXXX
 NOT_BASIC_ROOTS = {"segs", "cases", "imagestr", "imagests", "labelstr", "labelsts"}
 
 
@@ -80,18 +82,24 @@ def _seg_info(path: Path, label: str) -> SegInfo:
         try:
             value = int(entry["label_int"])
             name = str(entry["label_name"]).strip()
-        except (KeyError, TypeError, ValueError):
-            raise CaseError(f"{label}: seg_info entry {entry!r} needs 'label_name' and an integer 'label_int'") from None
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise CaseError(f"{label}: seg_info entry {_shown(entry)} needs 'label_name' and an integer 'label_int'") from None
         if value == 0:
             continue
-        if not name or value < 0:
-            raise CaseError(f"{label}: seg_info entry {entry!r} needs a name and a positive label_int")
+        if not name or not 0 < value <= MAX_LABEL:
+            raise CaseError(f"{label}: seg_info entry {_shown(entry)} needs a name and a label_int from 1 to {MAX_LABEL}")
         if value in {item.value for item in labels}:
             raise CaseError(f"{label}: label_int {value} appears twice")
         labels.append(SegLabel(value, name))
     if not labels:
         raise CaseError(f"{label}: seg_info lists no labels")
     return SegInfo(labels, str(data.get("algorithm") or ""), str(data.get("task_body_part") or ""))
+
+
+def _shown(value: object, limit: int = 120) -> str:
+    """A value from an uploaded file as a message shows it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _meta_data(path: Path, label: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -182,13 +190,30 @@ def _channel_modality(name: str) -> tuple[str, str]:
     return "MR", text
 
 
+def _channels(spec: dict[Any, Any], label: str) -> dict[int, str]:
+    """dataset.json's `channel_names`: keys "0", "1", … (the files' _0000, _0001, …) to names."""
+    channels = {}
+    for key, name in spec.items():
+        if not CHANNEL.match(str(key).strip()):
+            raise CaseError(f"{label}: channel_names key {_shown(key)} is not a channel number (\"0\", \"1\", … as in the files' _0000, _0001)")
+        if isinstance(name, (dict, list)) or name is None or not str(name).strip():
+            raise CaseError(f"{label}: channel {key} needs a name such as \"CT\" or \"T2\", not {_shown(name)}")
+        number = int(str(key).strip())
+        if number in channels:
+            raise CaseError(f"{label}: channel {number} appears twice in channel_names")
+        channels[number] = str(name)
+    if not channels:
+        raise CaseError(f"{label}: channel_names lists no channels")
+    return channels
+
+
 def nnunet_cases(folder: Path, top: Path) -> list[NiftiCase]:
     """nnU-Net v2: `dataset.json`, images `<case>_<XXXX><ending>` in imagesTr/imagesTs, labels `<case><ending>` in labelsTr/labelsTs."""
     label = _relative(folder / "dataset.json", top)
     spec = _read_json(folder / "dataset.json", label)
     if not isinstance(spec, dict) or not isinstance(spec.get("channel_names") or spec.get("modality"), dict):
         raise CaseError(f"{label}: needs 'channel_names' (e.g. {{\"0\": \"CT\"}})")
-    channels = {int(k): str(v) for k, v in (spec.get("channel_names") or spec.get("modality")).items()}
+    channels = _channels(spec.get("channel_names") or spec.get("modality"), label)
     ending = str(spec.get("file_ending") or ".nii.gz")
     labels_spec = spec.get("labels") or {}
     if not isinstance(labels_spec, dict):
@@ -196,7 +221,9 @@ def nnunet_cases(folder: Path, top: Path) -> list[NiftiCase]:
     seg_labels = []
     for name, value in labels_spec.items():
         if not isinstance(value, int) or isinstance(value, bool):
-            raise CaseError(f"{label}: label {name!r} has value {value!r}; only integer labels (no regions) are supported")
+            raise CaseError(f"{label}: label {_shown(name)} has value {_shown(value)}; only integer labels (no regions) are supported")
+        if not 0 <= value <= MAX_LABEL:
+            raise CaseError(f"{label}: label {_shown(name)} has value {_shown(value)}; label values run from 0 to {MAX_LABEL}")
         if value != 0:
             seg_labels.append(SegLabel(value, str(name)))
     dataset_name = str(spec.get("name") or folder.name)

@@ -48,7 +48,7 @@ from core import datasets
 from core.db import Database
 from core.dicom_json import parse_attribute
 from core.models import Series
-from ingest.intake import SUCCESS, Intake, Origin, StoreRefused
+from ingest.intake import SUCCESS, Intake, Origin, StoreRefused, error_comment
 from ingest.query_retrieve import storage_contexts
 
 log = logging.getLogger(__name__)
@@ -312,7 +312,7 @@ def _get(node: DicomNode, intake: Intake, identifier: Dataset, dataset: str | No
                 report.refused.append(refused.comment)
             status = Dataset()
             status.Status = refused.status
-            status.ErrorComment = refused.comment[:64]
+            status.ErrorComment = error_comment(refused.comment)
             return status
         return SUCCESS
 

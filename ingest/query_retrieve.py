@@ -31,10 +31,12 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 from sqlalchemy import select
 
 from core import dicom_query
+from core.attribute_matching import SequenceKey
 from core.db import Database
 from core.dicom_json import tag_hex
 from core.models import Instance, Patient, Series, Study
 from core.pacs_store import PacsStore
+from ingest.intake import error_comment
 
 log = logging.getLogger(__name__)
 
@@ -77,29 +79,65 @@ def _match_value(element: Any) -> str:
     return str(value).strip("\x00 ")
 
 
-def identifier_matches(identifier: Dataset) -> tuple[dict[str, str], list[int]]:
-    """The identifier's matching values by keyword, and every tag it asks to be returned."""
+def _skipped(element: Any) -> bool:
+    """Elements of an identifier that are neither matched nor returned."""
+    return element.keyword in ("QueryRetrieveLevel", "SpecificCharacterSet") or element.tag.is_private or element.tag.group == 0x0000
+
+
+def _item_keys(item: Dataset) -> SequenceKey:
+    """A sequence key's item keys (PS3.4 C.2.2.2.6), nested sequences included."""
+    keys: SequenceKey = {}
+    for element in item:
+        if _skipped(element) or not element.keyword:
+            continue
+        keys[element.keyword] = _sequence_key(element) if element.VR == "SQ" else _match_value(element)
+    return keys
+
+
+def _sequence_key(element: Any) -> SequenceKey:
+    """A zero-length sequence, or one empty item, is universal: every item is returned (PS3.4 C.2.2.2.6)."""
+    return _item_keys(element.value[0]) if element.value else {}
+
+
+def identifier_matches(identifier: Dataset) -> tuple[dict[str, str], dict[str, SequenceKey], list[int]]:
+    """The identifier's matching values by keyword, its sequence keys, and every tag it asks to be returned."""
     matches: dict[str, str] = {}
+    sequences: dict[str, SequenceKey] = {}
     requested: list[int] = []
     for element in identifier:
-        tag = int(element.tag)
-        if element.keyword in ("QueryRetrieveLevel", "SpecificCharacterSet") or element.tag.is_private or element.tag.group == 0x0000:
+        if _skipped(element):
             continue
-        requested.append(tag)
-        if element.VR == "SQ" or not element.keyword:
+        requested.append(int(element.tag))
+        if not element.keyword:
             continue
-        matches[element.keyword] = _match_value(element)
-    return matches, requested
+        if element.VR == "SQ":
+            sequences[element.keyword] = _sequence_key(element)
+        else:
+            matches[element.keyword] = _match_value(element)
+    return matches, sequences, requested
+
+
+def _returned_items(found: dict[str, Any], asked: Any) -> dict[str, Any]:
+    """A sequence as the identifier asked for it: whole items for a universal key, else only the item keys asked for."""
+    items = [item for item in found.get("Value") or [] if isinstance(item, dict)]
+    wanted = [tag_hex(int(e.tag)) for e in asked.value[0] if not _skipped(e)] if asked.value else []
+    if wanted:
+        items = [{tag: item[tag] for tag in wanted if tag in item} for item in items]
+    return {"vr": "SQ", "Value": items} if items else {"vr": "SQ"}
 
 
 def find_responses(db: Database, identifier: Dataset, model: str, ae_title: str) -> Iterator[Dataset]:
     """The C-FIND responses to one identifier, each with exactly the requested keys."""
     level = _level(identifier, model)
-    matches, requested = identifier_matches(identifier)
+    matches, sequences, requested = identifier_matches(identifier)
+    query = dicom_query.Query(level=level, matches=matches, sequences=sequences, limit=dicom_query.MAX_RESULTS)
     with db.session() as session:
-        result = dicom_query.search(session, dicom_query.Query(level=level, matches=matches, limit=dicom_query.MAX_RESULTS))
+        result = dicom_query.search(session, query)
     for item in result.items:
         picked = {tag_hex(t): item[tag_hex(t)] for t in requested if tag_hex(t) in item}
+        for element in identifier:
+            if element.VR == "SQ" and element.keyword in sequences and tag_hex(int(element.tag)) in picked:
+                picked[tag_hex(int(element.tag))] = _returned_items(picked[tag_hex(int(element.tag))], element)
         response = Dataset.from_json(picked)
         for tag in requested:
             if tag not in response:
@@ -115,9 +153,26 @@ def find_responses(db: Database, identifier: Dataset, model: str, ae_title: str)
         yield response
 
 
+def retrieve_filters(identifier: Dataset, model: str) -> list[tuple[str, list[str]]]:
+    """The unique keys (keyword, values) a C-MOVE/C-GET identifier selects by; IdentifierError says why it cannot be answered."""
+    level = _level(identifier, model)
+    filters: list[tuple[str, list[str]]] = []
+    for position, current in enumerate(dicom_query.LEVELS):
+        keyword = UNIQUE_KEYS[current]
+        value = _match_value(identifier[keyword]) if keyword in identifier else ""
+        if position > dicom_query.LEVELS.index(level) or not value:
+            if current == level:
+                raise IdentifierError(f"a {level} level retrieve needs {keyword}")
+            continue
+        filters.append((keyword, [v for v in value.split("\\") if v]))
+    if not filters:
+        raise IdentifierError("the identifier selects nothing")
+    return filters
+
+
 def instances_to_retrieve(db: Database, store: PacsStore, identifier: Dataset, model: str) -> list[tuple[str, str, str, Path]]:
     """(SOP class, SOP instance, transfer syntax, file) of everything a C-MOVE/C-GET identifier selects."""
-    level = _level(identifier, model)
+    filters = retrieve_filters(identifier, model)
     statement = (
         select(Instance.sop_class_uid, Instance.sop_instance_uid, Instance.transfer_syntax_uid, Instance.path)
         .join(Series, Series.series_uid == Instance.series_uid)  # type: ignore[arg-type]
@@ -127,19 +182,8 @@ def instances_to_retrieve(db: Database, store: PacsStore, identifier: Dataset, m
     )
     columns = {"PatientID": Patient.patient_id, "StudyInstanceUID": Study.study_uid, "SeriesInstanceUID": Series.series_uid,
                "SOPInstanceUID": Instance.sop_instance_uid}
-    selected = False
-    for position, current in enumerate(dicom_query.LEVELS):
-        keyword = UNIQUE_KEYS[current]
-        value = _match_value(identifier[keyword]) if keyword in identifier else ""
-        if position > dicom_query.LEVELS.index(level) or not value:
-            if current == level:
-                raise IdentifierError(f"a {level} level retrieve needs {keyword}")
-            continue
-        values = [v for v in value.split("\\") if v]
+    for keyword, values in filters:
         statement = statement.where(columns[keyword].in_(values))  # type: ignore[attr-defined]
-        selected = True
-    if not selected:
-        raise IdentifierError("the identifier selects nothing")
     with db.session() as session:
         return [(cls, sop, ts, store.path(path)) for cls, sop, ts, path in session.execute(statement)]
 
@@ -188,38 +232,45 @@ class QueryRetrieveSCP:
                 return
             yield PENDING, response
 
-    def _selected(self, event: evt.Event) -> list[tuple[str, str, str, Path]] | tuple[Dataset, None]:
+    def refusal(self, event: evt.Event) -> Dataset | None:
+        """The failure status (with Vireo's reason) a C-MOVE or C-GET gets before anything is sent, or None to serve it.
+
+        The receiver's associations ask this before pynetdicom starts the retrieve: pynetdicom's C-MOVE
+        needs a destination before it takes a status, and has no way to give an unknown one a reason.
+        """
+        if event.event == evt.EVT_C_MOVE:
+            destination = _destination(event)
+            if destination not in self.destinations:
+                log.warning("C-MOVE to unknown destination %r (configure it in VIREO_DICOM_DESTINATIONS)", destination)
+                return _failure(MOVE_DESTINATION_UNKNOWN, f"move destination unknown: {destination or '(none)'} is not configured")[0]
         try:
-            return instances_to_retrieve(self.db, self.store, event.identifier, str(event.request.AffectedSOPClassUID))
+            retrieve_filters(event.identifier, str(event.request.AffectedSOPClassUID))
         except IdentifierError as exc:
             log.warning("retrieve refused: %s", exc)
-            return _failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc))
+            return _failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, str(exc))[0]
+        except Exception as exc:  # an identifier that does not decode, or whose elements fail on first access
+            log.warning("retrieve refused, identifier unreadable: %s", exc)
+            return _failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "identifier cannot be decoded")[0]
+        return None
 
     def handle_move(self, event: evt.Event) -> Iterator[Any]:
-        destination = event.move_destination
-        destination = (destination.decode() if isinstance(destination, bytes) else str(destination)).strip()
-        address = self.destinations.get(destination)
-        if address is None:
-            log.warning("C-MOVE to unknown destination %r (configure it in VIREO_DICOM_DESTINATIONS)", destination)
+        if self.refusal(event) is not None:
+            # Only where no refusal was answered first (an association not the receiver's): pynetdicom's bare 0xA801.
             yield None, None
             return
-        selected = self._selected(event)
-        if isinstance(selected, tuple):
-            # pynetdicom asks for the destination first; a refusal follows as the first status.
-            yield address[0], address[1]
-            yield 1
-            yield selected
-            return
+        address = self.destinations[_destination(event)]
+        selected = instances_to_retrieve(self.db, self.store, event.identifier, str(event.request.AffectedSOPClassUID))
         yield address[0], address[1], {"contexts": storage_contexts(selected)}
         yield len(selected)
         yield from self._send(event, selected)
 
     def handle_get(self, event: evt.Event) -> Iterator[Any]:
-        selected = self._selected(event)
-        if isinstance(selected, tuple):
+        refused = self.refusal(event)
+        if refused is not None:
             yield 1
-            yield selected
+            yield refused, None
             return
+        selected = instances_to_retrieve(self.db, self.store, event.identifier, str(event.request.AffectedSOPClassUID))
         yield len(selected)
         yield from self._send(event, selected)
 
@@ -243,8 +294,16 @@ def _failure(status: int, comment: str) -> tuple[Dataset, None]:
     """A failure status with an ErrorComment saying why (pynetdicom adds the failed-instance list where one belongs)."""
     ds = Dataset()
     ds.Status = status
-    ds.ErrorComment = comment[:64]
+    ds.ErrorComment = error_comment(comment)
     return ds, None
+
+
+def _destination(event: evt.Event) -> str:
+    """A C-MOVE's destination AE title, unpadded ('' when the request has none)."""
+    destination = event.move_destination
+    if destination is None:
+        return ""
+    return (destination.decode(errors="replace") if isinstance(destination, bytes) else str(destination)).strip()
 
 
 def query_retrieve_models() -> list[str]:

@@ -4,8 +4,11 @@
 Each association runs in its own pynetdicom thread. A C-STORE is checked, written as
 received (no re-encoding) to the PACS store with an fsync, indexed through the group-commit
 writer (ingest.intake, shared with STOW-RS), and only then answered Success. A dataset that cannot be stored gets the failure
-status PS3.4 names for it, with an ErrorComment, and the association carries on.
-The called AE title names the dataset the series joins.
+status PS3.4 names for it, with an ErrorComment, and the association carries on; so does every other request
+pynetdicom alone would abort for (ingest.receiver_services), and every storage-like SOP class is accepted.
+The called AE title names the dataset the series joins. A connection takes an association slot only
+once its A-ASSOCIATE-RQ has arrived whole, within `associate_deadline` seconds, and each peer
+address holds at most `max_connections_per_peer` connections (ingest.dicom_admission).
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from core.pacs_store import PacsStore
-from ingest.dicom_transport import BulkRequestHandler, ReceiverServer
+from ingest.dicom_admission import DEFAULT_ASSOCIATE_DEADLINE, DEFAULT_MAX_CONNECTIONS_PER_PEER, Admission, AdmissionLimits
+from ingest.dicom_transport import ReceiverServer
 from ingest.indexer import IndexWriter
 from ingest.query_retrieve import QueryRetrieveSCP, query_retrieve_models
-from ingest.intake import OUT_OF_RESOURCES, SUCCESS, Intake, Origin, StoreRefused
+from ingest.intake import OUT_OF_RESOURCES, SOP_CLASS_NOT_SUPPORTED, SUCCESS, Intake, Origin, StoreRefused, error_comment
+from ingest.receiver_services import ReceiverRequestHandler, storage_offer
 from ingest.intake import parse_dataset  # noqa: F401  (part of this module's interface, as before the intake moved out)
 
 log = logging.getLogger(__name__)
@@ -39,6 +44,8 @@ class ReceiverConfig:
     ae_title: str = "VIREO"
     max_associations: int = 16
     allowed_calling_aets: frozenset[str] = frozenset()
+    max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER
+    associate_deadline: float = DEFAULT_ASSOCIATE_DEADLINE
 
 
 class DicomReceiver:
@@ -70,14 +77,22 @@ class DicomReceiver:
             # Both roles: senders store to us, and a C-GET requestor takes the SCP role to receive from us.
             ae.add_supported_context(context.abstract_syntax, accepted_transfer_syntaxes(), scu_role=True, scp_role=True)
         ae.add_supported_context(Verification)
-        handlers = [(evt.EVT_C_STORE, self.handle_store), (evt.EVT_C_ECHO, handle_echo)]
+        # Storage classes outside pynetdicom's list (retired, private, non-patient) are offered per association.
+        handlers = [
+            (evt.EVT_C_STORE, self.handle_store),
+            (evt.EVT_C_ECHO, handle_echo),
+            (evt.EVT_REQUESTED, storage_offer(accepted_transfer_syntaxes())),
+        ]
         if self.query_retrieve is not None:
             for model in query_retrieve_models():
                 ae.add_supported_context(model)
             handlers += self.query_retrieve.handlers()
         self._server = ae.make_server(
-            (self.config.host, self.config.port), evt_handlers=handlers, server_class=ReceiverServer, request_handler=BulkRequestHandler
+            (self.config.host, self.config.port), evt_handlers=handlers, server_class=ReceiverServer, request_handler=ReceiverRequestHandler
         )
+        self._server.admission = Admission(AdmissionLimits(self.config.associate_deadline, self.config.max_connections_per_peer))
+        if self.query_retrieve is not None:
+            self._server.retrieve_check = self.query_retrieve.refusal
         threading.Thread(target=self._server.serve_forever, name="vireo-dicom-server", daemon=True).start()
         log.info("DICOM receiver listening on %s:%d as %s", self.config.host, self.port, self.config.ae_title)
 
@@ -96,6 +111,10 @@ class DicomReceiver:
         primitive = event.assoc.requestor.primitive
         called = str(primitive.called_ae_title).strip() if primitive is not None else ""
         origin = Origin(dataset=dataset_name(called), calling_aet=_calling(event), called_aet=called, peer_address=str(event.assoc.requestor.address))
+        mismatch = unnegotiated_class(str(request.AffectedSOPClassUID), str(event.context.abstract_syntax))
+        if mismatch is not None:
+            log.warning("C-STORE from %s refused (0x%04X): %s", _calling(event), SOP_CLASS_NOT_SUPPORTED, mismatch)
+            return _status(SOP_CLASS_NOT_SUPPORTED, mismatch)
         try:
             self.intake.ingest(
                 event.encoded_dataset(include_meta=True),
@@ -109,6 +128,18 @@ class DicomReceiver:
                 log.warning("C-STORE from %s refused (0x%04X): %s", _calling(event), refused.status, refused.comment)
             return _status(refused.status, refused.comment)
         return SUCCESS
+
+
+def unnegotiated_class(affected: str, negotiated: str) -> str | None:
+    """Why a C-STORE's SOP class is not its presentation context's, or None.
+
+    A context's abstract syntax is the one SOP class its requests may name (PS3.8 presentation context); a request
+    naming another one (a sender that misread the UID, as DCMTK reads an RLE file's UN-encoded
+    SOPClassUID as `31`) names a class never negotiated: 0x0122, SOP class not supported.
+    """
+    if affected == negotiated:
+        return None
+    return f"SOP class {affected} not negotiated; context is {UID(negotiated).name or negotiated}"
 
 
 def dataset_name(called_ae_title: str) -> str | None:
@@ -128,7 +159,7 @@ def _calling(event: evt.Event) -> str:
 def _status(code: int, comment: str) -> Dataset:
     status = Dataset()
     status.Status = code
-    status.ErrorComment = comment[:64]
+    status.ErrorComment = error_comment(comment)
     return status
 
 

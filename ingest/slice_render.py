@@ -96,7 +96,7 @@ def _dataset(path: Path) -> Dataset:
         try:
             ds = _datasets.put(key, _read_dataset(path))
         except ThumbnailError as exc:
-            raise SliceError(str(exc)) from exc
+            raise SliceError(exc.reason) from exc  # the reason, not the message: it names no server path
     return ds
 
 
@@ -126,7 +126,7 @@ def _values_of(target: Frame) -> tuple[np.ndarray, bool]:
                 values = -values  # inverted: a wider value is darker; windows are then on the negated scale
             result = (values, False)
     except ThumbnailError as exc:
-        raise SliceError(str(exc)) from exc
+        raise SliceError(exc.reason) from exc  # the reason, not the message: it names no server path
     return _values.put(key, result)
 
 
@@ -256,7 +256,7 @@ def overlay_png(layout: SegmentationLayout, slice_index: int, shape: tuple[int, 
         try:
             decoded = list(zip(frames, _iter_frames(layout.path, ds, indices=frames)))
         except ThumbnailError as exc:
-            raise SliceError(str(exc)) from exc
+            raise SliceError(exc.reason) from exc  # the reason, not the message: it names no server path
         for seg_frame, pixels in decoded:
             masks: dict[int, np.ndarray] = {}
             if layout.labelmap:

@@ -41,7 +41,9 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
 )
 
-__all__ = ["THUMBNAIL_SIZE", "ThumbnailError", "placeholder_thumbnail", "render_frame", "render_series_thumbnail"]
+from ingest.error_text import plain_reason
+
+__all__ = ["THUMBNAIL_SIZE", "ThumbnailError", "UndecodablePixels", "placeholder_thumbnail", "render_frame", "render_series_thumbnail"]
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +91,17 @@ class ThumbnailError(Exception):
     """A series file could not be read or its pixel data could not be decoded.
 
     The message always names the file so the caller can log something
-    actionable before falling back to :func:`placeholder_thumbnail`.
+    actionable before falling back to :func:`placeholder_thumbnail`; `reason`
+    says the same without the file's path, for answers sent to clients.
     """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class UndecodablePixels(ThumbnailError):
+    """The pixel data is there but cannot be decoded (no decoder, or the decoder failed); `reason` names the transfer syntax."""
 
 
 # --------------------------------------------------------------------------- public API
@@ -138,7 +149,8 @@ def render_frame(
     if not _has_pixel_data(ds):
         return Image.open(io.BytesIO(placeholder_thumbnail(_object_label(ds), (viewport or (THUMBNAIL_SIZE,))[0])))
     if not 0 <= frame < _frame_count(ds):
-        raise ThumbnailError(f"{path}: no frame {frame + 1} (the instance has {_frame_count(ds)})")
+        reason = f"no frame {frame + 1} (the instance has {_frame_count(ds)})"
+        raise ThumbnailError(f"{path}: {reason}", reason)
     photometric = str(ds.get("PhotometricInterpretation", "")).upper()
     if window is not None and photometric in ("MONOCHROME1", "MONOCHROME2"):
         values = _modality_values(_decode_frame(path, ds, frame), ds, frame)
@@ -194,7 +206,7 @@ def _read_dataset(path: Path) -> Dataset:
             if "SOPClassUID" not in ds:
                 raise
     except Exception as exc:  # pydicom raises many types for corrupt input
-        raise ThumbnailError(f"{path}: cannot read DICOM file: {exc}") from exc
+        raise ThumbnailError(f"{path}: cannot read DICOM file: {exc}", f"the stored file cannot be read as DICOM: {_without(path, exc)}") from exc
     _ensure_transfer_syntax(ds)
     return ds
 
@@ -256,7 +268,7 @@ def _decode_frame(path: Path, ds: Dataset, frame: int) -> np.ndarray:
             return pixel_array(path, index=frame)
         return pixel_array(ds, index=frame)
     except Exception as exc:  # decoder plugins raise assorted types
-        raise ThumbnailError(_decode_error(path, ds, exc)) from exc
+        raise _undecodable(path, ds, exc) from exc
 
 
 def _iter_frames(path: Path, ds: Dataset, indices: Iterable[int] | None = None) -> Iterator[np.ndarray]:
@@ -266,13 +278,20 @@ def _iter_frames(path: Path, ds: Dataset, indices: Iterable[int] | None = None) 
         for frame in iter_pixels(source, indices=indices):
             yield frame
     except Exception as exc:
-        raise ThumbnailError(_decode_error(path, ds, exc)) from exc
+        raise _undecodable(path, ds, exc) from exc
 
 
-def _decode_error(path: Path, ds: Dataset, exc: Exception) -> str:
+def _undecodable(path: Path, ds: Dataset, exc: Exception) -> UndecodablePixels:
+    """The error for pixels that do not decode: the message names the file, the reason the transfer syntax (name and UID)."""
     syntax = _transfer_syntax(ds)
-    name = syntax.name if syntax else "unknown transfer syntax"
-    return f"{path}: cannot decode pixel data ({name}): {exc}"
+    name = f"{syntax.name} ({syntax})" if syntax and syntax.name != syntax else f"transfer syntax {syntax}" if syntax else "an unknown transfer syntax"
+    reason = f"cannot decode pixel data stored as {name}: {_without(path, exc)}"
+    return UndecodablePixels(f"{path}: {reason}", reason)
+
+
+def _without(path: Path, exc: Exception) -> str:
+    """What `exc` says, without the file's path, other paths or a traceback (decoders and pydicom quote them)."""
+    return plain_reason(RuntimeError(str(exc).replace(str(path), path.name)))
 
 
 # --------------------------------------------------------------------------- functional groups

@@ -9,6 +9,7 @@ whichever way data came in. Each import leaves an `import-report.json` in the jo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -22,6 +23,7 @@ from ingest.intake import Intake, Origin, StoreRefused, transfer_syntax_of
 
 REPORT_NAME = "import-report.json"
 BATCH = 200
+HASH_BUFFER = 4 * 1024 * 1024
 
 
 @dataclass
@@ -57,6 +59,24 @@ def upload_source(data_dir: Path, upload: str) -> Path:
     if not path.exists():
         raise ValueError(f"there is no upload {upload!r} in the upload area")
     return path
+
+
+def upload_fingerprint(source: Path) -> str:
+    """The SHA-256 of an upload's content (a file, or a folder's files with their relative paths).
+
+    What converted objects derive their UIDs from: the same upload imported again, or an
+    import restarted after a crash, makes the same instances instead of new copies.
+    """
+    digest = hashlib.sha256()
+    files = [source] if source.is_file() else sorted(p for p in source.rglob("*") if p.is_file() and not p.is_symlink())
+    for path in files:
+        if path != source:
+            digest.update(path.relative_to(source).as_posix().encode() + b"\0")
+        with path.open("rb") as handle:
+            while block := handle.read(HASH_BUFFER):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 class PacsImporter:

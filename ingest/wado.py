@@ -1,14 +1,17 @@
 """What WADO-RS serves from the PACS files: instances, frames, bulk data and rendered images.
 
 Files are served as stored whenever the client accepts that (`transfer-syntax=*` or the
-stored syntax itself), so a retrieve is a file read. Otherwise they are decoded into an
-uncompressed syntax; a compressed syntax other than the stored one is refused (the caller
-answers 406), never lossy-recompressed behind the client's back.
+stored syntax itself), so a retrieve is a file read. Otherwise they are re-encoded into an
+uncompressed little-endian syntax (ingest.wado_transcode: decompressed, or byte-swapped from
+big endian); a compressed syntax other than the stored one is refused (the caller answers
+406), never lossy-recompressed behind the client's back. Every refusal names the transfer
+syntax and never a server path: these messages go to clients as they are.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,17 +21,19 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames, get_frame
 from pydicom.pixels import pixel_array
 from pydicom.tag import Tag
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian
 from sqlalchemy import select
 from sqlmodel import Session
 
 from core.models import Instance, Series
 from core.pacs_store import PacsStore
-from ingest.thumbnails import ThumbnailError, render_frame
+from ingest.thumbnails import ThumbnailError, UndecodablePixels, render_frame
+from ingest.wado_transcode import SWAP_UNITS, CannotTranscode, pixel_unit, swapped, syntax_label, transcode_refusal, transcoded
+
+log = logging.getLogger(__name__)
 
 ANY = "*"
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
-UNCOMPRESSED = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian})
 # Media types of compressed frames (PS3.18 Table 8.7.3-4).
 FRAME_MEDIA_TYPES = {
     "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg", "1.2.840.10008.1.2.4.57": "image/jpeg",
@@ -45,6 +50,10 @@ class NotAcceptable(ValueError):
 
 class NotFound(LookupError):
     """No such study, series, instance, frame or element (HTTP 404)."""
+
+
+class CannotRender(ValueError):
+    """The instance's pixel data cannot be drawn (no decoder, or it does not decode); the message names the transfer syntax."""
 
 
 @dataclass(frozen=True)
@@ -81,27 +90,32 @@ def stored_instances(session: Session, store: PacsStore, study_uid: str, series_
 
 
 def choose_syntax(stored: str, accepted: list[str]) -> str:
-    """The transfer syntax to send an instance stored in `stored` to a client accepting `accepted` (in preference order)."""
+    """The transfer syntax to send an instance stored in `stored` to a client accepting `accepted` (in preference order).
+
+    A syntax the instance cannot be re-encoded in is passed over for the next one accepted
+    (`transfer-syntax=*` or the stored one, when listed); NotAcceptable says why when none fits.
+    """
+    refusals: list[str] = []
     for wanted in accepted:
         if wanted in (ANY, stored):
             return stored
-        if wanted in UNCOMPRESSED:
+        refusal = transcode_refusal(stored, wanted)
+        if refusal is None:
             return wanted
-    raise NotAcceptable(f"the instance is stored as {stored}; it can be sent as that, {ExplicitVRLittleEndian} or {ImplicitVRLittleEndian}")
+        refusals.append(refusal)
+    why = refusals[0] if refusals else f"the instance is stored in {syntax_label(stored)}"
+    raise NotAcceptable(f"{why}; ask for transfer-syntax={stored} or transfer-syntax=* to receive it as stored")
 
 
 def instance_bytes(instance: StoredInstance, syntax: str) -> bytes:
-    """The Part 10 file in `syntax` (as stored when it matches, otherwise decoded)."""
+    """The Part 10 file in `syntax`: as stored when it matches, otherwise re-encoded.
+
+    Raises OSError when the file is gone and CannotTranscode when it does not decode.
+    """
     content = instance.path.read_bytes()
     if syntax == instance.transfer_syntax_uid:
         return content
-    ds = dcmread(io.BytesIO(content))
-    if UID(instance.transfer_syntax_uid).is_compressed:
-        ds.decompress()
-    ds.file_meta.TransferSyntaxUID = UID(syntax)
-    out = io.BytesIO()
-    ds.save_as(out, implicit_vr=syntax == ImplicitVRLittleEndian, little_endian=True, enforce_file_format=True)
-    return out.getvalue()
+    return transcoded(content, instance.transfer_syntax_uid, syntax)
 
 
 # --------------------------------------------------------------------------- frames
@@ -127,7 +141,9 @@ def frame_syntax(stored: str, accepted: list[tuple[str, str]]) -> str:
             return stored
         elif media.startswith("image/") and syntax == ANY and compressed and FRAME_MEDIA_TYPES.get(stored) == media:
             return stored
-    raise NotAcceptable(f"frames are stored as {stored}; they can be sent as application/octet-stream (uncompressed) or in that syntax")
+    raise NotAcceptable(
+        f"frames are stored as {syntax_label(stored)}; they can be sent as application/octet-stream (uncompressed) or in that syntax"
+    )
 
 
 def frames(instance: StoredInstance, numbers: list[int], syntax: str) -> list[Frame]:
@@ -148,7 +164,7 @@ def frames(instance: StoredInstance, numbers: list[int], syntax: str) -> list[Fr
     seekable = getattr(pixel_data, "value", b"") is None and stored not in (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian)
     if UID(stored).is_compressed:
         if syntax != stored:
-            return [Frame(_native(pixel_array(instance.path, index=n - 1)), "application/octet-stream", ExplicitVRLittleEndian) for n in numbers]
+            return [Frame(_decoded_frame(instance, stored, n - 1), "application/octet-stream", ExplicitVRLittleEndian) for n in numbers]
         media = FRAME_MEDIA_TYPES.get(stored, "application/octet-stream")
         offsets = _extended_offsets(ds)
         if seekable:
@@ -170,7 +186,22 @@ def frames(instance: StoredInstance, numbers: list[int], syntax: str) -> list[Fr
                 f.seek(pixel_data.value_tell + (n - 1) * size)
                 parts.append(f.read(size))
         return [Frame(part, "application/octet-stream", ExplicitVRLittleEndian) for part in parts]
-    return [Frame(_uncompressed_frame(ds, n - 1, count), "application/octet-stream", ExplicitVRLittleEndian) for n in numbers]
+    data = ds.PixelData
+    if stored == ExplicitVRBigEndian:
+        data = swapped(data, pixel_unit(ds, pixel_data.VR))  # frames are served little endian
+    return [Frame(_uncompressed_frame(ds, data, n - 1), "application/octet-stream", ExplicitVRLittleEndian) for n in numbers]
+
+
+def _decoded_frame(instance: StoredInstance, stored: str, index: int) -> bytes:
+    """One compressed frame decoded to native little-endian pixels; CannotTranscode (naming the syntax) when it does not decode."""
+    refusal = transcode_refusal(stored, ExplicitVRLittleEndian)
+    if refusal:
+        raise CannotTranscode(refusal)
+    try:
+        return _native(pixel_array(instance.path, index=index))
+    except Exception as exc:  # decoder plugins raise assorted types
+        log.warning("frame %d of instance %s (%s) does not decode: %s", index + 1, instance.sop_instance_uid, stored, exc)
+        raise CannotTranscode(f"frame {index + 1} stored as {syntax_label(stored)} could not be decoded") from exc
 
 
 def _extended_offsets(ds: Dataset) -> tuple[bytes, bytes] | None:
@@ -183,8 +214,7 @@ def _native(array: np.ndarray) -> bytes:
     return np.ascontiguousarray(array.astype(array.dtype.newbyteorder("<"), copy=False)).tobytes()
 
 
-def _uncompressed_frame(ds: Dataset, index: int, count: int) -> bytes:
-    data = ds.PixelData
+def _uncompressed_frame(ds: Dataset, data: bytes, index: int) -> bytes:
     bits = int(ds.BitsAllocated)
     pixels = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1)
     if bits == 1:
@@ -200,20 +230,28 @@ def _uncompressed_frame(ds: Dataset, index: int, count: int) -> bytes:
 
 
 def bulk_value(instance: StoredInstance, tag_path: list[str]) -> tuple[bytes, bool]:
-    """The value a BulkDataURI names (`7FE00010`, `00089215/0/00080100`…); True when it is encapsulated pixel data."""
+    """The value a BulkDataURI names (`7FE00010`, `00089215/0/00080100`…); True when it is encapsulated pixel data.
+
+    Values of big-endian instances are sent little endian, as the transfer syntax the answer names.
+    """
     ds: Dataset = dcmread(instance.path)
+    owner = ds
     element = None
     try:
         for position, part in enumerate(tag_path):
             if position % 2 == 1:
                 ds = element.value[int(part)]  # type: ignore[union-attr]
                 continue
-            element = ds[int(part, 16)]
+            owner, element = ds, ds[int(part, 16)]
     except (KeyError, IndexError, ValueError, TypeError, AttributeError):
         raise NotFound(f"instance {instance.sop_instance_uid} has no element {'/'.join(tag_path)}") from None
     if element is None or not isinstance(element.value, bytes) or len(tag_path) % 2 == 0:
         raise NotFound(f"element {'/'.join(tag_path)} of instance {instance.sop_instance_uid} is not bulk data")
-    return bytes(element.value), bool(element.is_undefined_length)
+    value, encapsulated = bytes(element.value), bool(element.is_undefined_length)
+    if instance.transfer_syntax_uid == ExplicitVRBigEndian and not encapsulated:
+        unit = pixel_unit(owner, element.VR) if element.tag == PIXEL_DATA else SWAP_UNITS.get(element.VR, 1)
+        value = swapped(value, unit)
+    return value, encapsulated
 
 
 # --------------------------------------------------------------------------- rendered
@@ -233,8 +271,14 @@ def rendered(instance: StoredInstance, frame_number: int, options: RenderOptions
         raise NotFound(f"instance {instance.sop_instance_uid} has no frame {frame_number}")
     try:
         image = render_frame(instance.path, frame_number - 1, options.window, options.viewport)
+    except UndecodablePixels as exc:
+        raise CannotRender(exc.reason) from exc
     except ThumbnailError as exc:
-        raise NotFound(str(exc)) from exc
+        log.warning("instance %s cannot be rendered: %s", instance.sop_instance_uid, exc)
+        raise CannotRender(f"the instance stored as {syntax_label(instance.transfer_syntax_uid)} cannot be rendered: {exc.reason}") from exc
+    except Exception as exc:  # pixel descriptions Vireo cannot draw end up in numpy or Pillow
+        log.warning("instance %s cannot be rendered: %s", instance.sop_instance_uid, exc, exc_info=True)
+        raise CannotRender(f"the pixel data stored as {syntax_label(instance.transfer_syntax_uid)} cannot be drawn as an image") from exc
     out = io.BytesIO()
     if options.media_type == "image/png":
         image.save(out, format="PNG", compress_level=3)

@@ -16,8 +16,8 @@ from fastapi import Request
 from nicegui import background_tasks, run, ui
 
 from app import dataset_actions as actions
-from app import gallery_settings, series_browsing, series_viewing
-from app.dataset_actions import ActionError, Target
+from app import gallery_settings, permissions, series_browsing, series_viewing
+from app.dataset_actions import ActionError
 from app.gallery_settings import GallerySettings
 from components import dashboard as dash
 from components.dashboard import MetadataDashboard
@@ -25,11 +25,13 @@ from components.demo_banner import demo_banner
 from components.frame import current_principal, frame
 from components.gallery import SeriesGallery
 from components.search_row import SearchRow, SearchState, filter_text
+from components.selection_actions import SelectionActions
 from components.series_cards import card
 from components.slice_viewer import SliceViewer
 from components.tag_bar import TagBar
 from core.search.query import QueryError
-from core.search.service import Selection, UnknownDataset
+from core.search.service import UnknownDataset
+from core.selection import Selection
 
 PAGE = 50
 DASHBOARD_SELECTION_LIMIT = 1000
@@ -97,11 +99,8 @@ class DatasetsPage:
                 ui.button("Select all matching", on_click=self._select_all).props("flat dense no-caps").mark("select-all").props('data-testid=select-all')
                 ui.button("Clear selection", on_click=self._clear_selection).props("flat dense no-caps").mark("clear-selection").props('data-testid=clear-selection')
                 ui.space()
-                ui.button("Create dataset", icon="create_new_folder", on_click=self._create_dataset).props("dense no-caps").mark("action-create-dataset").props('data-testid=action-create-dataset')
-                ui.button("Add to dataset", icon="playlist_add", on_click=lambda: self._membership(add=True)).props("dense no-caps outline").mark("action-add").props('data-testid=action-add')
-                ui.button("Remove from dataset", icon="playlist_remove", on_click=lambda: self._membership(add=False)).props("dense no-caps outline").mark("action-remove").props('data-testid=action-remove')
-                ui.button("Run workflow", icon="play_arrow", on_click=self._run_workflow).props("dense no-caps outline").mark("action-workflow").props('data-testid=action-workflow')
-                ui.button("Download", icon="download", on_click=self._download).props("dense no-caps outline").mark("action-download").props('data-testid=action-download')
+                SelectionActions(self.action_selection, self.username, dataset=lambda: self.state.dataset,
+                                 datasets_changed=self.refresh_datasets, shown_dataset_changed=self.reload).buttons()
             with ui.row().classes("w-full no-wrap items-start gap-4"):
                 with ui.column().classes("grow min-w-0"):
                     self.gallery = SeriesGallery(self.settings).classes("w-full").mark("gallery").props('data-testid=gallery')
@@ -242,8 +241,11 @@ class DatasetsPage:
 
     # --- selection ---------------------------------------------------------------------------
 
-    def target(self) -> Target:
-        return Target(self.selection(), () if self.all_matching else tuple(self.selected))
+    def action_selection(self) -> Selection:
+        """What the action row acts on, as its label says: the picked cards, else every series matching the search."""
+        if self.selected and not self.all_matching:
+            return Selection.of_series(self.selected)
+        return self.selection()
 
     def _selection_changed(self, event: Any) -> None:
         self.all_matching = bool(event.args.get("all"))
@@ -301,83 +303,6 @@ class DatasetsPage:
 
     # --- actions ----------------------------------------------------------------------------
 
-    async def _count_text(self) -> str:
-        target = self.target()
-        count = await run.io_bound(target.count)
-        return f"{count:,} series" + ("" if target.explicit else " (everything matching the search)")
-
-    async def _create_dataset(self) -> None:
-        what = await self._count_text()
-        with ui.dialog() as dialog, ui.card().classes("w-96"):
-            ui.label("Create dataset").classes("text-lg")
-            ui.label(f"From {what}.").mark("dialog-count").props('data-testid=dialog-count')
-            name = ui.input("Name").classes("w-full").mark("new-dataset-name").props('data-testid=new-dataset-name')
-
-            async def create() -> None:
-                try:
-                    count = await run.io_bound(actions.create_dataset, name.value or "", self.target(), self.username)
-                except ActionError as exc:
-                    ui.notify(str(exc), type="negative")
-                    return
-                dialog.close()
-                ui.notify(f"Dataset {name.value} created with {count} series", type="positive")
-                await self.refresh_datasets()
-
-            name.on("keydown.enter", create)
-            with ui.row().classes("w-full justify-end"):
-                ui.button("Cancel", on_click=dialog.close).props("flat")
-                ui.button("Create", on_click=create).mark("confirm-create-dataset").props('data-testid=confirm-create-dataset')
-        dialog.open()
-
-    async def _membership(self, add: bool) -> None:
-        listed = await run.io_bound(actions.dataset_list)
-        if not listed:
-            ui.notify("There are no datasets yet: create one first.", type="warning")
-            return
-        what = await self._count_text()
-        with ui.dialog() as dialog, ui.card().classes("w-96"):
-            ui.label("Add to dataset" if add else "Remove from dataset").classes("text-lg")
-            ui.label(f"{what}." + ("" if add else " The series stay in the PACS."))
-            default = self.state.dataset if (not add and self.state.dataset) else listed[0]["name"]
-            chosen = ui.select([d["name"] for d in listed], value=default, label="Dataset").classes("w-full").mark("membership-dataset").props('data-testid=membership-dataset')
-
-            async def apply() -> None:
-                try:
-                    count = await run.io_bound(actions.change_members, chosen.value, self.target(), add=add)
-                except ActionError as exc:
-                    ui.notify(str(exc), type="negative")
-                    return
-                dialog.close()
-                ui.notify(f"Dataset {chosen.value} now holds {count} series", type="positive")
-                await self.refresh_datasets()
-                if not add and chosen.value == self.state.dataset:
-                    await self.reload()
-
-            with ui.row().classes("w-full justify-end"):
-                ui.button("Cancel", on_click=dialog.close).props("flat")
-                ui.button("Add" if add else "Remove", on_click=apply).mark("confirm-membership").props('data-testid=confirm-membership')
-        dialog.open()
-
-    def _selection_query(self) -> list[tuple[str, str]]:
-        target = self.target()
-        if target.explicit:
-            return [("series", uid) for uid in target.uids]
-        query: list[tuple[str, str]] = []
-        if self.state.dataset:
-            query.append(("dataset", self.state.dataset))
-        if self.state.q:
-            query.append(("q", self.state.q))
-        query.extend(("filter", f) for f in self.state.filters)
-        return query
-
-    def _run_workflow(self) -> None:
-        ui.navigate.to("/workflows/execute?" + urlencode(self._selection_query()))
-
-    def _download(self) -> None:
-        name = (self.state.dataset or "vireo-series").replace(" ", "_")
-        safe = "".join(c for c in name if c.isalnum() or c in "._-") or "vireo-series"
-        ui.download.from_url("/api/download?" + urlencode([*self._selection_query(), ("name", safe)]))
-
     async def _manage_datasets(self) -> None:
         with ui.dialog() as dialog, ui.card().classes("w-[40rem] max-w-full"):
             ui.label("Datasets").classes("text-lg")
@@ -390,13 +315,15 @@ class DatasetsPage:
             ]
             table = ui.table(columns=columns, rows=[], row_key="name").classes("w-full").mark("dataset-table").props('data-testid=dataset-table')
             table.add_slot("body-cell-actions", r'''
-                <q-td :props="props">
-                  <q-btn flat dense icon="edit" @click="$parent.$emit('rename', props.row)"/>
-                  <q-btn flat dense color="negative" icon="delete" @click="$parent.$emit('remove', props.row)"/>
-                </q-td>''')
+                <q-td :props="props"><span :title="props.row.why_not">
+                  <q-btn flat dense icon="edit" :disable="!!props.row.why_not" @click="$parent.$emit('rename', props.row)"/>
+                  <q-btn flat dense color="negative" icon="delete" :disable="!!props.row.why_not" @click="$parent.$emit('remove', props.row)"/>
+                </span></q-td>''')
+            principal = ui.context.client.request.state.principal  # rename/delete: administrators or the maker (app/permissions.py)
 
             async def fill() -> None:
-                table.rows = [{**d, "created": d["created"][:16].replace("T", " ")} for d in await run.io_bound(actions.dataset_list)]
+                table.rows = [{**d, "created": d["created"][:16].replace("T", " "), "why_not": permissions.dataset_refusal(principal, d.get("username", "")) or ""}
+                              for d in await run.io_bound(actions.dataset_list)]
                 table.update()
                 await self.refresh_datasets()
 
@@ -407,8 +334,10 @@ class DatasetsPage:
 
                     async def apply() -> None:
                         try:
+                            owner = await run.io_bound(permissions.dataset_owner, old)  # the server's record, not what the page sent
+                            permissions.require(permissions.dataset_refusal(principal, owner))
                             await run.io_bound(actions.rename_dataset, old, new.value or "")
-                        except ActionError as exc:
+                        except (ActionError, LookupError, permissions.NotPermitted) as exc:
                             ui.notify(str(exc), type="negative")
                             return
                         ask.close()
@@ -427,8 +356,10 @@ class DatasetsPage:
 
                     async def apply() -> None:
                         try:
+                            owner = await run.io_bound(permissions.dataset_owner, name)  # the server's record, not what the page sent
+                            permissions.require(permissions.dataset_refusal(principal, owner))
                             await run.io_bound(actions.delete_dataset, name)
-                        except ActionError as exc:
+                        except (ActionError, LookupError, permissions.NotPermitted) as exc:
                             ui.notify(str(exc), type="negative")
                         ask.close()
                         if self.state.dataset == name:

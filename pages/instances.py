@@ -1,6 +1,8 @@
 """`/instances`: the Instance Overview — this instance's federation settings, the registered remotes, the audit log.
 
-Administrators only: the page shows this instance's token and Fernet key.
+Administrators only: the page shows this instance's token and Fernet key. Its public key (and
+fingerprint, to compare by phone) is part of the definition a remote's admin registers: it is
+how the remote knows requests really come from this instance.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from app import workflow_actions
 from components.frame import current_principal, frame
 from federation.instances import DuplicateInstance, InstanceError, UnknownInstance
 
-DEFINITION_KEYS = ("name", "protocol", "host", "port", "token", "fernet_key", "ssl_verify")
+DEFINITION_KEYS = ("name", "protocol", "host", "port", "token", "public_key", "fernet_key", "ssl_verify")
 REMOTE_COLUMNS = [
     {"name": "name", "label": "Name", "field": "name", "sortable": True, "align": "left"},
     {"name": "network", "label": "Network", "field": "network", "align": "left"},
     {"name": "health", "label": "Health", "field": "health", "align": "left"},
+    {"name": "key", "label": "Key fingerprint", "field": "key", "align": "left"},
     {"name": "last_seen", "label": "Last seen", "field": "last_seen", "align": "left"},
     {"name": "last_success", "label": "Last success", "field": "last_success", "align": "left"},
     {"name": "last_error", "label": "Last error", "field": "last_error", "align": "left"},
@@ -38,7 +41,9 @@ ERRORS = (InstanceError, UnknownInstance, DuplicateInstance)
 def remote_row(doc: dict[str, Any]) -> dict[str, Any]:
     """One remote as the table shows it: its settings as last synced and its health."""
     return {
-        "name": doc["name"], "network": f"{doc['protocol']}://{doc['host']}:{doc['port']}", "health": doc["health"],
+        "name": doc["name"], "network": f"{doc['protocol']}://{doc['host']}:{doc['port']}",
+        "health": doc["health"] + (f": {doc['last_error']}" if doc["health"] == "failing" and doc["last_error"] else ""),
+        "key": doc.get("key_fingerprint") or "none: no sync until its public key is added",
         "last_seen": doc["last_seen"] or "never", "last_success": doc["last_success"] or "never", "last_error": doc["last_error"] or "",
         "ssl": "on" if doc["ssl_verify"] else "off", "fernet": "on" if doc["fernet_key"] else "off",
         "allowed_dags": ", ".join(doc["allowed_dags"]), "allowed_datasets": ", ".join(doc["allowed_datasets"]),
@@ -72,6 +77,11 @@ async def _local_card() -> None:
         with ui.row().classes("items-center gap-2"):
             token = ui.label(f"Token: {local['token']}").classes("font-mono").mark("local-token")
             ui.button("Regenerate", icon="autorenew", on_click=lambda: save(regenerate_token=True)).props("flat").mark("regenerate-token")
+        with ui.row().classes("items-center gap-2"):
+            ui.label(f"Public key: {local['public_key'] or '—'}").classes("font-mono").mark("local-public-key")
+            ui.button("Copy", icon="content_copy", on_click=lambda: copy_key()).props("flat").mark("copy-public-key")
+        ui.label(f"Fingerprint {local['key_fingerprint'] or '—'}: the remote's admin should see the same").classes(
+            "font-mono text-grey-7").mark("local-key-fingerprint")
         ui.label(f"Created {local['created']} · updated {local['updated']}").classes("text-grey-7").mark("local-times")
         ssl_verify = ui.switch("SSL verification", value=local["ssl_verify"]).mark("local-ssl")
         with ui.row().classes("items-center gap-2"):
@@ -116,6 +126,10 @@ async def _local_card() -> None:
         ui.clipboard.write(text)
         ui.notify("Instance definition copied")
 
+    def copy_key() -> None:
+        ui.clipboard.write(state["local"]["public_key"] or "")
+        ui.notify("Public key copied")
+
 
 async def _remotes_card() -> None:
     with ui.card().classes("w-full"):
@@ -136,6 +150,7 @@ async def _remotes_card() -> None:
             host = ui.input("Host").classes("w-48").mark("remote-host")
             port = ui.number("Port", value=443, min=1, max=65535, format="%d").classes("w-28").mark("remote-port")
             token = ui.input("Token").classes("w-80").mark("remote-token")
+            public_key = ui.input("Public key (ed25519:…)").classes("w-96").mark("remote-public-key")
             fernet_key = ui.input("Fernet key (optional)").classes("w-80").mark("remote-fernet-key")
             ssl_verify = ui.switch("SSL verification", value=True).mark("remote-ssl")
         message = ui.label("").classes("text-negative").mark("remote-message")
@@ -159,7 +174,8 @@ async def _remotes_card() -> None:
             definition.setdefault("ssl_verify", definition.pop("ssl_check", True))
         else:
             definition = {"name": name.value, "protocol": protocol.value, "host": host.value, "port": int(port.value or 0),
-                          "token": token.value, "fernet_key": fernet_key.value or None, "ssl_verify": ssl_verify.value}
+                          "token": token.value, "public_key": public_key.value or None, "fernet_key": fernet_key.value or None,
+                          "ssl_verify": ssl_verify.value}
         definition = {k: definition.get(k) for k in DEFINITION_KEYS if k in definition}
         try:
             await run.io_bound(actions.add_remote, definition)
@@ -195,13 +211,14 @@ async def _remotes_card() -> None:
             ui.label(f"Edit {doc['name']}").classes("text-lg")
             new_port = ui.number("Port", value=doc["port"], min=1, max=65535, format="%d").mark("edit-port")
             new_token = ui.input("Token", value=doc["token"]).classes("w-96").mark("edit-token")
+            new_public_key = ui.input("Public key (ed25519:…)", value=doc["public_key"] or "").classes("w-96").mark("edit-public-key")
             new_ssl = ui.switch("SSL verification", value=doc["ssl_verify"]).mark("edit-ssl")
             new_key = ui.input("Fernet key (empty: off)", value=doc["fernet_key"] or "").classes("w-96").mark("edit-fernet-key")
             error = ui.label("").classes("text-negative")
 
             async def apply() -> None:
-                changes = {"port": int(new_port.value or 0), "token": new_token.value, "ssl_verify": new_ssl.value,
-                           "fernet_key": new_key.value or None}
+                changes = {"port": int(new_port.value or 0), "token": new_token.value, "public_key": new_public_key.value or None,
+                           "ssl_verify": new_ssl.value, "fernet_key": new_key.value or None}
                 try:
                     await run.io_bound(actions.change_remote, doc["name"], changes)
                 except ERRORS as exc:

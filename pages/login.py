@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import re
 
+from urllib.parse import quote
+
 from fastapi import Request
+from nicegui import app as nicegui_app
 from nicegui import run, ui
 
-from app.auth import TooManyAttempts, client_address, login, start_session
+from app import browser_session
+from app.auth import TooManyAttempts, client_address, login
 
 
 _SAME_SITE_PATH = re.compile(r"^/(?![/\\])[^\\\x00-\x1f]*$")
@@ -22,9 +26,13 @@ def safe_next(target: str) -> str:
 
 
 def register() -> None:
+    # The session cookie can only be set by an HTTP response: the page hands over a one-time ticket (app/browser_session.py).
+    nicegui_app.add_api_route(browser_session.COMPLETE_PATH, browser_session.complete_login, methods=["GET"], include_in_schema=False)
+
     @ui.page("/login")
     def login_page(request: Request, next: str = "/") -> None:
         address = client_address(request)
+        browser = browser_session.browser_id(request)
         target = safe_next(next)
         ui.page_title("Log in · Vireo")
         ui.colors(primary="#2f5d50")
@@ -40,8 +48,8 @@ def register() -> None:
                 error.set_text("Wrong user name or password.")
                 password.set_value("")
                 return
-            start_session(principal)
-            ui.navigate.to(target)
+            ticket = browser_session.tickets.issue(principal, browser, target)
+            ui.navigate.to(f"{browser_session.COMPLETE_PATH}?ticket={quote(ticket)}")
 
         with ui.card().classes("absolute-center w-80"):
             with ui.row().classes("items-center gap-2"):

@@ -1,4 +1,4 @@
-"""`/settings`: your password and API tokens; for administrators, the users."""
+"""`/settings`: your password, browser sessions and API tokens; for administrators, the users."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from nicegui import run, ui
 
 from pydantic import ValidationError
 
-from app import account_actions, gallery_settings, series_browsing
+from app import account_actions, browser_session, gallery_settings, series_browsing
 from app.account_actions import AccountError, Principal
 from app.gallery_settings import FieldDisplay, GallerySettings
-from components.frame import current_principal, frame
+from components.frame import current_principal, frame, logout_everywhere
 from components.gallery import field_label
 from components.search_row import SORTS
 
@@ -25,6 +25,7 @@ def register() -> None:
         with frame("Settings"):
             await _gallery_card(principal)
             _password_card(principal)
+            await _sessions_card(principal)
             await _tokens_card(principal)
             if principal.is_admin:
                 await _users_card(principal)
@@ -33,20 +34,30 @@ def register() -> None:
 def _password_card(principal: Principal) -> None:
     with ui.card().classes("w-full max-w-xl"):
         ui.label("Password").classes("text-lg")
+        ui.label("A new password logs out your other browsers.").classes("text-sm text-gray-600")
         current = ui.input("Current password", password=True).classes("w-full")
         new = ui.input("New password", password=True).classes("w-full")
+        this_browser = browser_session.cookie_hash(ui.context.client.request)
 
         async def change() -> None:
             try:
-                await run.io_bound(account_actions.change_password, principal, current.value, new.value)
+                ended = await run.io_bound(account_actions.change_password, principal, current.value, new.value, this_browser)
             except AccountError as exc:
                 ui.notify(str(exc), type="negative")
                 return
             current.set_value("")
             new.set_value("")
-            ui.notify("Password changed", type="positive")
+            ui.notify(f"Password changed; {ended} other browser session{'' if ended == 1 else 's'} ended", type="positive")
 
         ui.button("Change password", on_click=change).mark("change-password").props('data-testid=change-password')
+
+
+async def _sessions_card(principal: Principal) -> None:
+    count = await run.io_bound(account_actions.sessions_of, principal)
+    with ui.card().classes("w-full max-w-xl"):
+        ui.label("Browser sessions").classes("text-lg")
+        ui.label(f"You are logged in in {count} browser{'' if count == 1 else 's'}.").mark("session-count")
+        ui.button("Log out everywhere", icon="logout", on_click=logout_everywhere).props("outline").mark("logout-everywhere")
 
 
 async def _tokens_card(principal: Principal) -> None:

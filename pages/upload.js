@@ -7,6 +7,8 @@ window.vireoUpload = (function () {
     if (api.running > 0) { event.preventDefault(); event.returnValue = ''; }
   });
   const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+  // The session's CSRF token (components/frame.py): Vireo refuses a change made with the session cookie without it.
+  const csrfToken = () => (document.querySelector('meta[name="vireo-csrf"]') || {}).content || '';
   const encodePath = (path) => path.split('/').map(encodeURIComponent).join('/');
   const human = (n) => n >= 1e9 ? (n / 1e9).toFixed(2) + ' GB' : n >= 1e6 ? (n / 1e6).toFixed(1) + ' MB' : n >= 1e3 ? (n / 1e3).toFixed(0) + ' kB' : n + ' B';
 
@@ -27,7 +29,7 @@ window.vireoUpload = (function () {
       let response;
       try {
         response = await fetch(url, { method: 'PUT', body: file.slice(offset, end), credentials: 'same-origin',
-                                      headers: { 'Content-Type': 'application/octet-stream' } });
+                                      headers: { 'Content-Type': 'application/octet-stream', 'X-Vireo-CSRF': csrfToken() } });
       } catch (error) {  // the connection dropped: wait, ask where to continue, go on
         failures += 1;
         if (failures > api.maxFailures) throw new Error('the connection keeps failing: ' + error);
@@ -37,7 +39,7 @@ window.vireoUpload = (function () {
         continue;
       }
       const body = await response.json().catch(() => ({}));
-      if (response.status === 409) { offset = body.offset; continue; }
+      if (response.status === 409 && Number.isInteger(body.offset)) { offset = body.offset; continue; }  // else: a path that collides
       if (!response.ok) throw new Error(body.detail || ('HTTP ' + response.status));
       failures = 0;
       offset = body.offset;

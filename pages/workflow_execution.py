@@ -1,7 +1,9 @@
 """`/workflows/execute`: run a DAG on a dataset or a selection of series.
 
-Opened from the Datasets page with its selection (`?series=uid,uid` or `?dataset=name`);
-the chosen DAG is kept in the URL too. Submitting shows the new workflow in the Workflow List.
+Opened from the Datasets page with its selection in the URL (core.selection: `series=` repeated, or
+`dataset=`, `q=`, `filter=`), which the workflow gets whole; the page says how many series that is
+before Start. The chosen DAG is kept in the URL too. Submitting shows the new workflow in the
+Workflow List.
 """
 
 from __future__ import annotations
@@ -9,58 +11,91 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+from fastapi import Request
 from nicegui import run, ui
 
-from app import federation_actions
+from app import federation_actions, permissions
 from app import workflow_actions as actions
 from components.frame import current_principal, frame
 from components.schema_form import SchemaForm
+from core.selection import Selection
 from core.workflows.engine import WorkflowError
+
+
+async def _search_count(selection: Selection) -> int | str:
+    """How many series the search matches now, or why it cannot be run."""
+    try:
+        return await run.io_bound(actions.input_count, selection)
+    except (ValueError, LookupError) as exc:  # a bad query, a dataset deleted meanwhile
+        return str(exc).strip("'\"")
 
 
 def register() -> None:
     @ui.page("/workflows/execute")
-    async def execute_page(dag: str = "", dataset: str = "", series: str = "") -> None:
+    async def execute_page(request: Request, dag: str = "") -> None:
         all_dags = {d["dag_id"]: d for d in actions.dags(visible_only=True)}
         dags = dict(all_dags)
         datasets = await run.io_bound(actions.datasets)
         local = actions.instance_name()
         remotes = await run.io_bound(federation_actions.remote_runners)
-        selection = [s for s in series.split(",") if s.strip()]
+        selection = Selection.from_params(request.query_params)
+        # a search (or picked series) goes to the workflow whole; otherwise the page offers a dataset to choose
+        fixed = selection.explicit or selection.searches
+        matching = await _search_count(selection) if selection.searches else len(selection.series)
         state: dict[str, Any] = {"dag": dag if dag in dags else None, "form": None}
 
         with frame("Workflow Execution"):
             with ui.card().classes("w-full max-w-3xl"):
                 runner_options = {local: f"{local} (this instance)", **{name: f"{name} (remote)" for name in sorted(remotes)}}
                 runners = ui.select(runner_options, value=[local], multiple=True, label="Runner instances").classes("w-96").mark("runners")
-                chooser = ui.select({d: d for d in sorted(dags)}, value=state["dag"], label="DAG", with_input=True).classes("w-96").mark("dag-select")
+                chooser = ui.select({d: d for d in sorted(dags)}, value=state["dag"], label="DAG", with_input=True).classes("w-96").mark("dag-select").props("data-testid=dag-select")
                 description = ui.label("").classes("text-grey-8").mark("dag-description")
                 name = ui.input("Workflow name", placeholder="(default: DAG id and time)").classes("w-96").mark("workflow-name")
                 input_area = ui.column().classes("w-full gap-1")
                 ui.separator()
                 ui.label("Configuration").classes("text-lg")
                 form_area = ui.column().classes("w-full")
-                message = ui.label("").classes("text-negative").mark("form-message")
-                ui.button("Start workflow", icon="play_arrow", on_click=lambda: submit()).mark("submit-workflow")
+                message = ui.label("").classes("text-negative").mark("form-message").props("data-testid=form-message")
+                with ui.element("span") as start_wrapper:  # the reason as a tooltip too: a disabled button shows none
+                    start = ui.button("Start workflow", icon="play_arrow", on_click=lambda: submit()).mark("submit-workflow").props("data-testid=submit-workflow")
+                not_permitted = ui.label("").classes("text-grey-8").mark("start-why-not").props("data-testid=start-why-not")
 
         def draw_input(meta: dict[str, Any] | None) -> None:
             input_area.clear()
+            state["dataset_select"] = None
             with input_area:
                 if meta is None:
                     return
                 if meta["input"] == "none":
                     ui.label("This DAG takes no input series.").classes("text-grey-7").mark("no-input")
-                    state["dataset"] = None
                     return
-                if selection and not dataset:
-                    ui.label(f"{len(selection)} selected series").mark("selection-count")
-                    state["dataset"] = None
+                per_series = " (one job per series)" if meta["input"] == "series" else ""
+                if selection.explicit:
+                    ui.label(f"{len(selection.series)} selected series").mark("selection-count").props("data-testid=selection-count")
+                elif selection.searches:
+                    asked = selection.describe()
+                    ui.label("Every series in the PACS" if asked == "all series" else f"Every series matching {asked}").mark("selection-query").props("data-testid=selection-query")
+                if fixed:
+                    text = f"This workflow will get {matching:,} series{per_series}" if isinstance(matching, int) else f"Cannot search: {matching}"
+                    ui.label(text).classes("text-weight-medium").mark("input-count").props("data-testid=input-count")
                     return
                 options = dataset_options()
-                pick = ui.select(options, value=dataset if dataset in options else None, label="Dataset", with_input=True).classes("w-96").mark("dataset-select")
+                pick = ui.select(options, value=selection.dataset if selection.dataset in options else None, label="Dataset",
+                                 with_input=True).classes("w-96").mark("dataset-select").props("data-testid=dataset-select")
+                count = ui.label("").classes("text-weight-medium").mark("input-count").props("data-testid=input-count")
                 state["dataset_select"] = pick
-                if meta["input"] == "series":
-                    ui.label("One job per series.").classes("text-grey-7")
+
+                def show_count() -> None:
+                    if not pick.value:
+                        count.set_text("Choose a dataset.")
+                    elif chosen_remotes():
+                        count.set_text(f"Each runner resolves dataset {pick.value} on its own data{per_series}")
+                    else:
+                        n = next((d["series"] for d in datasets if d["name"] == pick.value), 0)
+                        count.set_text(f"This workflow will get {n:,} series{per_series}")
+
+                pick.on_value_change(lambda _: show_count())
+                show_count()
 
         def chosen_remotes() -> list[str]:
             return [r for r in runners.value or [] if r in remotes]
@@ -90,12 +125,17 @@ def register() -> None:
             state["dag"] = dag_id
             meta = dags.get(dag_id or "")
             description.set_text(meta["description"] if meta else "Choose a DAG.")
+            why_not = permissions.start_refusal(current_principal(), meta)
+            start.set_enabled(not why_not)
+            start_wrapper._props["title"] = why_not or ""
+            start_wrapper.update()
+            not_permitted.set_text(f"{why_not[0].upper()}{why_not[1:]}." if why_not else "")
             draw_input(meta)
             form_area.clear()
             message.set_text("")
             with form_area:
                 state["form"] = SchemaForm(meta["config_schema"]) if meta else None
-            query = {k: v for k, v in (("dag", dag_id or ""), ("dataset", dataset), ("series", series)) if v}
+            query = [*([("dag", dag_id)] if dag_id else []), *selection.to_params()]
             ui.navigate.history.replace(f"/workflows/execute?{urlencode(query)}" if query else "/workflows/execute")
 
         chooser.on_value_change(lambda e: choose(e.value))
@@ -107,18 +147,21 @@ def register() -> None:
             if meta is None:
                 message.set_text("Choose a DAG first.")
                 return
+            if why_not := permissions.start_refusal(current_principal(), meta):
+                message.set_text(why_not)
+                return
             form: SchemaForm = state["form"]
             request: dict[str, Any] = {"dag_id": meta["dag_id"], "name": name.value or "", "conf": form.values(),
                                        "runners": list(runners.value or []), "username": current_principal().username}
             if meta["input"] != "none":
-                if selection and not dataset:
-                    request["series"] = selection
+                picked = state.get("dataset_select")
+                if fixed:
+                    request["selection"] = selection
+                elif picked is not None and picked.value:
+                    request["selection"] = Selection.of(dataset=picked.value)
                 else:
-                    picked = state.get("dataset_select")
-                    request["dataset"] = picked.value if picked is not None else None
-                    if not request["dataset"]:
-                        message.set_text("Choose a dataset.")
-                        return
+                    message.set_text("Choose a dataset.")
+                    return
             try:
                 workflow = await run.io_bound(lambda: actions.create(**request))
             except WorkflowError as exc:

@@ -15,8 +15,9 @@ from urllib.parse import urlencode
 
 from nicegui import background_tasks, run, ui
 
+from app import permissions
 from app import workflow_actions as actions
-from components.frame import frame
+from components.frame import current_principal, frame
 from components.job_details import open_job_details
 from components.status import STATUS_ORDER
 from components.workflow_table import JOBS_SHOWN, workflow_row, workflow_table
@@ -32,6 +33,7 @@ def register() -> None:
     @ui.page("/workflows")
     async def workflow_list_page(status: str = "", user: str = "", dag: str = "", q: str = "", workflow: str = "", page: int = 1) -> None:
         users, dag_ids = await run.io_bound(actions.filter_choices)
+        principal = current_principal()
         state: dict[str, Any] = {"page": max(1, page), "rows_per_page": ROWS_PER_PAGE, "expanded": [workflow] if workflow else []}
 
         with frame("Workflow List"):
@@ -62,7 +64,7 @@ def register() -> None:
             if not items and total and state["page"] > 1:
                 state["page"] = 1
                 return await refresh()
-            table.rows = [workflow_row(w) for w in items]
+            table.rows = [workflow_row(w, permissions.workflow_refusal(principal, w)) for w in items]
             table.pagination = {**table.pagination, "page": state["page"], "rowsPerPage": state["rows_per_page"], "rowsNumber": total}
             table.update()
             summary.set_text(f"{total} workflows")
@@ -115,10 +117,10 @@ def register() -> None:
             for item in ids:
                 try:
                     if kind == "job":
-                        await run.io_bound(actions.act_on_job, int(item), action)
+                        await run.io_bound(permissions.act_on_job, principal, int(item), action)
                     else:
-                        await run.io_bound(actions.act_on_workflow, str(item), action)
-                except (LookupError, Conflict) as exc:
+                        await run.io_bound(permissions.act_on_workflow, principal, str(item), action)
+                except (LookupError, Conflict, permissions.NotPermitted) as exc:
                     problems.append(str(exc))
             if problems:
                 ui.notify("; ".join(problems[:3]), type="warning", multi_line=True)

@@ -6,7 +6,8 @@ import fnmatch
 import re
 from typing import Any
 
-from core.search.analysis import COUNTER_FIELDS, LABEL_FIELDS, fold, is_identifier, words
+from core import person_names
+from core.search.analysis import COUNTER_FIELDS, LABEL_FIELDS, fold, is_identifier, vr_of, words
 from core.search.query import And, Equals, Everything, Exists, Node, Not, Or, Pattern, Range, Text, parse_filter, parse_query
 from core.search.service import _range_test
 
@@ -39,7 +40,8 @@ def matches(doc: dict[str, Any], node: Node) -> bool:
         )
     if isinstance(node, Pattern):
         regex = re.compile(fnmatch.translate(node.pattern), re.DOTALL)
-        return any(regex.match(fold(v)) for f in fields for v in values_of(doc, f))
+        by_group = node.field is not None and vr_of(node.field) == "PN"  # names match by any component group too
+        return any(regex.match(fold(v)) or (by_group and person_names.matches(node.pattern, v)) for f in fields for v in values_of(doc, f))
     if isinstance(node, Equals):
         return any(fold(v) in node.values for v in values_of(doc, node.field))
     if isinstance(node, Range):

@@ -11,6 +11,7 @@ import io
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urljoin
 
 import httpx
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 from pydicom import dcmread
+from pydicom.data import get_testdata_file
 
 from tests.factories import SeriesFiles, compress, write_multiframe_sc, write_series
 from tests.support.vireo import VireoProcess
@@ -153,8 +155,8 @@ def test_wado_metadata_from_the_index(vireo: VireoProcess, loaded: Loaded) -> No
     for tag in ("0020000D", "0020000E", "00080016", "00080060", "00280004", "00280010", "00280011", "00280103", "00280100",
                 "00280030", "00281052", "00281053", "00281050", "00281051", "00200013", "00200032", "00200037", "00200052"):
         assert tag in first, tag
-    # dicomweb-client sends its Host header without the port, and URIs are built on the Host a client used
-    pixel_uri = first["7FE00010"]["BulkDataURI"].replace("http://127.0.0.1/", f"{vireo.url}/")
+    # dicomweb-client sends its Host header without the port: the URI still names the port this Vireo serves on
+    pixel_uri = first["7FE00010"]["BulkDataURI"]
     assert pixel_uri == f"{vireo.url}/dicomweb/studies/{loaded.ct.study_uid}/series/{loaded.ct.series_uid}/instances/{loaded.ct.sop_uids[0]}/bulkdata/7FE00010"
     assert "InlineBinary" not in str(first["7FE00010"])
     study = client.retrieve_study_metadata(loaded.mr.study_uid)
@@ -308,3 +310,49 @@ def test_cors_for_a_viewer_elsewhere(start_vireo, tmp_path: Path) -> None:  # ty
     api = httpx.get(f"{other.url}/api/series", auth=other.auth, headers={"Origin": "http://viewer.example"})
     assert "access-control-allow-origin" not in api.headers  # only /dicomweb is shared
     assert shutil.which("dcmsend")
+
+
+def test_links_name_the_address_the_client_used(vireo: VireoProcess, loaded: Loaded) -> None:
+    """Without VIREO_PUBLIC_URL: the host name from Host (a browser keeps its origin), the port as served when Host has none."""
+    with vireo.client() as http:
+        for host, base in ((f"vireo.test:{vireo.http_port}", f"http://vireo.test:{vireo.http_port}"), ("127.0.0.1", vireo.url),
+                           ("bad/host", vireo.url)):
+            found = http.get("/dicomweb/studies", params={"StudyInstanceUID": loaded.ct.study_uid}, headers={"Host": host}).json()
+            assert found[0]["00081190"]["Value"] == [f"{base}/dicomweb/studies/{loaded.ct.study_uid}"], host
+
+
+def test_links_are_built_on_vireo_public_url(tmp_path: Path) -> None:
+    """dicomweb-client on 127.0.0.1 follows BulkDataURIs built on VIREO_PUBLIC_URL (localhost, same non-default port)."""
+    process = VireoProcess(tmp_path / "data")
+    public = f"http://localhost:{process.http_port}"
+    process.extra_env["VIREO_PUBLIC_URL"] = public + "/"
+    process.start()
+    try:
+        original = dcmread(get_testdata_file("CT_small.dcm"))
+        boundary = "public-url-test"
+        body = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + Path(get_testdata_file("CT_small.dcm")).read_bytes()
+        with process.client() as http:
+            stow = http.post("/dicomweb/studies", content=body + f"\r\n--{boundary}--\r\n".encode(), headers={
+                "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}', "Accept": "application/dicom+json"})
+        assert stow.status_code == 200
+        instance_url = f"{public}/dicomweb/studies/{original.StudyInstanceUID}/series/{original.SeriesInstanceUID}/instances/{original.SOPInstanceUID}"
+        assert stow.json()["00081199"]["Value"][0]["00081190"]["Value"] == [instance_url]
+        client = _client(process)
+        [found] = client.search_for_instances(search_filters={"SOPInstanceUID": original.SOPInstanceUID})
+        assert found["00081190"]["Value"] == [instance_url]
+        metadata = client.retrieve_instance_metadata(original.StudyInstanceUID, original.SeriesInstanceUID, original.SOPInstanceUID)
+        pixel_uri = metadata["7FE00010"]["BulkDataURI"]
+        assert pixel_uri == f"{instance_url}/bulkdata/7FE00010"
+        assert urljoin(f"{process.url}/dicomweb/studies/{original.StudyInstanceUID}/series/{original.SeriesInstanceUID}/", pixel_uri) == pixel_uri
+        assert client.retrieve_bulkdata(pixel_uri) == [original.PixelData]
+    finally:
+        process.kill()
+
+
+@pytest.mark.parametrize("bad", ["pacs.example.org", "ftp://pacs.example.org", "https://pacs.example.org/?x=1"])
+def test_a_public_url_must_be_an_absolute_http_url(bad: str) -> None:
+    from app.settings import load_settings
+
+    with pytest.raises(SystemExit, match="VIREO_PUBLIC_URL"):
+        load_settings(environ={"VIREO_PUBLIC_URL": bad})
+    assert load_settings(environ={"VIREO_PUBLIC_URL": "https://pacs.example.org/vireo/"}).public_base == "https://pacs.example.org/vireo"

@@ -44,7 +44,7 @@ class Sites:
         return self.api[site].get("/api/instances/local").json()  # type: ignore[no-any-return]
 
     def register(self, on: str, other: str) -> None:
-        definition = {k: v for k, v in self.local(other).items() if k in ("name", "protocol", "host", "port", "token", "fernet_key", "ssl_verify")}
+        definition = {k: v for k, v in self.local(other).items() if k in ("name", "protocol", "host", "port", "token", "public_key", "fernet_key", "ssl_verify")}
         response = self.api[on].post("/api/instances", json=definition)
         assert response.status_code == 201, response.text
 

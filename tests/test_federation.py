@@ -9,19 +9,20 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 from cryptography.fernet import Fernet
 
 from federation import envelope, signing
+from federation.identity import KEY_FILE, InstanceKey
 from federation.sync import SYNC_PATH
 from tests.factories import SeriesFiles
 from tests.support.vireo import VireoProcess
 from tests.support.workflows import ENDED, create, dags_folder, wait_job
 
 pytestmark = pytest.mark.timeout(300)
+DEFINITION = ("name", "protocol", "host", "port", "token", "public_key", "fernet_key", "ssl_verify")
 
 
 class Sites:
@@ -33,7 +34,7 @@ class Sites:
         return self.api[site].get("/api/instances/local").json()
 
     def register(self, on: str, other: str) -> None:
-        definition = {k: v for k, v in self.local(other).items() if k in ("name", "protocol", "host", "port", "token", "fernet_key", "ssl_verify")}
+        definition = {k: v for k, v in self.local(other).items() if k in DEFINITION}
         response = self.api[on].post("/api/instances", json=definition)
         assert response.status_code == 201, response.text
 
@@ -176,28 +177,34 @@ def _remote_job(client: httpx.Client, owner_job_id: int) -> int:
     raise AssertionError(f"no job for site-a's job {owner_job_id}")
 
 
-def _signed(token: str, body: bytes, caller: str = "site-b", **kw: float) -> dict[str, str]:
-    return {**signing.sign_request(token, caller, "POST", SYNC_PATH, body, **kw), "Content-Type": "application/json"}
+def _signed(token: str, body: bytes, key: InstanceKey, caller: str = "site-b", **kw: float) -> dict[str, str]:
+    return {**signing.sign_request(key, token, caller, "site-a", "POST", SYNC_PATH, body, **kw), "Content-Type": "application/json"}
 
 
 def test_tampered_replayed_and_stale_requests_are_refused_and_audited(sites: Sites) -> None:
     url = sites.a.url + SYNC_PATH
     token = sites.local("site-a")["token"]
+    b_key = InstanceKey.load_or_create(sites.b.data_dir / KEY_FILE)  # site-b's own key, as only site-b holds it
     body = b'{"instance": {}, "updates": []}'
-    good = _signed(token, body)
+    good = _signed(token, body, b_key)
     assert httpx.post(url, content=body, headers=good).status_code == 200
     replay = httpx.post(url, content=body, headers=good)
     assert replay.status_code == 401 and "replayed" in replay.json()["detail"]
-    wrong = httpx.post(url, content=body, headers=_signed(sites.local("site-b")["token"], body))
-    assert wrong.status_code == 401 and "signature" in wrong.json()["detail"]
-    tampered = httpx.post(url, content=body.replace(b"[]", b"[1]"), headers=_signed(token, body))
-    assert tampered.status_code == 401
-    old = httpx.post(url, content=body, headers=_signed(token, body, now=time.time() - 600))
+    wrong = httpx.post(url, content=body, headers=_signed(sites.local("site-b")["token"], body, b_key))
+    assert wrong.status_code == 401 and "token proof" in wrong.json()["detail"]
+    tampered = httpx.post(url, content=body.replace(b"[]", b"[1]"), headers=_signed(token, body, b_key))
+    assert tampered.status_code == 401 and "signature" in tampered.json()["detail"]
+    old = httpx.post(url, content=body, headers=_signed(token, body, b_key, now=time.time() - 600))
     assert old.status_code == 401 and "s off" in old.json()["detail"]
-    stranger = httpx.post(url, content=body, headers=_signed(token, body, caller="site-x"))
+    stranger = httpx.post(url, content=body, headers=_signed(token, body, InstanceKey.generate(), caller="site-x"))
     assert stranger.status_code == 403
-    actions = [e["action"] for e in sites.api["site-a"].get("/api/audit").json()]
-    assert actions.count("signature refused") >= 4 and "unknown instance refused" in actions
+    events = sites.api["site-a"].get("/api/audit").json()
+    actions = [e["action"] for e in events]
+    assert "authorisation refused" in actions and "unknown instance refused" in actions
+    assert any(e["peer"] == "site-b" and e["verified"] for e in events if e["action"] == "authorisation refused")
+    # nobody is proven to have sent the replay, the tampered and the stale request: counted, not credited to site-b
+    unproven = [e for e in events if e["action"] == "signature refused"]
+    assert unproven and all(not e["verified"] and e["peer"] == "" for e in unproven)
 
 
 def test_fernet_required_refuses_plaintext_and_wrong_keys(sites: Sites) -> None:
@@ -205,11 +212,12 @@ def test_fernet_required_refuses_plaintext_and_wrong_keys(sites: Sites) -> None:
     key = a.put("/api/instances/local", json={"fernet_encryption": True}).json()["fernet_key"]
     try:
         url, token = sites.a.url + SYNC_PATH, sites.local("site-a")["token"]
+        b_key = InstanceKey.load_or_create(sites.b.data_dir / KEY_FILE)
         plain = b'{"instance": {}, "updates": []}'
-        refused = httpx.post(url, content=plain, headers=_signed(token, plain))
+        refused = httpx.post(url, content=plain, headers=_signed(token, plain, b_key))
         assert refused.status_code == 400 and "plaintext refused" in refused.json()["detail"]
         sealed, kind = envelope.seal({"instance": {}, "updates": []}, Fernet.generate_key().decode())
-        wrong = httpx.post(url, content=sealed, headers={**_signed(token, sealed), "Content-Type": kind})
+        wrong = httpx.post(url, content=sealed, headers={**_signed(token, sealed, b_key), "Content-Type": kind})
         assert wrong.status_code == 400 and "wrong Fernet key" in wrong.json()["detail"]
         assert sites.sync("site-b")["site-a"]["ok"] is False  # site-b still talks plaintext to site-a
         b.put("/api/instances/site-a", json={"fernet_key": key})

@@ -47,6 +47,10 @@ async def test_instance_overview_changes_settings_and_adds_remotes(user: User) -
     local = federation_actions.local_instance()
     assert len(local["fernet_key"]) == 44 and local["allowed_dags"] == ["test-echo"]
     await user.should_see(f"Key: {local['fernet_key']}")
+    await user.should_see(f"Public key: {local['public_key']}")  # what a remote's admin registers, with its fingerprint
+    await user.should_see(f"Fingerprint {local['key_fingerprint']}: the remote's admin should see the same")
+    user.find(marker="copy-public-key").click()
+    await user.should_see("Public key copied")
     user.find(marker="regenerate-token").click()
     await until(lambda: federation_actions.local_instance()["token"] != before["token"])
     user.find(marker="copy-definition").click()

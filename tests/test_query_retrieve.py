@@ -117,3 +117,51 @@ def test_c_get_a_study(archive: Archive, tmp_path: Path) -> None:
     assert sorted(got) == sorted(ct.sop_uids + lung.sop_uids)
     original = dcmread(ct.paths[0])
     assert dcmread(got[original.SOPInstanceUID]).PixelData == original.PixelData
+
+
+def test_refused_retrieves_get_the_standard_status_and_vireos_reason(archive: Archive) -> None:
+    """Refusals come before any sub-operation, as 0xA801 / 0xA900 with an ErrorComment, and the association goes on."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+        StudyRootQueryRetrieveInformationModelGet,
+        StudyRootQueryRetrieveInformationModelMove,
+    )
+
+    ct, lung, _ = archive.series
+
+    def identifier(level: str, **keys: str) -> Dataset:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = level
+        for keyword, value in keys.items():
+            setattr(ds, keyword, value)
+        return ds
+
+    def final(responses: object) -> Dataset:
+        statuses = [status for status, _ in responses]  # type: ignore[attr-defined]
+        assert len(statuses) == 1, statuses  # nothing was attempted: the refusal is the only response
+        return statuses[0]
+
+    ae = AE(ae_title="REFUSED")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+    assoc = ae.associate("127.0.0.1", archive.vireo.dicom_port, ae_title="VIREO")
+    assert assoc.is_established
+    try:
+        unknown = final(assoc.send_c_move(identifier("STUDY", StudyInstanceUID=ct.study_uid), "NOWHERE", StudyRootQueryRetrieveInformationModelMove))
+        assert unknown.Status == 0xA801 and "NOWHERE" in unknown.ErrorComment
+        no_series = final(assoc.send_c_move(identifier("SERIES", StudyInstanceUID=ct.study_uid), "MOVESCU", StudyRootQueryRetrieveInformationModelMove))
+        assert no_series.Status == 0xA900 and "SeriesInstanceUID" in no_series.ErrorComment
+        patient_level = final(assoc.send_c_get(identifier("PATIENT", PatientID="QR1"), StudyRootQueryRetrieveInformationModelGet))
+        assert patient_level.Status == 0xA900 and "PATIENT" in patient_level.ErrorComment
+        bad_level = final(assoc.send_c_get(identifier("FRAME", StudyInstanceUID=ct.study_uid), StudyRootQueryRetrieveInformationModelGet))
+        assert bad_level.Status == 0xA900 and bad_level.ErrorComment.startswith("QueryRetrieveLevel")
+        assert all(len(s.ErrorComment) <= 64 for s in (unknown, no_series, patient_level, bad_level))
+        assert assoc.is_established
+    finally:
+        assoc.release()
+    # DCMTK's movescu names the same status
+    run = subprocess.run(["movescu", "-v", "-S", "-aec", "VIREO", "-aem", "MOVESCU", "-k", "QueryRetrieveLevel=SERIES",
+                          "-k", f"StudyInstanceUID={lung.study_uid}", "127.0.0.1", str(archive.vireo.dicom_port)],
+                         capture_output=True, text=True, timeout=60)
+    assert "Final Move Response (Error: DataSetDoesNotMatchSOPClass)" in run.stdout + run.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from io import BytesIO
 from pathlib import Path
 
@@ -49,3 +50,103 @@ def test_login_redirects_stay_on_this_site(target: str, safe: str) -> None:
     from pages.login import safe_next
 
     assert safe_next(target) == safe
+
+
+def _reencoded(name: str, **changes: object) -> bytes:
+    """A pydicom test file, changed and written back as Part 10 bytes."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    ds = dcmread(get_testdata_file(name))
+    for keyword, value in changes.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("photometric", ["YBR_FULL_422", "YBR_PARTIAL_422"])
+def test_subsampled_colour_is_sized_by_its_subsampling(photometric: str) -> None:
+    """4:2:2 holds two bytes per 8-bit pixel, not three: whole files pass, a cut one is still caught."""
+    from pydicom import dcmread
+    from pydicom.data import get_testdata_file
+
+    whole = dcmread(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"))
+    needed = whole.Rows * whole.Columns * 2
+    assert len(whole.PixelData) == needed
+    parse_dataset(_reencoded("SC_ybr_full_422_uncompressed.dcm", PhotometricInterpretation=photometric))
+    with pytest.raises(StoreRefused) as refused:
+        parse_dataset(_reencoded("SC_ybr_full_422_uncompressed.dcm", PhotometricInterpretation=photometric, PixelData=whole.PixelData[: needed // 2]))
+    assert refused.value.status == 0xC000 and refused.value.comment.startswith("truncated")
+
+
+def test_an_invalid_pixel_attribute_is_named() -> None:
+    """badVR.dcm's fault is NumberOfFrames '1A' (its Rows and Columns are fine)."""
+    from pydicom.data import get_testdata_file
+
+    with warnings.catch_warnings(), pytest.raises(StoreRefused) as refused:
+        warnings.simplefilter("ignore")  # pydicom warns of the invalid IS as it reads it
+        parse_dataset(Path(get_testdata_file("badVR.dcm")).read_bytes())
+    assert refused.value.status == 0xA900
+    assert refused.value.comment == "invalid NumberOfFrames: '1A' is not a whole number"
+    with pytest.raises(StoreRefused) as missing:
+        parse_dataset(_reencoded("CT_small.dcm", Columns=None))
+    assert missing.value.status == 0xA900 and missing.value.comment.startswith("missing Columns")
+
+
+def test_error_comments_fit_an_lo_and_never_hold_a_path() -> None:
+    from ingest.intake import error_comment
+
+    reason = "cannot parse the data set: [Errno 2] No such file: '/srv/vireo/data/pacs/1.2/3.4/5.6.dcm' in C:\\data\\x.dcm \u00e9 " + "x" * 80
+    comment = error_comment(reason)
+    assert comment.startswith("cannot parse the data set: [Errno 2] No such file: ")
+    assert len(comment) <= 64 and comment.isascii() and "\\" not in comment
+    assert "/srv" not in comment and "pacs" not in comment
+    assert StoreRefused(0xC000, reason).comment.count("(file)") == 2  # every door's reason, not only the DIMSE one
+
+
+@pytest.mark.parametrize(
+    ("uid", "storage"),
+    [
+        ("1.2.840.10008.5.1.4.1.1.2", True),  # CT Image Storage
+        ("1.2.840.10008.5.1.4.39.1", True),  # Color Palette Storage (a non-patient object)
+        ("1.2.840.10008.5.1.4.1.1.6", True),  # Ultrasound Image Storage (Retired)
+        ("1.2.840.10008.5.1.1.29", True),  # Hardcopy Grayscale Image Storage (Retired)
+        ("1.2.826.0.1.3680043.8.498.1.2.3", True),  # private
+        ("1.2.840.10008.5.1.4.1.1.999", True),  # public, newer than the dictionaries
+        ("1.2.840.10008.1.3.10", False),  # DICOMDIR
+        ("1.2.840.10008.1.1", False),  # Verification
+        ("1.2.840.10008.5.1.4.1.2.2.1", False),  # Study Root Q/R FIND
+        ("1.2.840.10008.5.1.4.31", False),  # Modality Worklist FIND
+        ("1.2.840.10008.1.20.1", False),  # Storage Commitment Push Model
+        ("1.2.840.10008.1.20.2", False),  # Storage Commitment Pull Model (Retired)
+        ("1.2.840.10008.1.2.1", False),  # a transfer syntax proposed as abstract syntax
+        ("1.2.abc", False),
+    ],
+)
+def test_storage_like_abstract_syntaxes(uid: str, storage: bool) -> None:
+    from ingest.receiver_services import is_storage_like
+
+    assert is_storage_like(uid) is storage
+
+
+def test_storage_offer_adds_each_new_storage_class_once_with_both_roles() -> None:
+    from pynetdicom import build_context
+
+    from ingest.receiver_services import storage_like_contexts
+
+    proposed = [build_context(uid) for uid in ("1.2.840.10008.5.1.4.1.1.2", "1.2.826.0.1.3680043.8.498.9", "1.2.826.0.1.3680043.8.498.9",
+                                                "1.2.840.10008.1.3.10", "1.2.840.10008.5.1.4.1.1.6")]
+    added = storage_like_contexts(proposed, {"1.2.840.10008.5.1.4.1.1.2"}, accepted_transfer_syntaxes())
+    assert [str(c.abstract_syntax) for c in added] == ["1.2.826.0.1.3680043.8.498.9", "1.2.840.10008.5.1.4.1.1.6"]
+    assert all(c.scu_role and c.scp_role and c.transfer_syntax[0] == ExplicitVRLittleEndian for c in added)
+
+
+def test_a_store_naming_another_class_than_its_context_is_unnegotiated() -> None:
+    from ingest.receiver import unnegotiated_class
+
+    assert unnegotiated_class("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2") is None
+    assert unnegotiated_class("31", "1.2.840.10008.5.1.4.1.1.481.2") == "SOP class 31 not negotiated; context is RT Dose Storage"

@@ -1,4 +1,5 @@
-"""WADO-RS frames read from the file: only the frames asked for, as stored or decoded, for native and encapsulated pixel data."""
+"""WADO-RS frames read from the file: only the frames asked for, as stored or decoded, for native (little- and big-endian)
+and encapsulated pixel data."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom import dcmread
-from pydicom.uid import JPEGLSLossless, RLELossless
+from pydicom.data import get_testdata_file
+from pydicom.uid import ExplicitVRBigEndian, JPEGLSLossless, RLELossless
 
 from ingest import wado
 from tests.factories import write_multiframe_sc, write_series
@@ -46,3 +48,27 @@ def test_encapsulated_frames_as_stored_or_decoded(multiframe: Path, tmp_path: Pa
     assert wado.frame_syntax(str(syntax), [("application/octet-stream", "")]) == wado.ExplicitVRLittleEndian
     with pytest.raises(wado.NotAcceptable):
         wado.frame_syntax(str(syntax), [("image/jp2", "")])
+
+
+@pytest.mark.parametrize(("big_endian", "twin"), [("SC_rgb_expb_32bit_2frame.dcm", "SC_rgb_32bit_2frame.dcm"),
+                                                  ("OBXXXX1A_expb_2frame.dcm", "OBXXXX1A_2frame.dcm"), ("liver_expb.dcm", "liver.dcm")])
+def test_big_endian_frames_and_bulk_data_are_sent_little_endian(big_endian: str, twin: str) -> None:
+    """pydicom's big-endian files against their little-endian twins: the last frame and the whole Pixel Data, byte for byte."""
+    path = Path(get_testdata_file(big_endian))
+    reference = dcmread(get_testdata_file(twin))
+    count = int(reference.get("NumberOfFrames") or 1)
+    instance = wado.StoredInstance("1", "2", "3", ExplicitVRBigEndian, path, count)
+    size = len(reference.PixelData) // count
+    [last] = wado.frames(instance, [count], wado.ExplicitVRLittleEndian)
+    assert last.content == reference.PixelData[(count - 1) * size : count * size] and last.transfer_syntax == wado.ExplicitVRLittleEndian
+    assert wado.bulk_value(instance, ["7FE00010"]) == (reference.PixelData, False)
+
+
+def test_frames_that_do_not_decode_are_refused_naming_their_syntax() -> None:
+    path = Path(get_testdata_file("JPEG-lossy.dcm"))  # 12-bit JPEG Extended: no installed decoder reads it
+    instance = wado.StoredInstance("1", "2", "3", "1.2.840.10008.1.2.4.51", path, 1)
+    with pytest.raises(wado.CannotTranscode, match=r"JPEG Extended \(Process 2 and 4\) \(1\.2\.840\.10008\.1\.2\.4\.51\)") as refused:
+        wado.frames(instance, [1], wado.ExplicitVRLittleEndian)
+    assert str(path.parent) not in str(refused.value)
+    [as_stored] = wado.frames(instance, [1], "1.2.840.10008.1.2.4.51")
+    assert as_stored.media_type == "image/jpeg" and as_stored.content[:2] == b"\xff\xd8"

@@ -1,13 +1,13 @@
-"""`/api/me`, `/api/users` (administrators) and `/api/tokens`: accounts and API tokens."""
+"""`/api/me`, `/api/users` (administrators) and `/api/tokens`: accounts, browser sessions and API tokens."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 
-from app import account_actions
+from app import account_actions, browser_session
 from app.auth import admin_principal, credentials, current_principal
 from app.runtime import current_services
 from core import accounts
@@ -55,12 +55,25 @@ def me(principal: Principal = Depends(current_principal)) -> dict[str, Any]:
 
 
 @router.post("/me/password")
-def change_password(body: PasswordChange, principal: Principal = Depends(current_principal)) -> dict[str, str]:
+def change_password(body: PasswordChange, request: Request, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    """A new password ends the user's other browser sessions (the asking browser's own stays)."""
     try:
-        account_actions.change_password(principal, body.current_password, body.new_password)
+        ended = account_actions.change_password(principal, body.current_password, body.new_password, browser_session.cookie_hash(request))
     except AccountError as exc:
         raise HTTPException(400, str(exc)) from exc
-    return {"status": "password changed"}
+    return {"status": "password changed", "sessions_ended": ended}
+
+
+@router.get("/me/sessions")
+def my_sessions(principal: Principal = Depends(current_principal)) -> dict[str, int]:
+    """How many browsers are logged in as you."""
+    return {"sessions": account_actions.sessions_of(principal)}
+
+
+@router.delete("/me/sessions")
+def log_out_everywhere(principal: Principal = Depends(current_principal)) -> dict[str, int]:
+    """End every browser session of yours, this browser's too: open tabs go to the login page."""
+    return {"sessions_ended": browser_session.end_user_sessions(principal.user_id)}
 
 
 @router.get("/users")
@@ -95,7 +108,11 @@ def change_user(username: str, body: UserChange, principal: Principal = Depends(
         except AccountError as exc:
             raise HTTPException(400, str(exc)) from exc
         result = user_json(user)
+        changed_id = user.id
     credentials.clear()
+    if body.disabled or body.password is not None:  # a disabled account or a new password: its browsers log in again
+        assert changed_id is not None
+        browser_session.end_user_sessions(changed_id)
     return result
 
 
@@ -103,12 +120,13 @@ def change_user(username: str, body: UserChange, principal: Principal = Depends(
 def remove_user(username: str, principal: Principal = Depends(admin_principal)) -> dict[str, str]:
     with current_services().db.session() as session:
         try:
-            accounts.remove_user(session, principal, username)
+            removed = accounts.remove_user(session, principal, username)
         except LookupError as exc:
             raise HTTPException(404, str(exc)) from exc
         except AccountError as exc:
             raise HTTPException(400, str(exc)) from exc
     credentials.clear()
+    browser_session.end_user_sessions(removed)  # the rows went with the user; open tabs must notice at once
     return {"deleted": username}
 
 

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 
 from app.api.search_params import SelectionBody, search_errors
+from app import permissions
 from app.auth import current_principal
 from app.runtime import current_services
 from core import datasets
@@ -47,6 +48,16 @@ def _matching(query: SelectionBody | None) -> list[str]:
         return []
     with search_errors():
         return current_services().search.series_uids(query.selection())
+
+
+def _require_owner(principal: Principal, name: str) -> None:
+    """Renaming or deleting: administrators or the user who made the dataset (app/permissions.py)."""
+    try:
+        reason = permissions.dataset_refusal(principal, permissions.dataset_owner(name))
+    except LookupError as exc:
+        raise HTTPException(404, str(exc)) from exc
+    if reason:
+        raise HTTPException(403, reason)
 
 
 @router.get("", response_model=list[DatasetModel])
@@ -101,7 +112,8 @@ def change_members(name: str, body: MembershipChange) -> dict[str, Any]:
 
 
 @router.put("/{name}", response_model=DatasetModel)
-def rename_dataset(name: str, body: DatasetRename) -> dict[str, Any]:
+def rename_dataset(name: str, body: DatasetRename, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    _require_owner(principal, name)
     with current_services().db.session() as session:
         try:
             dataset = datasets.rename_dataset(session, name, body.name)
@@ -115,7 +127,8 @@ def rename_dataset(name: str, body: DatasetRename) -> dict[str, Any]:
 
 
 @router.delete("/{name}")
-def delete_dataset(name: str) -> dict[str, Any]:
+def delete_dataset(name: str, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    _require_owner(principal, name)
     with current_services().db.session() as session:
         try:
             datasets.delete_dataset(session, name)

@@ -1,7 +1,7 @@
 """`/dicomweb`: QIDO-RS, WADO-RS and STOW-RS (PS3.18) as OHIF Viewer v3 and dicomweb-client use them.
 
-Searches are answered from the index (core.dicom_query), metadata from the documents kept
-at ingest (core.instance_documents), retrieval from the files (ingest.wado), and stores go
+Searches are answered from the index (core.dicom_query); WADO-RS (metadata from the documents
+kept at ingest, retrieval from the files) lives in app.api.wado_rs, under the same prefix; stores go
 through the same intake as the DICOM receiver (ingest.intake). Authentication is the API's
 (app.auth guards the whole prefix); CORS for viewers served elsewhere is set up in
 app.server from `VIREO_CORS_ORIGINS`.
@@ -11,32 +11,29 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from starlette.concurrency import run_in_threadpool
 
+from app.api.dicomweb_common import DICOM_JSON, checked_uid, dicomweb_root
 from app.api.multipart import (
     MediaRange, MultipartError, iter_parts, multipart_content_type, multipart_stream, new_boundary, parse_accept, parse_content_type,
 )
 from app.api.search_params import whole_number
 from app.runtime import current_services
-from core import dicom_query, instance_documents
+from core import dicom_query
 from core.datasets import DatasetError, check_name
-from core.dicom_json import UnknownAttribute, attributes_json, parse_attribute, tag_hex, with_base
-from core.pacs_store import InvalidUID, clean_uid
-from ingest import wado
-from ingest.intake import Origin, StoreRefused, identify, transfer_syntax_of
+from core.dicom_json import UnknownAttribute, attributes_json, parse_attribute, tag_hex, vr_of
+from ingest.intake import Origin, StoreRefused, error_comment, identify, transfer_syntax_of
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/dicomweb", tags=["dicomweb"])
 
-DICOM_JSON = "application/dicom+json"
 MAX_STOW_PART = 2 * 1024**3
 DEFAULT_LIMIT = 1000
 
@@ -54,40 +51,86 @@ INSTANCE_FIELDS = (
     "SOPClassUID", "SOPInstanceUID", "InstanceAvailability", "RetrieveURL", "InstanceNumber", "Rows", "Columns",
     "BitsAllocated", "NumberOfFrames", "StudyInstanceUID", "SeriesInstanceUID",
 )
-CONTROL_PARAMETERS = frozenset({"limit", "offset", "fuzzymatching", "includefield"})
+# emptyvaluematching / multiplevaluematching (PS3.18 8.3.4.5-6) are accepted and change nothing: Vireo always
+# matches `""` as an empty value (PS3.4 C.2.2.2.7), and lists where DICOM allows them (UIDs, codes, names).
+CONTROL_PARAMETERS = frozenset({"limit", "offset", "fuzzymatching", "includefield", "emptyvaluematching", "multiplevaluematching"})
 
 
-def _root(request: Request) -> str:
-    """This request's DICOMweb root URL (BulkDataURIs and RetrieveURLs are built on it)."""
-    base = str(request.base_url).rstrip("/")
-    return f"{base}{router.prefix}"
-
-
-def _uid(value: str, what: str) -> str:
-    try:
-        return clean_uid(value)
-    except InvalidUID:
-        raise HTTPException(400, f"{what} {value!r} is not a valid UID") from None
+_root = dicomweb_root
+_uid = checked_uid
 
 
 # --------------------------------------------------------------------------- QIDO-RS
 
 
-def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
-    params = request.query_params
+QIDO_MEDIA_TYPES = (DICOM_JSON, "application/json")
+
+
+def _qido_media_type(request: Request) -> str:
+    """The media type to answer in: DICOM JSON (PS3.18 F.2), as `application/json` when only that is accepted.
+    The XML form (`multipart/related; type="application/dicom+xml"`, optional for origin servers) is not produced."""
+    accepted = parse_accept(request.headers.get("accept"))
+    for media in accepted or [MediaRange(DICOM_JSON)]:
+        if media.media_type in QIDO_MEDIA_TYPES:
+            return media.media_type
+        if media.media_type in ("*/*", "application/*"):
+            return DICOM_JSON
+    raise HTTPException(406, "search results are served as application/dicom+json or application/json; "
+                             "multipart/related (DICOM XML) is not offered")
+
+
+def _keyword(name: str, what: str) -> str:
+    try:
+        keyword = parse_attribute(name)[1]
+    except UnknownAttribute as exc:
+        raise HTTPException(400, f"{what}: {exc}") from None
+    if not keyword:
+        raise HTTPException(400, f"cannot match on {name}: private or unknown attributes are not indexed")
+    return keyword
+
+
+def _sequence_path(name: str) -> list[str]:
+    """`ProcedureCodeSequence.CodeValue` (keywords or tags) → keywords; every step but the last must be a sequence."""
+    keywords = [_keyword(part, "unknown query parameter") for part in name.split(".")]
+    for keyword in keywords[:-1]:
+        if vr_of(keyword) != "SQ":
+            raise HTTPException(400, f"{name}: {keyword} is not a sequence, so nothing can be matched inside it")
+    return keywords
+
+
+def _with_item_key(sequences: dict[str, Any], path: list[str], value: str | None) -> None:
+    """Add `path` (sequence, …, item keyword) to the sequence keys; value None only asks for the sequence back."""
+    keys = sequences.setdefault(path[0], {})
+    for keyword in path[1:-1]:
+        keys = keys.setdefault(keyword, {})
+    if len(path) > 1 and value is not None:
+        keys[path[-1]] = "\\".join(v for v in (keys.get(path[-1], ""), value) if v)
+
+
+def _match_keys(params: Any) -> tuple[dict[str, str], dict[str, Any]]:
+    """Matching values by keyword, and sequence keys from dotted attribute paths (PS3.18 8.3.4.1)."""
     matches: dict[str, str] = {}
+    sequences: dict[str, Any] = {}
     for name, value in params.multi_items():
         if name.lower() in CONTROL_PARAMETERS:
             continue
-        try:
-            tag, keyword = parse_attribute(name)
-        except UnknownAttribute as exc:
-            raise HTTPException(400, f"unknown query parameter: {exc}") from None
-        if not keyword:
-            raise HTTPException(400, f"cannot match on {name}: private or unknown attributes are not indexed")
+        if "." in name:
+            path = _sequence_path(name)
+            if value and vr_of(path[-1]) == "SQ":
+                raise HTTPException(400, f"{name}: {path[-1]} is a sequence; match on an attribute inside it")
+            _with_item_key(sequences, path, value)
+            continue
+        keyword = _keyword(name, "unknown query parameter")
+        if vr_of(keyword) == "SQ":
+            sequences.setdefault(keyword, {})  # a whole sequence: universal, its items returned
+            continue
         # A repeated attribute lists alternatives, as a comma- or backslash-separated value does.
         matches[keyword] = "\\".join(v for v in (matches.get(keyword, ""), value) if v)
-    matches.update(scope)
+    return matches, sequences
+
+
+def _included(params: Any, sequences: dict[str, Any]) -> tuple[set[int], bool]:
+    """The tags includefield asks for (sequences among them are returned whole), and whether it asks for all."""
     include: set[int] = set()
     include_all = False
     for raw in params.getlist("includefield"):
@@ -98,9 +141,21 @@ def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
                 include_all = True
                 continue
             try:
-                include.add(parse_attribute(name)[0])
+                tag, keyword = parse_attribute(name.split(".")[0])
             except UnknownAttribute as exc:
                 raise HTTPException(400, f"includefield: {exc}") from None
+            if "." in name or (keyword and vr_of(keyword) == "SQ"):
+                _with_item_key(sequences, _sequence_path(name)[:1], None)
+            include.add(tag)
+    return include, include_all
+
+
+def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
+    media_type = _qido_media_type(request)
+    params = request.query_params
+    matches, sequences = _match_keys(params)
+    matches.update(scope)
+    include, include_all = _included(params, sequences)
     limit = whole_number("limit", params.get("limit"), DEFAULT_LIMIT, None)
     offset = whole_number("offset", params.get("offset"), 0, None) or 0
     fuzzy = (params.get("fuzzymatching") or "").lower() == "true"
@@ -109,10 +164,12 @@ def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
         fields = fields + STUDY_FIELDS
     if level == "IMAGE":
         fields = fields + (SERIES_FIELDS if "SeriesInstanceUID" not in scope else ()) + (STUDY_FIELDS if "StudyInstanceUID" not in scope else ())
-    wanted = {parse_attribute(k)[0] for k in fields} | include | {parse_attribute(k)[0] for k in matches}
+    matched = {parse_attribute(k)[0] for k in (*matches, *sequences)}
+    wanted = {parse_attribute(k)[0] for k in fields} | include | matched
     keep = None if include_all else frozenset(k for k in (keyword_for_tag(t) for t in wanted) if k)
     query = dicom_query.Query(
-        level=level, matches=matches, fuzzy=fuzzy, limit=min(limit or 0, dicom_query.MAX_RESULTS), offset=offset, fields=keep
+        level=level, matches=matches, sequences=sequences, fuzzy=fuzzy, limit=min(limit or 0, dicom_query.MAX_RESULTS), offset=offset,
+        fields=keep,
     )
     try:
         with current_services().db.session() as session:
@@ -120,7 +177,7 @@ def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
     except dicom_query.QueryError as exc:
         raise HTTPException(400, str(exc)) from exc
     root = _root(request)
-    always = {tag_hex(tag): _empty(tag) for tag in include | {parse_attribute(k)[0] for k in matches}}
+    always = {tag_hex(tag): _empty(tag) for tag in include | matched}
     wanted_hex = None if include_all else frozenset({*(tag_hex(tag) for tag in wanted), *always})
     items = [_qido_item(item, level, root, wanted_hex, always) for item in result.items]
     headers = {}
@@ -131,7 +188,7 @@ def _qido(request: Request, level: str, scope: dict[str, str]) -> Response:
         warnings.append(f'299 Vireo "The following attributes were not matched at this level: {", ".join(result.ignored)}"')
     if warnings:
         headers["Warning"] = ", ".join(warnings)
-    return Response(orjson.dumps(items), media_type=DICOM_JSON, headers=headers)
+    return Response(orjson.dumps(items), media_type=media_type, headers=headers)
 
 
 def _qido_item(item: dict[str, Any], level: str, root: str, wanted: frozenset[str] | None, always: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -184,290 +241,6 @@ def search_study_instances(study: str, request: Request) -> Response:
 @router.get("/studies/{study}/series/{series}/instances", summary="QIDO-RS: search for instances of a series")
 def search_series_instances(study: str, series: str, request: Request) -> Response:
     return _qido(request, "IMAGE", {"StudyInstanceUID": _uid(study, "study"), "SeriesInstanceUID": _uid(series, "series")})
-
-
-# --------------------------------------------------------------------------- WADO-RS metadata
-
-
-def _metadata(request: Request, study: str, series: str | None = None, instance: str | None = None) -> Response:
-    accepted = parse_accept(request.headers.get("accept"))
-    if accepted and not any(r.media_type in (DICOM_JSON, "application/json", "*/*", "application/*") for r in accepted):
-        raise HTTPException(406, "metadata is served as application/dicom+json")
-    services = current_services()
-    study_uid = _uid(study, "study")
-    with services.db.session() as session:
-        documents = instance_documents.documents(
-            session, services.store, study_uid, _uid(series, "series") if series else None, _uid(instance, "instance") if instance else None
-        )
-    if not documents:
-        what = f"instance {instance}" if instance else f"series {series}" if series else f"study {study}"
-        raise HTTPException(404, f"no {what}" + (f" in study {study}" if series or instance else ""))
-    body = with_base("[" + ",".join(documents) + "]", _root(request))
-    return Response(body, media_type=DICOM_JSON)
-
-
-@router.get("/studies/{study}/metadata", summary="WADO-RS: metadata of a study's instances")
-def study_metadata(study: str, request: Request) -> Response:
-    return _metadata(request, study)
-
-
-@router.get("/studies/{study}/series/{series}/metadata", summary="WADO-RS: metadata of a series' instances")
-def series_metadata(study: str, series: str, request: Request) -> Response:
-    return _metadata(request, study, series)
-
-
-@router.get("/studies/{study}/series/{series}/instances/{instance}/metadata", summary="WADO-RS: metadata of an instance")
-def instance_metadata(study: str, series: str, instance: str, request: Request) -> Response:
-    return _metadata(request, study, series, instance)
-
-
-# --------------------------------------------------------------------------- WADO-RS instances
-
-
-def _instances(study: str, series: str | None = None, instance: str | None = None) -> list[wado.StoredInstance]:
-    services = current_services()
-    try:
-        with services.db.session() as session:
-            return wado.stored_instances(
-                session, services.store, _uid(study, "study"), _uid(series, "series") if series else None, _uid(instance, "instance") if instance else None
-            )
-    except wado.NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-
-
-def _retrieve(request: Request, study: str, series: str | None = None, instance: str | None = None) -> Response:
-    accepted = parse_accept(request.headers.get("accept"))
-    single = False
-    syntaxes: list[str] = []
-    for media in accepted or [MediaRange("*/*")]:
-        if media.media_type in ("*/*", "multipart/*"):
-            syntaxes.append(wado.ANY)
-        elif media.media_type == "multipart/related" and media.part_type in ("", "application/dicom"):
-            syntaxes.append(media.transfer_syntax or wado.ExplicitVRLittleEndian)
-        elif media.media_type == "application/dicom" and instance is not None:
-            single = True
-            syntaxes.append(media.transfer_syntax or wado.ExplicitVRLittleEndian)
-        if syntaxes:
-            break
-    if not syntaxes:
-        raise HTTPException(406, 'instances are served as multipart/related; type="application/dicom"')
-    items = _instances(study, series, instance)
-    chosen: list[str] = []
-    try:
-        chosen = [wado.choose_syntax(item.transfer_syntax_uid, syntaxes) for item in items]
-    except wado.NotAcceptable as exc:
-        raise HTTPException(406, str(exc)) from exc
-    if single:
-        try:
-            content = wado.instance_bytes(items[0], chosen[0])
-        except OSError as exc:
-            raise HTTPException(404, f"the file of instance {instance} is gone: {exc}") from exc
-        return Response(content, media_type=f"application/dicom; transfer-syntax={chosen[0]}")
-
-    def parts() -> Iterator[tuple[str, bytes]]:
-        for item, syntax in zip(items, chosen, strict=True):
-            try:
-                content = wado.instance_bytes(item, syntax)
-            except OSError as exc:
-                log.warning("instance %s left out of a retrieve: %s", item.sop_instance_uid, exc)
-                continue
-            yield f"application/dicom; transfer-syntax={syntax}", content
-
-    boundary = new_boundary()
-    return StreamingResponse(multipart_stream(boundary, parts()), media_type=multipart_content_type(boundary, "application/dicom"))
-
-
-@router.get("/studies/{study}", summary="WADO-RS: a study's instances")
-def retrieve_study(study: str, request: Request) -> Response:
-    return _retrieve(request, study)
-
-
-@router.get("/studies/{study}/series/{series}", summary="WADO-RS: a series' instances")
-def retrieve_series(study: str, series: str, request: Request) -> Response:
-    return _retrieve(request, study, series)
-
-
-@router.get("/studies/{study}/series/{series}/instances/{instance}", summary="WADO-RS: one instance")
-def retrieve_instance(study: str, series: str, instance: str, request: Request) -> Response:
-    return _retrieve(request, study, series, instance)
-
-
-# --------------------------------------------------------------------------- WADO-RS frames and bulk data
-
-
-def _frame_numbers(text: str) -> list[int]:
-    try:
-        numbers = [int(n) for n in text.split(",") if n.strip()]
-    except ValueError:
-        raise HTTPException(400, f"frame numbers are comma-separated whole numbers from 1, not {text!r}") from None
-    if not numbers or min(numbers) < 1:
-        raise HTTPException(400, "frame numbers start at 1")
-    return numbers
-
-
-@router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}", summary="WADO-RS: frames of an instance")
-def retrieve_frames(study: str, series: str, instance: str, frame_list: str, request: Request) -> Response:
-    numbers = _frame_numbers(frame_list)
-    item = _instances(study, series, instance)[0]
-    accepted: list[tuple[str, str]] = []
-    for media in parse_accept(request.headers.get("accept")) or [MediaRange("multipart/related", {"type": "application/octet-stream"})]:
-        if media.media_type == "multipart/related":
-            accepted.append((media.part_type or "application/octet-stream", media.transfer_syntax))
-        elif media.media_type in ("*/*", "multipart/*"):
-            accepted.append(("*/*", wado.ANY))
-        elif media.media_type == "application/octet-stream" or media.media_type.startswith("image/"):
-            accepted.append((media.media_type, media.transfer_syntax))
-    try:
-        syntax = wado.frame_syntax(item.transfer_syntax_uid, accepted)
-        frames = wado.frames(item, numbers, syntax)
-    except wado.NotAcceptable as exc:
-        raise HTTPException(406, str(exc)) from exc
-    except wado.NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    boundary = new_boundary()
-    parts = [(f"{f.media_type}; transfer-syntax={f.transfer_syntax}", f.content) for f in frames]
-    return Response(b"".join(multipart_stream(boundary, parts)), media_type=multipart_content_type(boundary, frames[0].media_type))
-
-
-@router.get("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag_path:path}", summary="WADO-RS: a bulk data value")
-def retrieve_bulkdata(study: str, series: str, instance: str, tag_path: str, request: Request) -> Response:
-    item = _instances(study, series, instance)[0]
-    try:
-        content, encapsulated = wado.bulk_value(item, [p for p in tag_path.split("/") if p])
-    except wado.NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    boundary = new_boundary()
-    syntax = item.transfer_syntax_uid if encapsulated else wado.ExplicitVRLittleEndian
-    part_type = "application/octet-stream"
-    return Response(
-        b"".join(multipart_stream(boundary, [(f"{part_type}; transfer-syntax={syntax}", content)])),
-        media_type=multipart_content_type(boundary, part_type),
-    )
-
-
-# --------------------------------------------------------------------------- WADO-RS rendered and thumbnails
-
-
-def _render_options(request: Request, thumbnail: bool) -> wado.RenderOptions:
-    accepted = parse_accept(request.headers.get("accept"))
-    media_type = "image/png" if thumbnail else "image/jpeg"
-    for media in accepted:
-        if media.media_type in ("image/jpeg", "image/png", "image/gif"):
-            media_type = media.media_type
-            break
-        if media.media_type in ("*/*", "image/*"):
-            break
-    else:
-        if accepted:
-            raise HTTPException(406, "rendered images are served as image/jpeg, image/png or image/gif")
-    params = request.query_params
-    window = None
-    if params.get("window"):
-        parts = params["window"].split(",")
-        try:
-            center, width = float(parts[0]), float(parts[1])
-        except (ValueError, IndexError):
-            raise HTTPException(400, "window is center,width[,function]") from None
-        if width <= 0:
-            raise HTTPException(400, "the window width must be positive")
-        window = (center, width, parts[2].strip() if len(parts) > 2 else "LINEAR")
-    viewport = (128, 128) if thumbnail else None
-    if params.get("viewport"):
-        parts = params["viewport"].split(",")
-        try:
-            viewport = (int(parts[0]), int(parts[1] if len(parts) > 1 else parts[0]))
-        except ValueError:
-            raise HTTPException(400, "viewport is columns,rows") from None
-        if min(viewport) < 1:
-            raise HTTPException(400, "viewport sizes are at least 1")
-    quality = whole_number("quality", params.get("quality"), 90, None) or 90
-    return wado.RenderOptions(media_type=media_type, window=window, viewport=viewport, quality=max(1, min(quality, 100)))
-
-
-def _rendered(request: Request, study: str, series: str, instance: str, frame: int, thumbnail: bool = False) -> Response:
-    options = _render_options(request, thumbnail)
-    item = _instances(study, series, instance)[0]
-    try:
-        content = wado.rendered(item, frame, options)
-    except wado.NotFound as exc:
-        raise HTTPException(404, str(exc)) from exc
-    return Response(content, media_type=options.media_type)
-
-
-@router.get("/studies/{study}/series/{series}/instances/{instance}/rendered", summary="WADO-RS: an instance rendered")
-def rendered_instance(study: str, series: str, instance: str, request: Request) -> Response:
-    return _rendered(request, study, series, instance, 1)
-
-
-@router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered", summary="WADO-RS: a frame rendered")
-def rendered_frame(study: str, series: str, instance: str, frame: str, request: Request) -> Response:
-    numbers = _frame_numbers(frame)
-    if len(numbers) != 1:
-        raise HTTPException(400, "one frame is rendered at a time")
-    return _rendered(request, study, series, instance, numbers[0])
-
-
-def _rendered_parts(request: Request, study: str, series: str | None) -> Response:
-    """Every instance of a study or series rendered (its first frame), one part each, as PS3.18 has it for those levels."""
-    options = _render_options(request, thumbnail=False)
-    items = _instances(study, series)
-
-    def parts() -> Iterator[tuple[str, bytes]]:
-        for item in items:
-            try:
-                yield options.media_type, wado.rendered(item, 1, options)
-            except wado.NotFound as exc:
-                log.warning("instance %s left out of a rendered retrieve: %s", item.sop_instance_uid, exc)
-
-    boundary = new_boundary()
-    return StreamingResponse(multipart_stream(boundary, parts()), media_type=multipart_content_type(boundary, options.media_type))
-
-
-@router.get("/studies/{study}/series/{series}/rendered", summary="WADO-RS: a series' instances rendered (multipart)")
-def rendered_series(study: str, series: str, request: Request) -> Response:
-    return _rendered_parts(request, study, series)
-
-
-@router.get("/studies/{study}/rendered", summary="WADO-RS: a study's instances rendered (multipart)")
-def rendered_study(study: str, request: Request) -> Response:
-    return _rendered_parts(request, study, None)
-
-
-@router.get("/studies/{study}/series/{series}/instances/{instance}/thumbnail", summary="WADO-RS: an instance's thumbnail")
-def instance_thumbnail(study: str, series: str, instance: str, request: Request) -> Response:
-    return _rendered(request, study, series, instance, 1, thumbnail=True)
-
-
-@router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/thumbnail", summary="WADO-RS: a frame's thumbnail")
-def frame_thumbnail(study: str, series: str, instance: str, frame: str, request: Request) -> Response:
-    numbers = _frame_numbers(frame)
-    return _rendered(request, study, series, instance, numbers[0], thumbnail=True)
-
-
-def _series_thumbnail(study: str, series_uid: str) -> Response:
-    services = current_services()
-    png = services.thumbnails.thumbnail(series_uid)
-    if png is None:
-        # Not drawn yet (the series is still arriving): draw its middle instance now.
-        items = _instances(study, series_uid)
-        middle = items[len(items) // 2]
-        try:
-            png = wado.rendered(middle, 1, wado.RenderOptions(media_type="image/png", viewport=(128, 128)))
-        except wado.NotFound as exc:
-            raise HTTPException(404, str(exc)) from exc
-    return Response(png, media_type="image/png", headers={"Cache-Control": "private, max-age=10"})
-
-
-@router.get("/studies/{study}/series/{series}/thumbnail", summary="WADO-RS: a series' thumbnail")
-def series_thumbnail(study: str, series: str) -> Response:
-    items = _instances(study, series)
-    return _series_thumbnail(study, items[0].series_uid)
-
-
-@router.get("/studies/{study}/thumbnail", summary="WADO-RS: a study's thumbnail (its first series')")
-def study_thumbnail(study: str) -> Response:
-    items = _instances(study)
-    return _series_thumbnail(study, items[0].series_uid)
 
 
 # --------------------------------------------------------------------------- STOW-RS
@@ -528,7 +301,7 @@ async def _stow(request: Request, study: str | None) -> Response:
 
 def _failure(sop_class: str | None, sop_instance: str | None, reason: int, comment: str) -> dict[str, Any]:
     item = attributes_json({"ReferencedSOPClassUID": sop_class or "", "ReferencedSOPInstanceUID": sop_instance or "", "FailureReason": reason})
-    item["00000902"] = {"vr": "LO", "Value": [comment[:64]]}  # ErrorComment, so a person learns why
+    item["00000902"] = {"vr": "LO", "Value": [error_comment(comment)]}  # ErrorComment, so a person learns why
     return item
 
 

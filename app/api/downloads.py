@@ -8,7 +8,7 @@ from fastapi.responses import StreamingResponse
 from app import series_download
 from app.api.search_params import search_errors, selection
 from app.runtime import current_services
-from core.search.service import Selection
+from core.selection import Selection
 
 router = APIRouter(prefix="/api", tags=["series"])
 
@@ -20,11 +20,10 @@ def download(
     name: str = Query("vireo-series", max_length=100, pattern=r"^[A-Za-z0-9._-]+$", description="file name of the zip (without .zip)"),
 ) -> StreamingResponse:
     """Streams `StudyUID/SeriesUID/SOPInstanceUID.dcm` entries; nothing is buffered, so there is no size limit."""
-    if series:
-        uids = list(dict.fromkeys(series))
-    else:
-        with search_errors():
-            uids = current_services().search.series_uids(chosen)
+    if series:  # picked series win over a search, as on the Datasets page's action row
+        chosen = Selection.from_params({"series": series})
+    with search_errors():
+        uids = chosen.resolve(current_services().search)
     paths = series_download.instance_paths(uids)
     if not paths:
         raise HTTPException(404, "no stored instances for that selection")

@@ -1,7 +1,8 @@
 """`/api/federation/sync`: the one route other instances call. It authenticates instances, not users.
 
-The auth middleware lets exactly this path through; the request signature (HMAC keyed by
-this instance's token), its freshness and nonce are checked here before anything is read.
+The auth middleware lets exactly this path through; the request signature (the caller's own
+Ed25519 key, checked against the key registered for it, plus an HMAC with this instance's
+token), its freshness and nonce are checked in `federation.endpoint` before the body is opened.
 """
 
 from __future__ import annotations
@@ -23,5 +24,6 @@ async def sync(request: Request) -> Response:
     body = await request.body()
     if len(body) > MAX_SYNC_BODY:
         return Response('{"detail": "sync body too large"}', status_code=413, media_type="application/json")
-    reply = await run_in_threadpool(federation().answer_sync, dict(request.headers), body, request.headers.get("content-type", ""))
+    source = request.client.host if request.client else ""
+    reply = await run_in_threadpool(federation().answer_sync, dict(request.headers), body, request.headers.get("content-type", ""), source)
     return Response(reply.body, status_code=reply.status, media_type=reply.content_type, headers=reply.headers)

@@ -34,6 +34,8 @@ class LocalChanges(BaseModel):
     created: Any = None  # read-only fields a client may send back unchanged
     updated: Any = None
     remote: Any = None
+    public_key: Any = Field(None, description="read-only: comes from this instance's key file")
+    key_fingerprint: Any = None
 
 
 class RemoteDefinition(BaseModel):
@@ -44,6 +46,7 @@ class RemoteDefinition(BaseModel):
     host: str
     port: int
     token: str
+    public_key: str | None = Field(None, description="ed25519:… as the remote's definition shows it; without it no sync happens")
     fernet_key: str | None = None
     ssl_verify: bool = Field(True, validation_alias=AliasChoices("ssl_verify", "ssl_check"))
     ca_bundle: str | None = Field(None, description="PEM certificates to verify the remote's TLS certificate with")
@@ -55,6 +58,7 @@ class RemoteChanges(BaseModel):
     host: str | None = None
     port: int | None = None
     token: str | None = None
+    public_key: str | None = None
     fernet_key: str | None = None
     ssl_verify: bool | None = None
     ca_bundle: str | None = None
@@ -84,7 +88,7 @@ def get_local() -> dict[str, Any]:
 
 @router.put("/local")
 def put_local(body: LocalChanges) -> dict[str, Any]:
-    changes = body.model_dump(exclude_unset=True, exclude={"created", "updated", "remote"})
+    changes = body.model_dump(exclude_unset=True, exclude={"created", "updated", "remote", "key_fingerprint"})
     return _call(federation_actions.change_local, changes)  # type: ignore[no-any-return]
 
 

@@ -1,14 +1,20 @@
-"""`/api/jobs/{id}`: one job, its logs and output files; abort, restart, confirm, reject, delete."""
+"""`/api/jobs/{id}`: one job, its logs and output files; abort, restart, confirm, reject, delete.
+
+Changing a job is for administrators or the user who started it; confirming or rejecting a
+job another instance asks to run here is for administrators (app/permissions.py): 403 with why.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from app import workflow_actions
+from app import permissions, workflow_actions
 from app.api.workflows import http_error
+from app.auth import current_principal
+from core.accounts import Principal
 from core.workflows.engine import Conflict
 
 router = APIRouter(prefix="/api/jobs", tags=["workflows"])
@@ -17,6 +23,8 @@ router = APIRouter(prefix="/api/jobs", tags=["workflows"])
 def _call(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
+    except permissions.NotPermitted as exc:
+        raise HTTPException(403, str(exc)) from exc
     except (LookupError, Conflict, ValueError) as exc:
         raise http_error(exc) from exc
 
@@ -51,26 +59,26 @@ def get_file(job_id: int, name: str) -> FileResponse:
 
 
 @router.post("/{job_id}/abort")
-def abort_job(job_id: int) -> dict[str, Any]:
-    return _call(workflow_actions.act_on_job, job_id, "abort")  # type: ignore[no-any-return]
+def abort_job(job_id: int, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    return _call(permissions.act_on_job, principal, job_id, "abort")  # type: ignore[no-any-return]
 
 
 @router.post("/{job_id}/restart")
-def restart_job(job_id: int) -> dict[str, Any]:
-    return _call(workflow_actions.act_on_job, job_id, "restart")  # type: ignore[no-any-return]
+def restart_job(job_id: int, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    return _call(permissions.act_on_job, principal, job_id, "restart")  # type: ignore[no-any-return]
 
 
 @router.post("/{job_id}/confirm")
-def confirm_job(job_id: int) -> dict[str, Any]:
-    return _call(workflow_actions.act_on_job, job_id, "confirm")  # type: ignore[no-any-return]
+def confirm_job(job_id: int, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    return _call(permissions.act_on_job, principal, job_id, "confirm")  # type: ignore[no-any-return]
 
 
 @router.post("/{job_id}/reject")
-def reject_job(job_id: int) -> dict[str, Any]:
+def reject_job(job_id: int, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
     """The runner's admin refuses a job another instance asked to run here (it ends `aborted`)."""
-    return _call(workflow_actions.act_on_job, job_id, "reject")  # type: ignore[no-any-return]
+    return _call(permissions.act_on_job, principal, job_id, "reject")  # type: ignore[no-any-return]
 
 
 @router.delete("/{job_id}")
-def delete_job(job_id: int) -> dict[str, Any]:
-    return _call(workflow_actions.act_on_job, job_id, "delete")  # type: ignore[no-any-return]
+def delete_job(job_id: int, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    return _call(permissions.act_on_job, principal, job_id, "delete")  # type: ignore[no-any-return]

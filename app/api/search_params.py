@@ -9,7 +9,8 @@ from fastapi import HTTPException, Query
 from pydantic import BaseModel, Field
 
 from core.search.query import QueryError
-from core.search.service import Selection, UnknownDataset
+from core.search.service import UnknownDataset
+from core.selection import Selection, SelectionError
 
 
 def selection(
@@ -22,14 +23,16 @@ def selection(
 
 
 class SelectionBody(BaseModel):
-    """The same selection in a JSON body (datasets made from a query)."""
+    """A selection in a JSON body (datasets made from a query, workflows started on a search): a search or picked series."""
 
-    q: str | None = None
-    filter: list[str] = Field(default_factory=list)
-    dataset: str | None = None
+    q: str | None = Field(None, description="Lucene query")
+    filter: list[str] = Field(default_factory=list, description="Field:v1,v2 filters (ANDed)")
+    dataset: str | None = Field(None, description="only series in this dataset")
+    series: list[str] = Field(default_factory=list, description="picked SeriesInstanceUIDs instead of a search")
 
     def selection(self) -> Selection:
-        return Selection.of(self.q, self.filter, self.dataset)
+        """The value type (core.selection); SelectionError when it names both series and a search."""
+        return Selection.from_json(self.model_dump())
 
 
 @contextmanager
@@ -41,6 +44,8 @@ def search_errors() -> Iterator[None]:
         raise HTTPException(400, str(exc)) from exc
     except UnknownDataset as exc:
         raise HTTPException(404, str(exc)) from exc
+    except SelectionError as exc:
+        raise HTTPException(400, str(exc)) from exc
 
 
 def whole_number(name: str, raw: str | None, default: int | None, maximum: int | None) -> int | None:

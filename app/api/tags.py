@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
+from app import permissions
+from app.auth import current_principal
 from app.runtime import current_services
+from core.accounts import Principal
 from core import tags
 
 router = APIRouter(prefix="/api/tags", tags=["tags"])
@@ -49,7 +52,9 @@ def list_tags() -> list[dict[str, object]]:
 
 
 @router.put("/{tag}")
-def rename_tag(tag: str, body: TagRename) -> dict[str, object]:
+def rename_tag(tag: str, body: TagRename, principal: Principal = Depends(current_principal)) -> dict[str, object]:
+    if reason := permissions.tag_refusal(principal):
+        raise HTTPException(403, reason)
     try:
         with current_services().db.engine.begin() as conn:
             count = tags.rename_tag(conn, tag, body.name)
@@ -61,7 +66,9 @@ def rename_tag(tag: str, body: TagRename) -> dict[str, object]:
 
 
 @router.delete("/{tag}")
-def delete_tag(tag: str) -> dict[str, object]:
+def delete_tag(tag: str, principal: Principal = Depends(current_principal)) -> dict[str, object]:
+    if reason := permissions.tag_refusal(principal):
+        raise HTTPException(403, reason)
     try:
         with current_services().db.engine.begin() as conn:
             count = tags.delete_tag(conn, tag)

@@ -20,7 +20,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 
 from app.runtime import current_services
-from core.uploads import OffsetMismatch, UploadArea, UploadError
+from core.uploads import OffsetMismatch, UploadArea, UploadConflict, UploadError
 
 router = APIRouter(prefix="/api/uploads", tags=["uploads"])
 WRITE_BUFFER = 4 * 1024 * 1024
@@ -43,6 +43,8 @@ def upload(
         result = upload_area().write_chunk(target, file.file, offset, total)
     except OffsetMismatch as exc:
         return JSONResponse({"detail": str(exc), "offset": exc.offset}, status_code=409)
+    except UploadConflict as exc:
+        raise HTTPException(409, str(exc)) from exc
     except UploadError as exc:
         raise HTTPException(400, str(exc)) from exc
     return result.describe()
@@ -63,6 +65,8 @@ async def upload_raw(
         result = await run_in_threadpool(area.finish_chunk, path, total)
     except OffsetMismatch as exc:
         return JSONResponse({"detail": str(exc), "offset": exc.offset}, status_code=409)
+    except UploadConflict as exc:
+        raise HTTPException(409, str(exc)) from exc
     except UploadError as exc:
         raise HTTPException(400, str(exc)) from exc
     return result.describe()

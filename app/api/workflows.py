@@ -7,9 +7,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 
-from app import workflow_actions
+from app import permissions, workflow_actions
+from app.api.search_params import SelectionBody
 from app.auth import current_principal
 from core.accounts import Principal
+from core.selection import SelectionError
 from core.workflows.engine import Conflict, NotFound, WorkflowError
 from core.workflows.queries import MAX_PAGE, WorkflowFilter
 
@@ -19,8 +21,9 @@ router = APIRouter(prefix="/api/workflows", tags=["workflows"])
 class NewWorkflow(BaseModel):
     name: str = Field("", max_length=200)
     dag_id: str
-    dataset: str | None = None
-    series: list[str] | None = None
+    dataset: str | None = Field(None, description="a whole dataset, by name")
+    series: list[str] | None = Field(None, description="these SeriesInstanceUIDs")
+    selection: SelectionBody | None = Field(None, description="instead of dataset/series: a search (dataset, q, filter) or picked series")
     conf: dict[str, Any] = Field(default_factory=dict)
     runners: list[str] | None = None
     timeout: float | None = Field(None, description="seconds a job may run (default: the DAG's)")
@@ -39,11 +42,16 @@ def http_error(exc: Exception) -> HTTPException:
 @router.post("", status_code=201)
 def create_workflow(body: NewWorkflow, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
     try:
+        permissions.check_start(principal, body.dag_id)
+    except permissions.NotPermitted as exc:
+        raise HTTPException(403, str(exc)) from exc
+    try:
+        selection = body.selection.selection() if body.selection is not None else None
         return workflow_actions.create(
-            dag_id=body.dag_id, name=body.name, dataset=body.dataset or None, series=body.series, conf=body.conf,
+            dag_id=body.dag_id, name=body.name, dataset=body.dataset or None, series=body.series, selection=selection, conf=body.conf,
             runners=body.runners, username=principal.username, timeout=body.timeout,
         )
-    except WorkflowError as exc:
+    except (WorkflowError, SelectionError) as exc:
         raise HTTPException(400, str(exc)) from exc
 
 
@@ -78,23 +86,26 @@ def get_workflow(workflow_id: str) -> dict[str, Any]:
         raise http_error(exc) from exc
 
 
-def _act(workflow_id: str, action: str) -> dict[str, Any]:
+def _act(principal: Principal, workflow_id: str, action: str) -> dict[str, Any]:
+    """Administrators, or the user who started the workflow (app/permissions.py): 403 with why for anyone else."""
     try:
-        return workflow_actions.act_on_workflow(workflow_id, action)
+        return permissions.act_on_workflow(principal, workflow_id, action)
+    except permissions.NotPermitted as exc:
+        raise HTTPException(403, str(exc)) from exc
     except (LookupError, Conflict, ValueError) as exc:
         raise http_error(exc) from exc
 
 
 @router.post("/{workflow_id}/abort")
-def abort_workflow(workflow_id: str) -> dict[str, Any]:
-    return _act(workflow_id, "abort")
+def abort_workflow(workflow_id: str, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    return _act(principal, workflow_id, "abort")
 
 
 @router.post("/{workflow_id}/restart")
-def restart_workflow(workflow_id: str) -> dict[str, Any]:
-    return _act(workflow_id, "restart")
+def restart_workflow(workflow_id: str, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    return _act(principal, workflow_id, "restart")
 
 
 @router.delete("/{workflow_id}")
-def delete_workflow(workflow_id: str) -> dict[str, Any]:
-    return _act(workflow_id, "delete")
+def delete_workflow(workflow_id: str, principal: Principal = Depends(current_principal)) -> dict[str, Any]:
+    return _act(principal, workflow_id, "delete")

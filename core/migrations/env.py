@@ -10,6 +10,7 @@ from sqlmodel import SQLModel
 
 import core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 import core.workflows.models  # noqa: F401
+import core.browser_sessions  # noqa: F401
 
 target_metadata = SQLModel.metadata
 

@@ -24,6 +24,7 @@ from luqum.parser import parser
 from core.search.analysis import canonical_field, fold, suggestion, words
 
 MAX_QUERY = 4000
+MAX_NESTING = 40  # parentheses, NOT and -/+ inside one another: far beyond any typed query, far below Python's recursion limit
 
 
 class QueryError(ValueError):
@@ -127,7 +128,18 @@ def parse_query(text: str | None) -> Node:
             raise QueryError(*unbalanced) from None
         position = _position(str(exc))
         raise QueryError(_readable(str(exc), text), len(text) if position is None else position) from None
+    _check_nesting(tree)
     return _simplify(_convert(tree, None))
+
+
+def _check_nesting(tree: lq.Item) -> None:
+    """QueryError for a query nested deeper than MAX_NESTING (the tree is walked with a stack, not recursion)."""
+    stack: list[tuple[lq.Item, int]] = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise QueryError(f"the query nests parentheses or operators more than {MAX_NESTING} deep", getattr(node, "pos", None))
+        stack.extend((child, depth + 1) for child in getattr(node, "children", ()))
 
 
 def _unbalanced(text: str) -> tuple[str, int] | None:

@@ -20,30 +20,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, and_, func, or_, select
 
+from core import person_names
 from core.db import Database
 from core.models import Dataset, SearchDocument, SearchField, SearchValue, SeriesTag
 from core.search.analysis import COUNTER_FIELDS, LABEL_FIELDS, canonical_field, fold, is_identifier, vr_of, words
 from core.search.columns import Columns, parse_number
 from core.search.query import And, Equals, Everything, Exists, Node, Not, Or, Pattern, QueryError, Range, Text, field_name, parse_filter, parse_query
 from core.search.value_words import value_words_for
+from core.selection import Selection
 
 MAX_PAGE = 1000
 DATE_INTERVALS = {"year": 4, "month": 6, "day": 8}
-
-
-@dataclass(frozen=True)
-class Selection:
-    """What a user is looking at: a Lucene query, filter chips (`Field:v1,v2`) and a dataset."""
-
-    q: str | None = None
-    filters: tuple[str, ...] = ()
-    dataset: str | None = None
-
-    @staticmethod
-    def of(q: str | None = None, filters: list[str] | tuple[str, ...] | None = None, dataset: str | None = None) -> "Selection":
-        return Selection(q or None, tuple(f for f in (filters or ()) if f and f.strip()), dataset or None)
 
 
 @dataclass
@@ -175,12 +164,23 @@ class SeriesSearch:
         return _Reading(self)
 
     def _hits(self, conn: Connection, selection: Selection) -> np.ndarray:
+        if selection.series:  # explicit series: those of them that exist, never "everything"
+            return self._series_mask(conn, selection.series)
         parts: list[Node] = [parse_query(selection.q)]
         parts.extend(parse_filter(f) for f in selection.filters)
         mask = self._evaluate(conn, And(tuple(parts)) if len(parts) > 1 else parts[0])
         if selection.dataset is not None:
             mask &= self._dataset_mask(conn, selection.dataset)
         return mask
+
+    def _series_mask(self, conn: Connection, series_uids: tuple[str, ...]) -> np.ndarray:
+        mask = np.zeros(self.columns.capacity, bool)
+        for start in range(0, len(series_uids), 900):
+            chunk = list(series_uids[start : start + 900])
+            ids = conn.execute(select(SearchDocument.id).where(SearchDocument.series_uid.in_(chunk))).scalars().all()  # type: ignore[union-attr, attr-defined]
+            ids = [i for i in ids if i < self.columns.capacity]
+            mask[np.asarray(ids, dtype=np.int64)] = True
+        return mask & self.columns.alive
 
     def _dataset_mask(self, conn: Connection, name: str) -> np.ndarray:
         if conn.execute(select(Dataset.id).where(Dataset.name == name)).scalar_one_or_none() is None:
@@ -239,9 +239,14 @@ class SeriesSearch:
             prefix = node.prefix
             norm = _norm(conn)
             if prefix is not None:
-                query = select(SearchValue.id).where(norm >= prefix, norm < prefix + "\U0010ffff")
+                condition = and_(norm >= prefix, norm < prefix + "\U0010ffff")
             else:
-                query = select(SearchValue.id).where(_matches_pattern(conn, SearchValue.norm, node.pattern))
+                condition = _matches_pattern(conn, SearchValue.norm, node.pattern)
+            if node.field is not None and vr_of(node.field) == "PN":
+                # a name also matches by any of its component groups (`PatientName:山田*`), as in QIDO-RS and C-FIND
+                by_group = person_names.name_condition(norm, None, node.pattern, conn.dialect.name)
+                condition = condition if by_group is None else or_(condition, by_group)
+            query = select(SearchValue.id).where(condition)
             return self._docs_for_values(self._field_values(conn, query, node.field), node.field)
         raise QueryError(f"cannot evaluate {node}")
 

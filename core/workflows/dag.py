@@ -76,6 +76,7 @@ class Dag:
     aggregate: Callable[..., Any] | None = None
     max_active: int | None = field(default=None, metadata={"help": "jobs of this DAG running at once (None: no limit)"})
     timeout: float | None = field(default=None, metadata={"help": "seconds a job may run before it is failed"})
+    destructive: bool = field(default=False, metadata={"help": "deletes data (e.g. series from the PACS): only administrators may start it"})
     source: str = ""  # the module name or file that defines it (set by the registry)
 
     def __post_init__(self) -> None:
@@ -113,6 +114,7 @@ class Dag:
             "federated": self.federated,
             "max_active": self.max_active,
             "timeout": self.timeout,
+            "destructive": self.destructive,
             "steps": [s.name for s in self.steps],
             "error": None,
         }

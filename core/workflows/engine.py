@@ -34,34 +34,23 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
-from core.catalog import unknown_series
 from core.db import Database
 from core.events import JOB_CHANGED, SERIES_CHANGED, SERIES_DELETED, THUMBNAIL_READY, WORKFLOW_CHANGED, EventBus
-from core.models import Dataset, DatasetSeries
+from core.selection import Selection, SeriesResolver
 from core.timeutil import utcnow
 from core.workflows.context import RESULT_FILE, JobSpec, job_dir, run_dir
 from core.workflows.dag import ConfigError, Dag, DagInput
+from core.workflows.errors import WorkflowError
 from core.workflows.executor import Executor
+from core.workflows.inputs import dataset_uids, input_selection, input_series
 from core.workflows.models import Job, JobRun, Workflow
 from core.workflows.registry import DagRegistry, UnknownDag
 from core.workflows.states import ENDED, JobState, StepState, predecessors
 
 log = logging.getLogger(__name__)
 
-MAX_SERIES_PER_WORKFLOW = 100_000
 ROLE_ORCHESTRATOR = "orchestrator"
 ROLE_RUNNER = "runner"
-
-
-class WorkflowError(ValueError):
-    """A request the engine refuses (bad DAG, configuration or input); the message says why.
-
-    `errors` holds pydantic's per-field errors when the configuration was refused (a form marks its fields with them).
-    """
-
-    def __init__(self, message: str, errors: list[dict[str, Any]] | None = None) -> None:
-        super().__init__(message)
-        self.errors = errors or []
 
 
 class NotFound(LookupError):
@@ -157,6 +146,8 @@ class WorkflowEngine:
         self.admission: Callable[[Any], str | None] | None = None
         # `orchestrator_started(job_id, run)`: a federated workflow's orchestrator job is running (unset: not available).
         self.orchestrator_started: Callable[[int, int], None] | None = None
+        # The series search (the composition root plugs it in): resolves a selection that is a search to series.
+        self.search: SeriesResolver | None = None
 
     @property
     def instance_name(self) -> str:
@@ -210,13 +201,18 @@ class WorkflowEngine:
         name: str = "",
         dataset: str | None = None,
         series: list[str] | None = None,
+        selection: Selection | None = None,
         conf: dict[str, Any] | None = None,
         runners: list[str] | None = None,
         username: str = "",
         service: bool | None = None,
         timeout: float | None = None,
     ) -> str:
-        """Validate the request and create the workflow with its jobs (queued locally); returns its id."""
+        """Validate the request and create the workflow with its jobs (queued locally); returns its id.
+
+        The input is a `selection` (picked series, or dataset + query + filters), or the older `dataset`
+        or `series`, which are the same as a selection of a whole dataset or of those series.
+        """
         self.registry.refresh()  # a DAG file dropped into the folder a moment ago
         try:
             dag = self.registry.get(dag_id)
@@ -226,12 +222,17 @@ class WorkflowEngine:
             validated = dag.validate_conf(conf)
         except ConfigError as exc:
             raise WorkflowError(str(exc), exc.errors) from exc
+        chosen = input_selection(dag, dataset, series, selection)
+        dataset = chosen.dataset if chosen is not None else None
         runners = list(dict.fromkeys(runners or [self.instance_name]))
         remote = [r for r in runners if r != self.instance_name]
         if remote and self.remote_runner_refusal is None:
             raise WorkflowError(f"unknown runner instance(s): {', '.join(remote)} (this instance is {self.instance_name!r})")
         for runner in remote:
-            if dag.input is not DagInput.NONE and not dataset:
+            if chosen is not None and not chosen.whole_dataset:
+                if chosen.searches:
+                    raise WorkflowError(f"remote runner {runner!r} resolves a dataset by name on its own data: it cannot take a search "
+                                        f"({chosen.describe()}); make a dataset of the matching series first")
                 raise WorkflowError(f"remote runner {runner!r} needs a dataset by name: series UIDs of another site are not known here")
             refusal = self.remote_runner_refusal(runner, dag.dag_id, dataset)  # type: ignore[misc]
             if refusal:
@@ -241,12 +242,12 @@ class WorkflowEngine:
         if dag.federated:
             if timeout is not None:
                 raise WorkflowError(f"{dag.dag_id} is federated: set the round timeout as conf.timeout (seconds)")
-            return self._create_federated(dag, validated, name, dataset, series, runners, username)
+            return self._create_federated(dag, validated, name, chosen, runners, username)
         workflow_id = str(uuid.uuid4())
         now = utcnow()
         with self.db.session() as session:
             local_runners = [r for r in runners if r == self.instance_name]
-            uids = self._input_series(session, dag, dataset, series) if local_runners else []
+            uids = input_series(session, chosen, self.search) if local_runners else []
             stored_conf = validated.model_dump(mode="json")
             workflow = Workflow(
                 id=workflow_id,
@@ -254,6 +255,8 @@ class WorkflowEngine:
                 dag_id=dag.dag_id,
                 dataset=dataset,
                 conf=stored_conf,
+                selection=chosen.to_json() if chosen is not None else None,
+                series=uids if chosen is not None and local_runners else None,  # remote runners resolve the dataset themselves
                 username=username,
                 owner_instance=self.instance_name,
                 service=dag.service if service is None else service,
@@ -291,16 +294,15 @@ class WorkflowEngine:
         self._wake.set()
         return workflow_id
 
-    def _create_federated(
-        self, dag: Dag, validated: Any, name: str, dataset: str | None, series: list[str] | None, runners: list[str], username: str
-    ) -> str:
+    def _create_federated(self, dag: Dag, validated: Any, name: str, chosen: Selection | None, runners: list[str], username: str) -> str:
         """A federated workflow: one orchestrator job here; the runners' jobs come round by round."""
         if self.orchestrator_started is None:
             raise WorkflowError("federated orchestration is not available on this instance")
-        if series:
+        if chosen is not None and chosen.explicit:
             raise WorkflowError(f"{dag.dag_id} is federated: give a dataset by name (each runner resolves it on its own data), not series UIDs")
-        if dag.input is DagInput.NONE and dataset:
-            raise WorkflowError(f"{dag.dag_id} takes no input series: leave out 'dataset'")
+        if chosen is not None and chosen.searches:
+            raise WorkflowError(f"{dag.dag_id} is federated: give a dataset by name (each runner resolves it on its own data), not a search")
+        dataset = chosen.dataset if chosen is not None else None
         if dag.input is not DagInput.NONE and not dataset:
             raise WorkflowError(f"{dag.dag_id} is federated and needs a dataset by name (each runner resolves it on its own data)")
         min_runners = getattr(validated, "min_runners", None)
@@ -312,7 +314,8 @@ class WorkflowEngine:
         with self.db.session() as session:
             session.add(Workflow(
                 id=workflow_id, name=(name or "").strip()[:200] or f"{dag.dag_id}-{now:%Y%m%d-%H%M%S}", dag_id=dag.dag_id, dataset=dataset,
-                conf=stored_conf, username=username, owner_instance=self.instance_name, service=False, created=now, updated=now,
+                conf=stored_conf, selection=chosen.to_json() if chosen is not None else None, username=username, owner_instance=self.instance_name,
+                service=False, created=now, updated=now,
             ))
             session.flush()
             job = Job(
@@ -347,7 +350,7 @@ class WorkflowEngine:
                     status = JobState.QUEUED
                     if dag.input is not DagInput.NONE:
                         try:
-                            uids = self._dataset_uids(conn, parent.dataset)
+                            uids = dataset_uids(conn, parent.dataset)
                         except WorkflowError as exc:
                             status, error = JobState.FAILED, str(exc)
                 job_id = int(conn.execute(insert(Job).values(
@@ -424,40 +427,7 @@ class WorkflowEngine:
     def dataset_series(self, dataset: str) -> list[str]:
         """The series of a local dataset, by name (a remote job names its dataset; the runner resolves it here)."""
         with self.db.session() as session:
-            return self._dataset_uids(session, dataset)
-
-    def _input_series(self, session: Any, dag: Dag, dataset: str | None, series: list[str] | None) -> list[str]:
-        if dag.input is DagInput.NONE:
-            if dataset or series:
-                raise WorkflowError(f"{dag.dag_id} takes no input series: leave out 'dataset' and 'series'")
-            return []
-        if dataset and series:
-            raise WorkflowError("give either 'dataset' or 'series', not both")
-        if dataset:
-            return self._dataset_uids(session, dataset)
-        if not series:
-            raise WorkflowError(f"{dag.dag_id} needs input: give 'dataset' (a dataset name) or 'series' (SeriesInstanceUIDs)")
-        uids = list(dict.fromkeys(str(s) for s in series))
-        if len(uids) > MAX_SERIES_PER_WORKFLOW:
-            raise WorkflowError(f"at most {MAX_SERIES_PER_WORKFLOW} series per workflow")
-        problem = unknown_series(session, uids)
-        if problem:
-            raise WorkflowError(problem)
-        return uids
-
-    @staticmethod
-    def _dataset_uids(session: Any, dataset: str) -> list[str]:
-        dataset_id = session.execute(select(Dataset.id).where(Dataset.name == dataset)).scalar_one_or_none()
-        if dataset_id is None:
-            raise WorkflowError(f"no dataset {dataset!r}")
-        uids = list(
-            session.execute(
-                select(DatasetSeries.series_uid).where(DatasetSeries.dataset_id == dataset_id).order_by(DatasetSeries.series_uid)
-            ).scalars()
-        )
-        if not uids:
-            raise WorkflowError(f"dataset {dataset!r} holds no series")
-        return uids
+            return dataset_uids(session, dataset)
 
     # ---- service jobs: work the platform does itself, shown as jobs ----------------------
     def record_service_job(self, dag_id: str, series: list[str], steps: list[str]) -> int:

@@ -1,6 +1,7 @@
 """The workflow tables: `workflow` (one user request), `job` (one unit on one runner), `job_run` (past runs).
 
-A workflow has no stored status: it is derived from its jobs (one count per job state).
+A workflow keeps the selection it was started on and the series that resolved to; it has no
+stored status: that is derived from its jobs (one count per job state).
 A job's `run` counts its runs; restarting archives the run that ended into `job_run` and
 starts the next, so a run's state only ever moves forward and old logs stay on disk.
 `runner_instance` / `owner_instance` / `external_job_id` carry federation (a job can run on
@@ -32,6 +33,10 @@ class Workflow(SQLModel, table=True):
     dag_id: str = Field(max_length=128, index=True)
     dataset: Optional[str] = Field(default=None, max_length=128)
     conf: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # what the workflow was asked to run on (core.selection.Selection as JSON: a search or picked series) and the
+    # series that resolved to when it was started; None for workflows without input and for older rows
+    selection: Optional[dict[str, Any]] = Field(default=None, sa_column=Column(JSON, nullable=True))
+    series: Optional[list[str]] = Field(default=None, sa_column=Column(JSON, nullable=True))
     username: str = Field(default="", max_length=128, index=True)
     owner_instance: str = Field(default="", max_length=128)
     service: bool = Field(default=False, description="the platform's own background work")

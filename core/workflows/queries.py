@@ -91,6 +91,10 @@ def workflow_document(workflow: Any, jobs: list[Any]) -> dict[str, Any]:
         "name": workflow.name,
         "dag_id": workflow.dag_id,
         "dataset": workflow.dataset,
+        # what it was started on (a search or picked series, as JSON) and the series that resolved to; older
+        # workflows recorded neither, so their series are their jobs' (of the jobs read)
+        "selection": workflow.selection,
+        "series": workflow.series if workflow.series is not None else list(dict.fromkeys(uid for j in jobs for uid in (j.series or []))),
         "conf": workflow.conf,
         "username": workflow.username,
         "owner_instance": workflow.owner_instance,
