@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import browser_session, csrf
 from app.browser_session import AuthenticatedBy
-from app.login_throttle import LoginThrottle, TooManyAttempts  # noqa: F401  (TooManyAttempts: pages know it from here)
+from app.login_throttle import LoginThrottle, TooManyAttempts
 from app.runtime import current_services
 from core import accounts
 from core.accounts import Principal
@@ -123,13 +123,6 @@ def _session(request: Request) -> Identity | None:
     if found is None:
         return None
     return Identity(browser_session.principal_of(found), AuthenticatedBy("session", found.user_id, found.token_hash), found)
-
-
-def end_session() -> None:
-    """Log out the browser of the page being used (blocking: call through run.io_bound from a page)."""
-    from nicegui import context
-
-    browser_session.end_session_of(context.client.request)
 
 
 def identify(request: Request) -> Identity | None:

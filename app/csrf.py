@@ -12,10 +12,11 @@ PUT, PATCH or DELETE that is authenticated by the session cookie therefore needs
   the token's carrier: another port may read and write this host's cookies.
 
 NiceGUI's own uploads (`/_nicegui/client/<id>/…`) name the page's client id instead, which
-is as secret as the token; it must belong to the same session. HTTP Basic and bearer callers
-do not carry ambient credentials... except that a browser remembers Basic credentials typed
-into its dialog, so a Basic request from a *foreign* browser origin (one not listed in
-`VIREO_CORS_ORIGINS`) is refused as well; scripts send no `Origin` and are unaffected.
+is as secret as the token; it must belong to the same session. Bearer tokens are never sent
+by a browser on its own, so bearer callers are unaffected. Basic credentials usually are not
+either, but a browser remembers those typed into its login dialog: a Basic request that says
+it comes from a *foreign* browser origin (one not listed in `VIREO_CORS_ORIGINS`) is refused;
+scripts send no `Origin` and are unaffected.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def _client_refusal(path: str, live: LiveSession) -> str | None:
         return "refused: this page is no longer open"
     try:
         owner = cookie_hash(client.request)
-    except Exception:  # a client without a request (NiceGUI's auto-index page) belongs to no session
+    except RuntimeError:  # a client without a request belongs to no session
         owner = None
     if owner != live.token_hash:
         return "refused: this page belongs to another browser session"

@@ -4,7 +4,8 @@ Runs exactly what tests/test_real_world_corpus.py runs: dcmsend of the whole cor
 association into one Vireo, then pynetdicom file by file (byte for byte) into fresh Vireos, and
 per file the C-STORE status, stored, indexed, thumbnail, /rendered, default and `*` retrieve.
 
-    .venv/bin/python bench/corpus_table.py                 # markdown table with reasons, to stdout
+    .venv/bin/python bench/corpus_table.py                 # markdown: counts, and every file not nominal, with reasons
+    .venv/bin/python bench/corpus_table.py --all           # every file
     .venv/bin/python bench/corpus_table.py --no-notes      # without the reasons column
     .venv/bin/python bench/corpus_table.py --write-expected  # also rewrite tests/corpus_expected.py
     .venv/bin/python bench/corpus_table.py --only CT_small,MR_small   # files whose name contains one of these
@@ -27,6 +28,7 @@ from tests.support import corpus  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--no-notes", action="store_true", help="leave out the reasons column")
+    parser.add_argument("--all", action="store_true", help="list every file, not only those that are not nominal")
     parser.add_argument("--write-expected", action="store_true", help=f"rewrite {corpus.EXPECTED_PATH.relative_to(ROOT)}")
     parser.add_argument("--only", default="", help="comma-separated substrings of file names to run (a quick look; never with --write-expected)")
     parser.add_argument("--diff", action="store_true", help="print only the rows that differ from the expected table")
@@ -45,10 +47,13 @@ def main() -> int:
         expected = {name: row for name, row in (corpus.load_expected() or {}).items() if name in run.results}
         print("\n".join(corpus.differences(expected, run.rows(), run.results)) or "no differences")
     else:
-        print(corpus.markdown(run, with_notes=not args.no_notes))
+        print(corpus.markdown(run, with_notes=not args.no_notes, all_rows=args.all))
     if args.write_expected:
         corpus.write_expected(run.rows())
         print(f"wrote {corpus.EXPECTED_PATH}", file=sys.stderr)
+    if not args.diff and (expected_now := corpus.load_expected()) is not None:
+        diff = corpus.differences({n: r for n, r in expected_now.items() if n in run.results}, run.rows(), run.results)
+        print(f"{len(diff)} files differ from {corpus.EXPECTED_PATH.name}" + "".join(f"\n  {line}" for line in diff), file=sys.stderr)
     print("\n".join(run.timings), file=sys.stderr)
     print(f"data dirs and dcmsend report under {workdir}", file=sys.stderr)
     return 0

@@ -8,8 +8,7 @@ The Workflow List and Workflow Execution pages say the same on the controls, in 
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import httpx

@@ -133,6 +133,7 @@ def skipped() -> list[str]:
 
 COLUMNS = ("dcmsend", "sent", "cstore", "stored", "indexed", "thumbnail", "rendered", "default", "any")
 CALLED_AE = "CORPUS"
+DIMSE_TIMEOUT = 30  # s: the corpus' files are small; an answer later than this is an answer that never came
 DEFAULT_ACCEPT = 'multipart/related; type="application/dicom"'  # PS3.18: Explicit VR Little Endian
 ANY_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 # PS3.4 C.4.2.1.4 / PS3.7 C: the failure statuses a C-STORE may answer.
@@ -290,7 +291,7 @@ def send_with_dcmsend(files: list[CorpusFile], port: int, workdir: Path) -> tupl
 @dataclass
 class Sent:
     mode: str  # "bytes" (file sent as it is, STORE_SEND_CHUNKED_DATASET), "dataset" (raw/meta-less file read and encoded), "-"
-    status: str  # "0x0000" …, "aborted", "no context", "rejected", "unsendable"
+    status: str  # "0x0000" …, "aborted", "timeout", "no context", "rejected", "unsendable"
     comment: str
     payload: bytes | None  # the data set bytes that went over the wire
 
@@ -373,7 +374,7 @@ def send_with_pynetdicom(files: list[CorpusFile], port: int) -> dict[str, Sent]:
     pairs = list(dict.fromkeys(p.context for p in queue))
     for batch in (pairs[i:i + 128] for i in range(0, len(pairs), 128)):
         ae = AE(ae_title="CORPUSSCU")
-        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = 20
+        ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = DIMSE_TIMEOUT
         for sop_class, syntax in batch:
             ae.add_requested_context(sop_class, syntax)
         wanted = set(batch)
@@ -393,13 +394,17 @@ def send_with_pynetdicom(files: list[CorpusFile], port: int) -> dict[str, Sent]:
                 out[item.file.name] = Sent(item.mode, "rejected", why, item.payload)
                 assoc = None
                 continue
+            began = time.monotonic()
             try:
                 status = assoc.send_c_store(item.target)
             except Exception as exc:  # noqa: BLE001
                 out[item.file.name] = Sent(item.mode, "unsendable", f"pynetdicom: {exc}", item.payload)
                 continue
             if assoc.is_aborted or "Status" not in status:
-                out[item.file.name] = Sent(item.mode, "aborted", "the association was aborted instead of answered", item.payload)
+                if time.monotonic() - began >= DIMSE_TIMEOUT - 1:
+                    out[item.file.name] = Sent(item.mode, "timeout", f"no answer within {DIMSE_TIMEOUT} s (the sender then aborts)", item.payload)
+                else:
+                    out[item.file.name] = Sent(item.mode, "aborted", "the receiver aborted the association instead of answering", item.payload)
                 assoc = None
                 continue
             out[item.file.name] = Sent(item.mode, f"0x{int(status.Status):04X}", _clean(status.get("ErrorComment", "")), item.payload)
@@ -573,7 +578,9 @@ class Checker:
         return cell, ""
 
     def thumbnail(self, series_uid: str, deadline: float) -> tuple[str, str]:
-        """image (drawn from pixels), label (a tile with the object's name: no pixels or no preview), or what went wrong."""
+        """The series thumbnail: image (drawn from pixels), label (a tile with the object's name: no pixels),
+        no preview (its pixels could not be drawn), or what went wrong; "(series of N)" when other files of
+        the corpus share the series, whose middle instance it shows."""
         while True:
             r = self.get(f"/api/series/{series_uid}/thumbnail")
             if r.status_code != 200:
@@ -583,19 +590,22 @@ class Checker:
             if time.monotonic() > deadline:
                 return "pending", "not drawn in time"
             time.sleep(0.5)
+        document = self.get(f"/api/series/{series_uid}")
+        info = document.json() if document.status_code == 200 else {}
+        count = int(info.get("instances") or 1)
+        suffix = f" (series of {count})" if count > 1 else ""
         try:
             image = Image.open(io.BytesIO(r.content)).convert("RGB")
         except Exception as exc:  # noqa: BLE001
-            return "not an image", str(exc)
+            return "not an image" + suffix, str(exc)
         corners = {image.getpixel((0, 0)), image.getpixel((image.width - 1, image.height - 1))}
         if corners == {_PLACEHOLDER_BACKGROUND}:
-            from ingest.thumbnails import placeholder_thumbnail
+            from ingest.thumbnails import placeholder_thumbnail  # the tile Vireo draws when it cannot draw the pixels
 
-            label = self.get(f"/api/series/{series_uid}").json().get("Modality") or "DICOM"
-            if r.content == placeholder_thumbnail(f"{label} · no preview"):
-                return "no preview", ""
-            return "label", ""
-        return "image", ""
+            if r.content == placeholder_thumbnail(f"{info.get('Modality') or 'DICOM'} · no preview"):
+                return "no preview" + suffix, ""
+            return "label" + suffix, ""
+        return "image" + suffix, ""
 
 
 # --------------------------------------------------------------------------- rounds: files that share a SOP Instance UID go to different Vireos
@@ -761,22 +771,33 @@ def differences(expected: dict[str, dict[str, str]], got: dict[str, dict[str, st
     return out
 
 
-def markdown(run: CorpusRun, with_notes: bool = True) -> str:
-    """The table as markdown, with a summary of outcomes per column."""
+NOMINAL = {"dcmsend": "0x0000", "cstore": "0x0000", "stored": "yes", "indexed": "yes", "any": "identical"}
+
+
+def nominal(row: dict[str, str]) -> bool:
+    """Sent, stored, indexed, thumbnailed, rendered and retrieved whole, by both senders."""
+    return (all(row[k] == v for k, v in NOMINAL.items()) and row["thumbnail"].split(" (")[0] in ("image", "label")
+            and re.fullmatch(r"200 (jpeg|png|gif)", row["rendered"]) is not None
+            and re.fullmatch(r"200 [A-Za-z0-9.]+", row["default"]) is not None)
+
+
+def markdown(run: CorpusRun, with_notes: bool = True, all_rows: bool = False) -> str:
+    """The table as markdown: counts per column, then every file that is not nominal (or every file)."""
     lines = [f"{len(run.results)} files, {run.vireos} Vireo processes, {run.seconds:.0f} s. "
              f"dcmsend: {run.dcmsend_summary.get('associations')} association(s), aborted: {run.dcmsend_summary.get('aborted')}.",
-             "", f"Left out as not DICOM: {', '.join(skipped())}.", ""]
-    lines.append("| outcome | " + " | ".join(COLUMNS) + " |")
-    lines.append("|---|" + "---|" * len(COLUMNS))
-    counts = {c: Counter(r.row[c] for r in run.results.values()) for c in COLUMNS}
+             "", f"Left out as not DICOM: {', '.join(skipped())}.", "",
+             "| column | outcomes (files) |", "|---|---|"]
     for column in COLUMNS:
-        lines.append(f"| **{column}** | " + " | ".join(
-            "<br>".join(f"{v}: {n}" for v, n in counts[column].most_common()) if c == column else "" for c in COLUMNS) + " |")
-    lines += ["", "| file | " + " | ".join(COLUMNS) + (" | reasons |" if with_notes else " |"),
+        counts = Counter(r.row[column] for r in run.results.values())
+        lines.append(f"| {column} | " + ", ".join(f"{v}: {n}" for v, n in counts.most_common()) + " |")
+    shown = sorted((n, r) for n, r in run.results.items() if all_rows or not nominal(r.row))
+    normal = len(run.results) - sum(1 for _, r in run.results.items() if not nominal(r.row))
+    lines += ["", f"{normal} files are nominal (both senders 0x0000, stored, indexed, thumbnail, rendered, "
+              f"default retrieve whole, `*` retrieve byte-identical)" + ("." if all_rows else "; the others:"), ""]
+    lines += ["| file | " + " | ".join(COLUMNS) + (" | reasons |" if with_notes else " |"),
               "|---|" + "---|" * (len(COLUMNS) + (1 if with_notes else 0))]
-    for name, result in sorted(run.results.items()):
-        cells = [result.row[c] for c in COLUMNS]
-        line = f"| {name} | " + " | ".join(cells)
+    for name, result in shown:
+        line = f"| {name} | " + " | ".join(result.row[c] for c in COLUMNS)
         if with_notes:
             reasons = "; ".join(f"{k}: {v}" for k, v in result.notes.items() if v)
             line += " | " + reasons.replace("|", "\\|").replace("\n", " ")[:400]
