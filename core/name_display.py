@@ -37,11 +37,11 @@ def _ideographic(group: str) -> str:
 def person_name(value: str | None) -> str:
     """A PN value as people write it, every group kept: `Yamada^Tarou=山田^太郎` → `Yamada, Tarou (山田 太郎)`.
 
-    A value without `^` is shown exactly as sent: without components it is likely not a
-    structured name at all, and its `=` may be no group separator.
+    In a PN `=` always separates groups (PS3.5 6.2), so `YAMADA=山田` is shown as
+    `YAMADA (山田)` too; a value with neither `^` nor `=` is shown exactly as sent.
     """
     text = (value or "").strip()
-    if "^" not in text:
+    if "^" not in text and "=" not in text:
         return text
     groups = [*text.split("=", 2), "", ""][:3]
     alphabetic = _alphabetic(groups[0])

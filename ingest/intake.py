@@ -14,9 +14,11 @@ from io import BytesIO
 from types import SimpleNamespace
 
 from pydicom import dcmread
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.pixels.utils import get_expected_length
-from pydicom.uid import UID
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 from pynetdicom.service_class import NonPatientObjectStorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
@@ -35,6 +37,8 @@ SOP_CLASS_NOT_SUPPORTED = 0x0122
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+# PS3.4 B.2.3 Warning: Data Set does not match SOP Class, stored anyway (STOW-RS: the same WarningReason, PS3.18).
+DATASET_MISMATCH_WARNING = 0xB007
 # STOW-RS: the instance belongs to another study than the one the request names (PS3.18 I.2.2).
 REFERENCED_STUDY_MISMATCH = 0xC122
 
@@ -47,6 +51,9 @@ _PATH = re.compile(r"(?<![\w.])(?:[A-Za-z]:)?[\\/](?:[^\s\\/'\"]+[\\/])+[^\s'\",
 # pydicom's get_expected_length knows YBR_FULL_422; the retired YBR_PARTIAL_422 is subsampled the same way.
 _SUBSAMPLED_422 = frozenset({"YBR_PARTIAL_422"})
 _ABSENT = object()
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+# A Sequence Delimitation Item (FFFE,E0DD) of length 0, as each byte order writes it.
+_SEQUENCE_END = {True: b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", False: b"\xff\xfe\xe0\xdd\x00\x00\x00\x00"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,13 @@ class StoreRefused(Exception):
         self.comment = comment
 
 
+@dataclass
+class AdmittedInstance(IncomingInstance):
+    """A stored instance with the warning its sender gets instead of Success (PS3.4 B.2.3: stored anyway), if any."""
+
+    warning: str | None = None
+
+
 class ImagePixelError(ValueError):
     """An Image Pixel attribute that is missing or unreadable, so the pixel data's size cannot be known."""
 
@@ -91,6 +105,15 @@ def error_comment(reason: str) -> str:
 
 def parse_dataset(content: bytes) -> Dataset:
     """Parse a received Part 10 stream completely enough to know it is whole."""
+    return admit(content)[0]
+
+
+def admit(content: bytes) -> tuple[Dataset, str | None]:
+    """A received stream parsed and known whole, with what its header says that its pixel data contradicts (or None).
+
+    A cut stream is refused (0xC000); a whole one whose Image Pixel attributes disagree with
+    its pixel data is the sender's data, kept as sent and answered with a warning.
+    """
     try:
         ds = dcmread(BytesIO(content))
     except Exception as exc:
@@ -103,26 +126,81 @@ def parse_dataset(content: bytes) -> Dataset:
         raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from exc
     if problem:
         raise StoreRefused(CANNOT_UNDERSTAND, f"truncated: {problem}")
-    return ds
+    cut = unread_tail(ds, content)
+    if cut:
+        raise StoreRefused(CANNOT_UNDERSTAND, f"truncated: {cut}")
+    try:
+        mismatch = pixel_mismatch(ds)
+    except ImagePixelError as exc:
+        raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from exc
+    return ds, mismatch
 
 
 def truncation(ds: Dataset) -> str | None:
-    """Why a dataset looks cut short, or None. pydicom reads short values without complaint.
+    """Why a dataset looks cut short inside its last value, or None. pydicom reads short values without complaint."""
+    last = ds.get_item(max(ds.keys()))
+    length = getattr(last, "length", None)
+    value = getattr(last, "value", None)
+    if isinstance(value, bytes) and length is not None and length != _UNDEFINED_LENGTH and len(value) < length:
+        return f"element {last.tag} declares {length} bytes but has {len(value)}"
+    return None
+
+
+def unread_tail(ds: Dataset, content: bytes) -> str | None:
+    """Why bytes after the last element pydicom read are left over (a cut element header), or None.
+
+    pydicom's reader stops without a word at a partial header, so the end of the last element
+    read is compared with the end of the stream. Only that element is looked at (the hot path
+    parses each stream once). A deflated data set's offsets are not the stream's: not judged.
+    """
+    if ds.file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian or len(ds) == 0:
+        return None
+    tag = next(reversed(ds.keys()))  # the last element in stream order
+    last = ds.get_item(tag)
+    implicit, little = ds.original_encoding
+    if isinstance(last, RawDataElement):
+        tell, length, value = last.value_tell, last.length, last.value
+    else:  # read as it was parsed (Specific Character Set): its declared length is in its header
+        tell, value = last.file_tell, None
+        if last.VR == "SQ" and last.is_undefined_length:
+            if content.endswith(_SEQUENCE_END[bool(little)]):
+                return None
+            return f"ends inside sequence {tag}, before its delimiter"
+        length = _declared_length(content, tell, last.VR, bool(implicit), bool(little)) if tell is not None else None
+    if tell is None or length is None:
+        return None
+    end = tell + (length if length != _UNDEFINED_LENGTH else len(value or b"") + 8)
+    if end > len(content):
+        return f"element {tag} declares {length} bytes but has {len(content) - tell}"
+    if end < len(content):
+        return f"ends inside an element header after {tag}"
+    return None
+
+
+def _declared_length(content: bytes, value_tell: int, vr: str, implicit: bool, little: bool) -> int | None:
+    """The value length an element's header (ending at `value_tell`) declares, read from the stream (PS3.5 7.1)."""
+    wide = implicit or vr in EXPLICIT_VR_LENGTH_32
+    size = 4 if wide else 2
+    if value_tell < size:
+        return None
+    return int.from_bytes(content[value_tell - size : value_tell], "little" if little else "big")
+
+
+def pixel_mismatch(ds: Dataset) -> str | None:
+    """What the Image Pixel attributes say that the (whole) uncompressed pixel data contradicts, or None.
 
     Raises ImagePixelError when the attributes that size the pixel data are missing or invalid:
     that is the data set's fault, not a transfer's, and the sender is told which attribute it is.
     """
-    last = ds.get_item(max(ds.keys()))
-    length = getattr(last, "length", None)
-    value = getattr(last, "value", None)
-    if isinstance(value, bytes) and length is not None and length != 0xFFFFFFFF and len(value) < length:
-        return f"element {last.tag} declares {length} bytes but has {len(value)}"
-    if "PixelData" in ds and not ds.file_meta.TransferSyntaxUID.is_compressed:
-        expected = expected_pixel_bytes(ds)
-        actual = len(ds.get_item("PixelData").value or b"")
-        if actual < expected:
-            return f"pixel data has {actual} bytes, the image needs {expected}"
-    return None
+    if "PixelData" not in ds or ds.file_meta.TransferSyntaxUID.is_compressed:
+        return None
+    expected = expected_pixel_bytes(ds)
+    actual = len(ds.get_item("PixelData").value or b"")
+    if actual >= expected:
+        return None
+    frames = _whole_number(ds, "NumberOfFrames", default=1)
+    samples = _whole_number(ds, "SamplesPerPixel", default=1)
+    return f"pixel data {actual} bytes, header needs {expected}: {frames} frames x {samples} samples"
 
 
 def expected_pixel_bytes(ds: Dataset) -> int:
@@ -191,13 +269,14 @@ class Intake:
         sop_class_uid: str | None = None,
         sop_instance_uid: str | None = None,
         study_uid: str | None = None,
-    ) -> IncomingInstance:
+    ) -> AdmittedInstance:
         """Check and durably store one Part 10 instance; raises StoreRefused with the status to report.
 
         `sop_class_uid`/`sop_instance_uid` are what a C-STORE request announced, `study_uid`
-        the study a STOW-RS request is limited to: the dataset must agree with them.
+        the study a STOW-RS request is limited to: the dataset must agree with them. A stored
+        instance's `warning` is the reason to answer 0xB007 instead of Success.
         """
-        ds = parse_dataset(content)
+        ds, warning = admit(content)
         try:
             series_uid = str(ds.get("SeriesInstanceUID", "")).strip("\x00 ")
             meta = extract(ds, with_attributes=bool(series_uid) and not self.indexer.knows_series(series_uid))
@@ -205,12 +284,13 @@ class Intake:
             raise _missing(ds, exc) from exc
         except Exception as exc:  # lazily parsed elements fail on first access
             raise StoreRefused(CANNOT_UNDERSTAND, f"cannot parse an element: {plain_reason(exc)}") from exc
+        # The UIDs go to the log: 64 ErrorComment characters hold the point or one UID, not both.
         if sop_class_uid is not None and meta.sop_class_uid != sop_class_uid:
-            raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, f"SOP class differs from the request: {meta.sop_class_uid}, request {sop_class_uid}")
+            log.warning("data set SOPClassUID %s, request %s", meta.sop_class_uid, sop_class_uid)
+            raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, f"request SOP class differs from data set SOPClassUID {_short(meta.sop_class_uid)}")
         if sop_instance_uid is not None and meta.sop_instance_uid != sop_instance_uid:
-            raise StoreRefused(
-                DATASET_DOES_NOT_MATCH_SOP_CLASS, f"SOP instance differs from the request: {meta.sop_instance_uid}, request {sop_instance_uid}"
-            )
+            log.warning("data set SOPInstanceUID %s, request %s", meta.sop_instance_uid, sop_instance_uid)
+            raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, "request UID differs from data set SOPInstanceUID")
         if study_uid is not None and meta.study_uid != study_uid:
             raise StoreRefused(REFERENCED_STUDY_MISMATCH, f"not in the requested study: StudyInstanceUID {meta.study_uid}, request {study_uid}")
         try:
@@ -222,7 +302,8 @@ class Intake:
             stored = self.store.store(meta.study_uid, meta.series_uid, meta.sop_instance_uid, content)
         except InvalidUID as exc:
             raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, f"invalid UID: {exc}") from exc
-        return IncomingInstance(
+        return AdmittedInstance(
+            warning=warning,
             meta=meta,
             stored=stored,
             transfer_syntax_uid=transfer_syntax,
@@ -233,7 +314,7 @@ class Intake:
             metadata_document=document,
         )
 
-    def ingest(self, content: bytes, transfer_syntax: str, origin: Origin, **expected: str | None) -> IncomingInstance:
+    def ingest(self, content: bytes, transfer_syntax: str, origin: Origin, **expected: str | None) -> AdmittedInstance:
         """Store and index one instance; returns once it is durable and searchable.
 
         Raises StoreRefused (with OUT_OF_RESOURCES when writing or indexing failed).
@@ -252,6 +333,11 @@ class Intake:
             # The exception's text (SQL, database URLs) stays in the log: the sender learns only what to do.
             raise StoreRefused(OUT_OF_RESOURCES, "indexing failed: the file is kept, send it again later") from exc
         return item
+
+
+def _short(sop_class_uid: str) -> str:
+    """A SOP class as few characters as name it: pydicom's keyword (CTImageStorage), else the UID."""
+    return UID(sop_class_uid).keyword or sop_class_uid
 
 
 def _missing(ds: Dataset, exc: MissingAttribute) -> StoreRefused:

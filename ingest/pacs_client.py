@@ -48,8 +48,8 @@ from core import datasets
 from core.db import Database
 from core.dicom_json import parse_attribute
 from core.models import Series
-from ingest.intake import SUCCESS, Intake, Origin, StoreRefused, error_comment
-from ingest.query_retrieve import storage_contexts
+from ingest.intake import DATASET_MISMATCH_WARNING, SUCCESS, Intake, Origin, StoreRefused, error_comment
+from ingest.query_retrieve import outgoing_dataset, storage_contexts
 
 log = logging.getLogger(__name__)
 
@@ -285,7 +285,7 @@ def retrieve_from_pacs(
         report.series_uids = sorted(session.execute(query).scalars())
     if dataset and report.series_uids:
         _add_to_dataset(db, dataset, report.series_uids)
-    if report.failed and not report.completed:
+    if report.failed and not report.completed and not report.warnings:  # a warning sub-operation stored its instance
         raise PacsError(f"{node} sent nothing of study {study_uid}: {report.failed} failed" + (f" ({report.refused[0]})" if report.refused else ""))
     return report
 
@@ -305,7 +305,7 @@ def _get(node: DicomNode, intake: Intake, identifier: Dataset, dataset: str | No
 
     def store(event: evt.Event) -> int | Dataset:
         try:
-            intake.ingest(event.encoded_dataset(include_meta=True), str(event.context.transfer_syntax), origin,
+            item = intake.ingest(event.encoded_dataset(include_meta=True), str(event.context.transfer_syntax), origin,
                           sop_class_uid=str(event.request.AffectedSOPClassUID), sop_instance_uid=str(event.request.AffectedSOPInstanceUID))
         except StoreRefused as refused:
             with lock:
@@ -313,6 +313,11 @@ def _get(node: DicomNode, intake: Intake, identifier: Dataset, dataset: str | No
             status = Dataset()
             status.Status = refused.status
             status.ErrorComment = error_comment(refused.comment)
+            return status
+        if item.warning:  # stored: the sending PACS counts it among its warning sub-operations
+            status = Dataset()
+            status.Status = DATASET_MISMATCH_WARNING
+            status.ErrorComment = error_comment(item.warning)
             return status
         return SUCCESS
 
@@ -358,7 +363,7 @@ def _collect(node: DicomNode, responses: Iterable[tuple[Dataset | None, Dataset 
     report.warnings = int(final.get("NumberOfWarningSuboperations", 0) or 0)
     if code == 0xA801:
         raise PacsError(f"{node} does not know the move destination: add this Vireo's AE title, host and DICOM port to its modalities")
-    if code not in (SUCCESS, 0xB000) and not report.completed:
+    if code not in (SUCCESS, 0xB000) and not report.completed and not report.warnings:
         comment = str(final.get("ErrorComment", "")).strip()
         raise PacsError(f"{node} answered the {what} with status 0x{code:04X}" + (f" ({comment})" if comment else "") + hint)
 
@@ -373,7 +378,7 @@ class SendReport:
 
 
 def send_instances(node: DicomNode, paths: Sequence[Path], calling_ae: str = "VIREO") -> SendReport:
-    """C-STORE files to `node` as stored (one association); failures are reported per instance."""
+    """C-STORE files to `node` (one association), each as stored or re-encoded to what the peer accepted; failures are reported per instance."""
     headers = []
     for path in paths:
         ds = dcmread(path, stop_before_pixels=True)
@@ -384,9 +389,10 @@ def send_instances(node: DicomNode, paths: Sequence[Path], calling_ae: str = "VI
     ae = _ae(calling_ae)
     assoc = _associate(ae, node, contexts=storage_contexts(headers))
     try:
-        for _, sop, _, path in headers:
+        for sop_class, sop, _, path in headers:
             try:
-                status = assoc.send_c_store(dcmread(path))
+                # As stored where the peer took that syntax, else re-encoded uncompressed (CannotTranscode is a ValueError).
+                status = assoc.send_c_store(outgoing_dataset(path, sop_class, assoc.accepted_contexts))
             except (ValueError, AttributeError) as exc:
                 report.failed.append((sop, str(exc)))
                 continue

@@ -4,13 +4,16 @@ Patient root and study root, at the patient, study, series and image levels. C-F
 the same matching engine as QIDO-RS (core.dicom_query) and answers with exactly the keys
 the identifier asked for. C-MOVE sends to destinations configured by AE title
 (`VIREO_DICOM_DESTINATIONS`), never to an address a request names; C-GET sends back over
-the requesting association. Both send the stored files.
+the requesting association. Both send the stored file where the peer accepted its transfer
+syntax, and otherwise a copy re-encoded uncompressed (ingest.wado_transcode), same SOP Instance UID.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Iterator
+import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from core.dicom_json import tag_hex
 from core.models import Instance, Patient, Series, Study
 from core.pacs_store import PacsStore
 from ingest.intake import error_comment
+from ingest.wado_transcode import CannotTranscode, syntax_label, transcode_refusal, transcoded
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,10 @@ CANCEL = 0xFE00
 IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 UNABLE_TO_PROCESS = 0xC000
 MOVE_DESTINATION_UNKNOWN = 0xA801
-MAX_CONTEXTS = 128
+MAX_CONTEXTS = 128  # pynetdicom's (and PS3.8's) limit of presentation contexts per association
+# Every instance can be re-encoded in these (PS3.5 10.1: implicit VR little endian is the default every AE supports).
+UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
+REACH_TIMEOUT = 5.0  # seconds to wait for a C-MOVE destination's TCP port before answering it unreachable
 # Unique keys that select what a retrieve sends, per level.
 UNIQUE_KEYS = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
 
@@ -64,7 +71,7 @@ class IdentifierError(ValueError):
 def _level(identifier: Dataset, model: str) -> str:
     level = str(identifier.get("QueryRetrieveLevel", "")).strip().upper()
     if level not in dicom_query.LEVELS:
-        raise IdentifierError(f"QueryRetrieveLevel must be one of {', '.join(dicom_query.LEVELS)}, not {level!r}")
+        raise IdentifierError(f"QueryRetrieveLevel {level[:16]!r} is not {'/'.join(dicom_query.LEVELS)}")  # fits an ErrorComment
     if level == "PATIENT" and model in STUDY_ROOT:
         raise IdentifierError("the study root information model has no PATIENT level")
     return level
@@ -189,16 +196,83 @@ def instances_to_retrieve(db: Database, store: PacsStore, identifier: Dataset, m
 
 
 def storage_contexts(instances: list[tuple[str, str, str, Path]]) -> list[PresentationContext]:
-    """Presentation contexts to send these instances: each SOP class with its stored syntaxes and the uncompressed ones."""
-    syntaxes: dict[str, list[str]] = {}
+    """Presentation contexts to send these instances: per SOP class one offering explicit and implicit VR little endian,
+    and one more per other stored syntax.
+
+    Separate contexts, because a peer accepts one syntax per context: this way it can take the
+    stored syntax (sent byte for byte) and still an uncompressed one (sent transcoded) when it
+    cannot decode the stored one. Beyond 128 contexts the stored-syntax ones are left out first
+    (their instances go transcoded), then SOP classes beyond the 128th (their instances fail).
+    """
+    stored: dict[str, list[str]] = {}
     for sop_class, _, syntax, _ in instances:
-        syntaxes.setdefault(sop_class, [])
-        if syntax and syntax not in syntaxes[sop_class]:
-            syntaxes[sop_class].append(syntax)
-    contexts = []
-    for sop_class, stored in list(syntaxes.items())[:MAX_CONTEXTS]:
-        contexts.append(build_context(sop_class, list(dict.fromkeys([*stored, ExplicitVRLittleEndian, ImplicitVRLittleEndian]))))
+        syntaxes = stored.setdefault(sop_class, [])
+        if syntax and syntax != ExplicitVRLittleEndian and syntax not in syntaxes:
+            syntaxes.append(syntax)
+    if len(stored) > MAX_CONTEXTS:
+        log.warning("%d SOP classes to send, more than the %d presentation contexts an association has: instances of the rest fail",
+                    len(stored), MAX_CONTEXTS)
+    contexts = [build_context(sop_class, list(UNCOMPRESSED)) for sop_class in list(stored)[:MAX_CONTEXTS]]
+    extra = [(sop_class, syntax) for sop_class, syntaxes in stored.items() for syntax in syntaxes]
+    for sop_class, syntax in extra[:MAX_CONTEXTS - len(contexts)]:
+        contexts.append(build_context(sop_class, [syntax]))
     return contexts
+
+
+def sending_syntax(accepted: list[PresentationContext], sop_class: str, stored: str) -> str | None:
+    """The transfer syntax an instance is sent in: the stored one if the peer accepted it for the SOP class,
+    else the first accepted uncompressed syntax it can be re-encoded to; None when there is none.
+
+    Only contexts where Vireo may send (as SCU of C-STORE) count, as pynetdicom's send_c_store has it.
+    """
+    offered = [str(cx.transfer_syntax[0]) for cx in accepted if cx.abstract_syntax == sop_class and cx.as_scu and cx.transfer_syntax]
+    if stored in offered:
+        return stored
+    return next((target for target in UNCOMPRESSED if target in offered and transcode_refusal(stored, target) is None), None)
+
+
+def outgoing_dataset(path: Path, sop_class: str, accepted: list[PresentationContext]) -> Dataset:
+    """The stored file as a dataset pynetdicom sends in an accepted syntax: as stored, or re-encoded uncompressed.
+
+    Raises CannotTranscode (with a plain reason) when the peer accepted nothing this instance can be sent in.
+    """
+    content = path.read_bytes()
+    dataset = dcmread(io.BytesIO(content))
+    stored = str(dataset.file_meta.get("TransferSyntaxUID", ""))
+    target = sending_syntax(accepted, sop_class, stored)
+    if target is None:
+        offered = sorted({syntax_label(str(cx.transfer_syntax[0])) for cx in accepted if cx.abstract_syntax == sop_class and cx.transfer_syntax})
+        raise CannotTranscode(f"stored in {syntax_label(stored)}; the peer accepted "
+                              f"{', '.join(offered) or 'no context for its SOP class'}, none of which it can be re-encoded to")
+    if target == stored:
+        return dataset
+    return dcmread(io.BytesIO(transcoded(content, stored, target)))
+
+
+def unreachable(host: str, port: int) -> bool:
+    """Whether nothing answers on a C-MOVE destination's port.
+
+    pynetdicom answers a failed sub-association with a bare 0xA801; asking first lets the
+    refusal say which destination and address could not be reached.
+    """
+    try:
+        with socket.create_connection((host, port), timeout=REACH_TIMEOUT):
+            return False
+    except OSError:
+        return True
+
+
+class _Accepted:
+    """Catches the sub-association pynetdicom opens to a C-MOVE destination: its accepted contexts decide each syntax."""
+
+    def __init__(self) -> None:
+        self.assoc: Any = None
+
+    def __call__(self, event: evt.Event) -> None:
+        self.assoc = event.assoc
+
+    def contexts(self) -> list[PresentationContext]:
+        return list(self.assoc.accepted_contexts) if self.assoc is not None else []
 
 
 class QueryRetrieveSCP:
@@ -251,6 +325,12 @@ class QueryRetrieveSCP:
         except Exception as exc:  # an identifier that does not decode, or whose elements fail on first access
             log.warning("retrieve refused, identifier unreadable: %s", exc)
             return _failure(IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS, "identifier cannot be decoded")[0]
+        if event.event == evt.EVT_C_MOVE:
+            destination = _destination(event)
+            host, port = self.destinations[destination]
+            if unreachable(host, port):
+                log.warning("C-MOVE destination %s at %s:%d cannot be reached", destination, host, port)
+                return _failure(MOVE_DESTINATION_UNKNOWN, f"could not reach {destination} at {host}:{port}")[0]
         return None
 
     def handle_move(self, event: evt.Event) -> Iterator[Any]:
@@ -260,9 +340,10 @@ class QueryRetrieveSCP:
             return
         address = self.destinations[_destination(event)]
         selected = instances_to_retrieve(self.db, self.store, event.identifier, str(event.request.AffectedSOPClassUID))
-        yield address[0], address[1], {"contexts": storage_contexts(selected)}
+        accepted = _Accepted()
+        yield address[0], address[1], {"contexts": storage_contexts(selected), "evt_handlers": [(evt.EVT_ACCEPTED, accepted)]}
         yield len(selected)
-        yield from self._send(event, selected)
+        yield from self._send(event, selected, accepted.contexts)
 
     def handle_get(self, event: evt.Event) -> Iterator[Any]:
         refused = self.refusal(event)
@@ -272,21 +353,28 @@ class QueryRetrieveSCP:
             return
         selected = instances_to_retrieve(self.db, self.store, event.identifier, str(event.request.AffectedSOPClassUID))
         yield len(selected)
-        yield from self._send(event, selected)
+        yield from self._send(event, selected, lambda: list(event.assoc.accepted_contexts))
 
     @staticmethod
-    def _send(event: evt.Event, selected: list[tuple[str, str, str, Path]]) -> Iterator[tuple[int, Any]]:
-        """One instance at a time, read as stored (pynetdicom sends it in its own syntax where the peer accepts that)."""
-        for _, sop, _, path in selected:
+    def _send(event: evt.Event, selected: list[tuple[str, str, str, Path]],
+              accepted: Callable[[], list[PresentationContext]]) -> Iterator[tuple[int, Any]]:
+        """One instance at a time, in a syntax the peer accepted (`accepted` is asked once the association is up).
+
+        An instance that cannot be read, or sent in anything accepted, is yielded as a bare
+        dataset, which pynetdicom counts as one failed sub-operation; the rest still go.
+        """
+        for sop_class, sop, _, path in selected:
             if event.is_cancelled:
                 yield CANCEL, None
                 return
             try:
-                dataset = dcmread(path)
+                dataset = outgoing_dataset(path, sop_class, accepted())
+            except CannotTranscode as exc:
+                log.warning("instance %s cannot be sent in a syntax the peer accepted: %s", sop, exc)
+                dataset = _unsendable(sop)
             except Exception as exc:  # a file gone or unreadable counts as one failed sub-operation
                 log.warning("instance %s could not be read for a retrieve: %s", sop, exc)
-                dataset = Dataset()
-                dataset.SOPInstanceUID = sop
+                dataset = _unsendable(sop)
             yield PENDING, dataset
 
 
@@ -296,6 +384,13 @@ def _failure(status: int, comment: str) -> tuple[Dataset, None]:
     ds.Status = status
     ds.ErrorComment = error_comment(comment)
     return ds, None
+
+
+def _unsendable(sop: str) -> Dataset:
+    """A stand-in pynetdicom fails to send, so the instance counts as a failed sub-operation under its UID."""
+    dataset = Dataset()
+    dataset.SOPInstanceUID = sop
+    return dataset
 
 
 def _destination(event: evt.Event) -> str:

@@ -27,7 +27,7 @@ from ingest.dicom_admission import DEFAULT_ASSOCIATE_DEADLINE, DEFAULT_MAX_CONNE
 from ingest.dicom_transport import ReceiverServer
 from ingest.indexer import IndexWriter
 from ingest.query_retrieve import QueryRetrieveSCP, query_retrieve_models
-from ingest.intake import OUT_OF_RESOURCES, SOP_CLASS_NOT_SUPPORTED, SUCCESS, Intake, Origin, StoreRefused, error_comment
+from ingest.intake import DATASET_MISMATCH_WARNING, OUT_OF_RESOURCES, SOP_CLASS_NOT_SUPPORTED, SUCCESS, Intake, Origin, StoreRefused, error_comment
 from ingest.receiver_services import ReceiverRequestHandler, storage_offer
 from ingest.intake import parse_dataset  # noqa: F401  (part of this module's interface, as before the intake moved out)
 
@@ -116,7 +116,7 @@ class DicomReceiver:
             log.warning("C-STORE from %s refused (0x%04X): %s", _calling(event), SOP_CLASS_NOT_SUPPORTED, mismatch)
             return _status(SOP_CLASS_NOT_SUPPORTED, mismatch)
         try:
-            self.intake.ingest(
+            item = self.intake.ingest(
                 event.encoded_dataset(include_meta=True),
                 str(event.context.transfer_syntax),
                 origin,
@@ -127,6 +127,10 @@ class DicomReceiver:
             if refused.status != OUT_OF_RESOURCES:
                 log.warning("C-STORE from %s refused (0x%04X): %s", _calling(event), refused.status, refused.comment)
             return _status(refused.status, refused.comment)
+        if item.warning:
+            # Stored as sent; the sender learns what in it disagrees (PS3.4 B.2.3).
+            log.warning("C-STORE from %s stored with a warning (0x%04X): %s", _calling(event), DATASET_MISMATCH_WARNING, item.warning)
+            return _status(DATASET_MISMATCH_WARNING, item.warning)
         return SUCCESS
 
 
@@ -139,7 +143,13 @@ def unnegotiated_class(affected: str, negotiated: str) -> str | None:
     """
     if affected == negotiated:
         return None
-    return f"SOP class {affected} not negotiated; context is {UID(negotiated).name or negotiated}"
+    log.warning("C-STORE names SOP class %s on a context for %s", affected, negotiated)
+    return f"SOP class {_short_class(affected)} not negotiated; context: {_short_class(negotiated)}"
+
+
+def _short_class(uid: str) -> str:
+    """A SOP class in few characters for a 64-character ErrorComment: its keyword (CTImageStorage), else its UID."""
+    return UID(uid).keyword or uid
 
 
 def dataset_name(called_ae_title: str) -> str | None:

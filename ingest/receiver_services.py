@@ -14,7 +14,8 @@ receiver does it per association instead:
 
 * at A-ASSOCIATE (EVT_REQUESTED, before negotiation) the storage-like abstract syntaxes the
   requestor proposes are added to that association's supported contexts;
-* `ReceiverAssociation` serves every C-STORE with the Storage service class, checks a C-MOVE or
+* `ReceiverAssociation` serves every C-STORE on a storage-like context with the Storage service class
+  (a C-STORE on Verification or a query model gets 0x0211), checks a C-MOVE or
   C-GET before pynetdicom starts it (pynetdicom's C-MOVE wants a destination before a status can
   be given), and answers a request for which no service exists with a failure status.
 """
@@ -124,6 +125,11 @@ def serves(service: type[ServiceClass], msg: Any, abstract_syntax: str) -> bool:
     return service is not ServiceClass
 
 
+def _short(uid: str) -> str:
+    """A SOP class in few characters for a 64-character ErrorComment: its keyword (Verification), else its UID."""
+    return UID(uid).keyword or uid
+
+
 def failure(status: int, reason: str) -> Dataset:
     """A status dataset: the code and the reason as an ErrorComment."""
     answer = Dataset()
@@ -149,12 +155,16 @@ class ReceiverAssociation(Association):
             return
         class_uid = self._service_uid(msg)
         service = uid_to_service_class(class_uid)
+        if isinstance(msg, C_STORE) and not is_storage_like(str(context.abstract_syntax)):
+            # A context negotiated for Verification or a query model carries no objects to store.
+            self._answer(msg, context_id, failure(UNRECOGNIZED_OPERATION, f"unrecognized operation: no C-STORE on {_short(str(context.abstract_syntax))}"))
+            return
         if isinstance(msg, C_STORE) and not issubclass(service, StorageServiceClass):
             # Whatever SOP class the request names, the Storage service answers it (the handler decides the status).
             self._run(StorageServiceClass(self), msg, context)
             return
         if type(msg) in _OPERATIONS and not serves(service, msg, str(context.abstract_syntax)):
-            self._answer(msg, context_id, failure(UNRECOGNIZED_OPERATION, f"unrecognized operation: no {_OPERATIONS[type(msg)]} for {class_uid}"))
+            self._answer(msg, context_id, failure(UNRECOGNIZED_OPERATION, f"unrecognized operation: no {_OPERATIONS[type(msg)]} for {_short(class_uid)}"))
             return
         refusal = self._retrieve_refusal(msg, context)
         if refusal is not None:

@@ -43,7 +43,7 @@ from pydicom.uid import (
 
 from ingest.error_text import plain_reason
 
-__all__ = ["THUMBNAIL_SIZE", "ThumbnailError", "UndecodablePixels", "placeholder_thumbnail", "render_frame", "render_series_thumbnail"]
+__all__ = ["THUMBNAIL_SIZE", "NoImage", "ThumbnailError", "UndecodablePixels", "placeholder_thumbnail", "render_frame", "render_series_thumbnail"]
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +104,10 @@ class UndecodablePixels(ThumbnailError):
     """The pixel data is there but cannot be decoded (no decoder, or the decoder failed); `reason` names the transfer syntax."""
 
 
+class NoImage(ThumbnailError):
+    """The instance holds no pixel data at all (SR, ECG waveform, PDF…); `reason` names its SOP class."""
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -137,16 +141,24 @@ def render_series_thumbnail(
 
 
 def render_frame(
-    path: Path, frame: int = 0, window: tuple[float, float, str] | None = None, viewport: tuple[int, int] | None = None
+    path: Path,
+    frame: int = 0,
+    window: tuple[float, float, str] | None = None,
+    viewport: tuple[int, int] | None = None,
+    placeholder: bool = True,
 ) -> Image.Image:
     """One frame for display (WADO-RS rendered): 8-bit grey or RGB, physical aspect kept.
 
     `window` is (center, width, function) in modality units and overrides the stored
     window; `viewport` (columns, rows) bounds the size, never enlarging the image.
-    Instances without pixels render as their label. Raises ThumbnailError.
+    Instances without pixels render as their label, or raise NoImage when `placeholder`
+    is False (WADO-RS /rendered: a card is not the instance's image). Raises ThumbnailError.
     """
     ds = _read_dataset(path)
     if not _has_pixel_data(ds):
+        if not placeholder:
+            reason = f"this instance has no image to render ({_sop_class_name(ds.get('SOPClassUID'))})"
+            raise NoImage(f"{path}: {reason}", reason)
         return Image.open(io.BytesIO(placeholder_thumbnail(_object_label(ds), (viewport or (THUMBNAIL_SIZE,))[0])))
     if not 0 <= frame < _frame_count(ds):
         reason = f"no frame {frame + 1} (the instance has {_frame_count(ds)})"
@@ -262,8 +274,10 @@ def _reads_frames_from_file(ds: Dataset) -> bool:
 
 
 def _decode_frame(path: Path, ds: Dataset, frame: int) -> np.ndarray:
-    """Decode one frame; YBR is converted to RGB and bit-packed data unpacked by pydicom."""
+    """Decode one frame; YBR is converted to RGB by pydicom, 1-bit frames (SEG masks) unpacked by :func:`_bit_packed_frame`."""
     try:
+        if _is_bit_packed(ds):
+            return _bit_packed_frame(path, ds, frame)
         if _reads_frames_from_file(ds):
             return pixel_array(path, index=frame)
         return pixel_array(ds, index=frame)
@@ -275,10 +289,61 @@ def _iter_frames(path: Path, ds: Dataset, indices: Iterable[int] | None = None) 
     """Decode frames one at a time so large SEGs never sit in memory whole."""
     source: Path | Dataset = path if _reads_frames_from_file(ds) else ds
     try:
+        if _is_bit_packed(ds):
+            for index in range(_frame_count(ds)) if indices is None else indices:
+                yield _bit_packed_frame(path, ds, index)
+            return
         for frame in iter_pixels(source, indices=indices):
             yield frame
     except Exception as exc:
         raise _undecodable(path, ds, exc) from exc
+
+
+def _is_bit_packed(ds: Dataset) -> bool:
+    """Native (not encapsulated) little-endian 1-bit Pixel Data, the encoding of binary SEG masks.
+
+    pydicom 3.0's per-frame decoding (``pixel_array(index=n)``, ``iter_pixels``) assumes each
+    frame starts on a byte boundary, which 1-bit frames of an odd size (17×23 = 391 bits) do
+    not: they follow each other with no padding (PS3.5 8.1.1). Those frames are cut out here.
+    """
+    syntax = _transfer_syntax(ds)
+    return (
+        "PixelData" in ds
+        and str(ds.get("BitsAllocated", "")) == "1"
+        and syntax is not None
+        and not UID(syntax).is_compressed
+        and syntax != ExplicitVRBigEndian
+    )
+
+
+def _bit_packed_frame(path: Path, ds: Dataset, frame: int) -> np.ndarray:
+    """Frame `frame` (0-based) of 1-bit pixel data as uint8 0/1, rows×columns; it starts at bit frame×rows×columns.
+
+    Only the bytes that hold the frame are read, from the file when the value was left there
+    (a SEG of thousands of frames is then never loaded whole for one of them).
+    """
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    pixels = rows * columns * int(ds.get("SamplesPerPixel") or 1)
+    if not 0 <= frame < _frame_count(ds):
+        raise ValueError(f"there is no frame {frame + 1} (the instance has {_frame_count(ds)})")
+    start = frame * pixels
+    first, end = start // 8, (start + pixels + 7) // 8
+    packed = _pixel_bytes(path, ds, first, end)
+    bits = np.unpackbits(np.frombuffer(packed, dtype=np.uint8), bitorder="little")[start - first * 8 :][:pixels]
+    if bits.size != pixels:
+        raise ValueError(f"the pixel data ends before frame {frame + 1} does")
+    shape = (rows, columns) if pixels == rows * columns else (rows, columns, pixels // (rows * columns))
+    return bits.reshape(shape)
+
+
+def _pixel_bytes(path: Path, ds: Dataset, first: int, end: int) -> bytes:
+    """Bytes [first, end) of the native Pixel Data value: read from the file when deferred, else sliced from memory."""
+    element = ds.get_item("PixelData", keep_deferred=True)
+    if element is not None and element.value is None and _transfer_syntax(ds) != DeflatedExplicitVRLittleEndian:
+        with path.open("rb") as f:
+            f.seek(element.value_tell + first)
+            return f.read(max(0, min(end, element.length) - first))
+    return bytes(ds.PixelData[first:end])
 
 
 def _undecodable(path: Path, ds: Dataset, exc: Exception) -> UndecodablePixels:

@@ -27,13 +27,15 @@ from sqlmodel import Session
 
 from core.models import Instance, Series
 from core.pacs_store import PacsStore
-from ingest.thumbnails import ThumbnailError, UndecodablePixels, render_frame
+from ingest.thumbnails import NoImage, ThumbnailError, UndecodablePixels, render_frame
 from ingest.wado_transcode import SWAP_UNITS, CannotTranscode, pixel_unit, swapped, syntax_label, transcode_refusal, transcoded
 
 log = logging.getLogger(__name__)
 
 ANY = "*"
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
+# Float Pixel Data and Double Float Pixel Data (Parametric Maps): native only, served as frames too (PS3.18 8.3.5.1).
+FLOAT_PIXEL_DATA = (Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009))
 # Media types of compressed frames (PS3.18 Table 8.7.3-4).
 FRAME_MEDIA_TYPES = {
     "1.2.840.10008.1.2.4.50": "image/jpeg", "1.2.840.10008.1.2.4.51": "image/jpeg", "1.2.840.10008.1.2.4.57": "image/jpeg",
@@ -159,7 +161,7 @@ def frames(instance: StoredInstance, numbers: list[int], syntax: str) -> list[Fr
             raise NotFound(f"instance {instance.sop_instance_uid} has {count} frame(s), not frame {number}")
     pixel_data = ds.get_item(PIXEL_DATA, keep_deferred=True)
     if pixel_data is None:
-        raise NotFound(f"instance {instance.sop_instance_uid} has no pixel data")
+        return _float_frames(instance, ds, numbers)
     stored = str(ds.file_meta.TransferSyntaxUID)
     seekable = getattr(pixel_data, "value", b"") is None and stored not in (DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian)
     if UID(stored).is_compressed:
@@ -190,6 +192,23 @@ def frames(instance: StoredInstance, numbers: list[int], syntax: str) -> list[Fr
     if stored == ExplicitVRBigEndian:
         data = swapped(data, pixel_unit(ds, pixel_data.VR))  # frames are served little endian
     return [Frame(_uncompressed_frame(ds, data, n - 1), "application/octet-stream", ExplicitVRLittleEndian) for n in numbers]
+
+
+def _float_frames(instance: StoredInstance, ds: Dataset, numbers: list[int]) -> list[Frame]:
+    """Frames of Float (32-bit) or Double Float (64-bit) Pixel Data, sent little endian; NotFound when there is neither.
+
+    These values are never encapsulated, so frame N is simply the N-th run of rows×columns values.
+    """
+    tag = next((t for t in FLOAT_PIXEL_DATA if t in ds), None)
+    if tag is None:
+        raise NotFound(f"instance {instance.sop_instance_uid} has no pixel data")
+    element = ds[tag]
+    unit = 4 if tag == FLOAT_PIXEL_DATA[0] else 8
+    data = bytes(element.value)
+    if str(ds.file_meta.TransferSyntaxUID) == ExplicitVRBigEndian:
+        data = swapped(data, unit)  # frames are served little endian
+    size = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * unit
+    return [Frame(data[(n - 1) * size : n * size], "application/octet-stream", ExplicitVRLittleEndian) for n in numbers]
 
 
 def _decoded_frame(instance: StoredInstance, stored: str, index: int) -> bytes:
@@ -263,6 +282,8 @@ class RenderOptions:
     window: tuple[float, float, str] | None = None
     viewport: tuple[int, int] | None = None
     quality: int = 90
+    # Thumbnails of objects without pixels (SR, ECG…) may be a labelled card; /rendered must not (it is the image).
+    placeholder: bool = False
 
 
 def rendered(instance: StoredInstance, frame_number: int, options: RenderOptions) -> bytes:
@@ -270,7 +291,9 @@ def rendered(instance: StoredInstance, frame_number: int, options: RenderOptions
     if not 1 <= frame_number <= max(1, instance.number_of_frames):
         raise NotFound(f"instance {instance.sop_instance_uid} has no frame {frame_number}")
     try:
-        image = render_frame(instance.path, frame_number - 1, options.window, options.viewport)
+        image = render_frame(instance.path, frame_number - 1, options.window, options.viewport, placeholder=options.placeholder)
+    except NoImage as exc:
+        raise CannotRender(exc.reason) from exc
     except UndecodablePixels as exc:
         raise CannotRender(exc.reason) from exc
     except ThumbnailError as exc:

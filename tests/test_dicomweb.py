@@ -297,6 +297,39 @@ def test_stow_failures_are_reported_per_instance(vireo: VireoProcess, tmp_path: 
         assert http.post("/dicomweb/studies?dataset=a/b", content=body([good]), headers=headers).status_code == 400
 
 
+def test_stow_of_pixel_data_its_header_contradicts_is_stored_with_a_warning(vireo: VireoProcess, tmp_path: Path) -> None:
+    """(issue 14) A whole instance whose NumberOfFrames disagrees with its pixel data is stored, listed with WarningReason 0xB007;
+    a cut inside an element header is a failure, never stored."""
+    from pydicom.uid import generate_uid
+
+    odd = dcmread(get_testdata_file("MR_small.dcm"))
+    odd.StudyInstanceUID, odd.SeriesInstanceUID, odd.PatientID, odd.NumberOfFrames = generate_uid(), generate_uid(), "STOWODD", 3
+    odd.SOPInstanceUID = odd.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    out = io.BytesIO()
+    odd.save_as(out, enforce_file_format=True)
+    cut = dcmread(get_testdata_file("CT_small.dcm"))
+    cut.SOPInstanceUID = cut.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    whole = io.BytesIO()
+    cut.save_as(whole, enforce_file_format=True)
+    cut_bytes = whole.getvalue()[: whole.getvalue().find(b"\x28\x00\x30\x00DS") + 6]
+    boundary = "b0undary"
+    body = b"".join(f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part + b"\r\n" for part in (out.getvalue(), cut_bytes))
+    headers = {"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}', "Accept": "application/dicom+json"}
+    with vireo.client() as http:
+        answer = http.post("/dicomweb/studies", content=body + f"--{boundary}--\r\n".encode(), headers=headers)
+        assert answer.status_code == 202
+        stored = answer.json()["00081199"]["Value"]
+        assert [i["00081155"]["Value"] for i in stored] == [[odd.SOPInstanceUID]]
+        assert stored[0]["00081196"]["Value"] == [0xB007]  # WarningReason: Data Set does not match SOP Class
+        assert stored[0]["00000902"]["Value"] == ["pixel data 8192 bytes, header needs 24576: 3 frames x 1 samples"]
+        failed = answer.json()["00081198"]["Value"]
+        assert failed[0]["00081197"]["Value"] == [0xC000] and failed[0]["00081155"]["Value"] == [cut.SOPInstanceUID]
+        assert failed[0]["00000902"]["Value"] == ["truncated: ends inside an element header after (0028,0011)"]
+        assert http.get(f"/dicomweb/studies/{odd.StudyInstanceUID}/instances").json()[0]["00280008"]["Value"] == [3]
+        assert http.get(f"/dicomweb/studies/{cut.StudyInstanceUID}/series/{cut.SeriesInstanceUID}/instances/{cut.SOPInstanceUID}",
+                        headers={"Accept": "application/dicom"}).status_code == 404
+
+
 def test_cors_for_a_viewer_elsewhere(start_vireo, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     other = start_vireo(VIREO_CORS_ORIGINS="http://viewer.example")
     preflight = httpx.options(f"{other.url}/dicomweb/studies", headers={

@@ -27,7 +27,8 @@ YAMADA_SHOWN = "Yamada, Tarou (山田 太郎)"
     ("Doe^Jane^^Dr.^PhD", "Doe, Dr. Jane PhD"),
     ("Äneas^Rüdiger", "Äneas, Rüdiger"),
     ("Doe", "Doe"),
-    ("<img src=x onerror=alert(1)>", "<img src=x onerror=alert(1)>"),  # no components: shown exactly as sent
+    ("<b>Doe</b>", "<b>Doe</b>"),  # no components and no groups: shown exactly as sent (the page escapes it)
+    ("YAMADA=山田=やまだ", "YAMADA (山田)"),  # '=' separates groups in every PN, carets or not
     ("=^=", ""),
 ])
 def test_every_group_of_a_name_is_shown(raw: str, shown: str) -> None:

@@ -165,3 +165,129 @@ def test_refused_retrieves_get_the_standard_status_and_vireos_reason(archive: Ar
                           "-k", f"StudyInstanceUID={lung.study_uid}", "127.0.0.1", str(archive.vireo.dicom_port)],
                          capture_output=True, text=True, timeout=60)
     assert "Final Move Response (Error: DataSetDoesNotMatchSOPClass)" in run.stdout + run.stderr
+
+
+SYNTAX_FILES = ("JPEG-LL.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_bigendian.dcm")
+
+
+def meta_end(path: Path) -> int:
+    """Where a Part 10 file's data set begins: after the preamble, 'DICM' and the File Meta group (its group length)."""
+    data = path.read_bytes()
+    return 144 + int.from_bytes(data[140:144], "little")
+
+
+@pytest.fixture(scope="module")
+def stored_syntaxes(archive: Archive, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """pydicom's compressed and big-endian test files, each its own series of one study, stored as they are (series UID → file)."""
+    from pydicom.data import get_testdata_file
+    from pydicom.uid import generate_uid
+
+    out, study = tmp_path_factory.mktemp("qr-syntaxes"), generate_uid()
+    files: dict[str, Path] = {}
+    for name in SYNTAX_FILES:
+        ds = dcmread(get_testdata_file(name))  # the MR_small files share one SOP Instance UID: each gets its own
+        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "QRTS", study, generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        files[ds.SeriesInstanceUID] = out / name
+        ds.save_as(out / name)
+    run = subprocess.run(["dcmsend", "--decompress-never", "127.0.0.1", str(archive.vireo.dicom_port), "--call", "VIREO", *map(str, files.values())],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    archive.vireo.wait_for_instances(12 + len(files))
+    return files
+
+
+def same_pixels(received: Path, original: Path) -> bool:
+    import numpy as np
+    got, want = dcmread(received), dcmread(original)
+    return got.SOPInstanceUID == want.SOPInstanceUID and bool(np.array_equal(got.pixel_array, want.pixel_array))
+
+
+def test_c_get_transcodes_for_a_peer_taking_only_uncompressed(archive: Archive, stored_syntaxes: dict[str, Path], tmp_path: Path) -> None:
+    for series_uid, original in stored_syntaxes.items():
+        out = tmp_path / original.stem
+        out.mkdir()
+        study = dcmread(original).StudyInstanceUID
+        run = subprocess.run(["getscu", "-v", "-S", "-aec", "VIREO", "-od", str(out), "-k", "QueryRetrieveLevel=SERIES",
+                              "-k", f"StudyInstanceUID={study}", "-k", f"SeriesInstanceUID={series_uid}", "127.0.0.1", str(archive.vireo.dicom_port)],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        received = list(out.iterdir())
+        assert len(received) == 1, (original.name, run.stdout + run.stderr)
+        assert dcmread(received[0]).file_meta.TransferSyntaxUID in ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
+        assert same_pixels(received[0], original), original.name
+
+
+def test_c_move_transcodes_for_storescp(archive: Archive, stored_syntaxes: dict[str, Path], tmp_path: Path) -> None:
+    """storescp accepts only uncompressed syntaxes by default: every instance still arrives, re-encoded."""
+    import time
+
+    out = tmp_path / "sink"
+    out.mkdir()
+    scp = subprocess.Popen(["storescp", "-aet", "MOVESCU", "-od", str(out), str(archive.move_port)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.5)
+        study = dcmread(next(iter(stored_syntaxes.values()))).StudyInstanceUID
+        run = subprocess.run(["movescu", "-v", "-S", "-aec", "VIREO", "-aem", "MOVESCU", "-k", "QueryRetrieveLevel=STUDY",
+                              "-k", f"StudyInstanceUID={study}", "127.0.0.1", str(archive.vireo.dicom_port)],
+                             capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+    finally:
+        scp.terminate()
+        scp.wait(10)
+    received = {dcmread(p).SeriesInstanceUID: p for p in out.iterdir()}
+    assert set(received) == set(stored_syntaxes), run.stdout + run.stderr
+    for series_uid, original in stored_syntaxes.items():
+        assert same_pixels(received[series_uid], original), original.name
+
+
+def test_c_get_accepting_the_stored_syntax_gets_the_file_byte_for_byte(archive: Archive, stored_syntaxes: dict[str, Path]) -> None:
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE, build_role, evt
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet  # type: ignore[attr-defined]
+
+    for series_uid, original in stored_syntaxes.items():
+        ds = dcmread(original)
+        stored = next(archive.vireo.data_dir.rglob(f"{ds.SOPInstanceUID}.dcm"))  # the file as Vireo holds it (big endian is kept little)
+        got: list[bytes] = []
+
+        def keep(event: evt.Event) -> int:
+            got.append(event.request.DataSet.getvalue())
+            return 0x0000
+
+        ae = AE(ae_title="EXACT")
+        ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
+        ae.add_requested_context(ds.SOPClassUID, [dcmread(stored).file_meta.TransferSyntaxUID])  # and nothing else
+        assoc = ae.associate("127.0.0.1", archive.vireo.dicom_port, ae_title="VIREO", ext_neg=[build_role(ds.SOPClassUID, scp_role=True)],
+                             evt_handlers=[(evt.EVT_C_STORE, keep)])
+        assert assoc.is_established
+        try:
+            identifier = Dataset()
+            identifier.QueryRetrieveLevel, identifier.StudyInstanceUID, identifier.SeriesInstanceUID = "SERIES", ds.StudyInstanceUID, series_uid
+            final = list(assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet))[-1][0]
+        finally:
+            assoc.release()
+        assert final.Status == 0x0000 and final.NumberOfCompletedSuboperations == 1, original.name
+        want = stored.read_bytes()[meta_end(stored):]
+        assert got == [want], original.name
+
+
+def test_c_move_to_an_unreachable_destination_says_where(archive: Archive) -> None:
+    """Nothing listens on MOVESCU's port between tests: 0xA801 naming the AE and address, not pynetdicom's bare status."""
+    from pydicom.dataset import Dataset
+    from pynetdicom import AE
+    from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove  # type: ignore[attr-defined]
+
+    ae = AE(ae_title="UNREACH")
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
+    assoc = ae.associate("127.0.0.1", archive.vireo.dicom_port, ae_title="VIREO")
+    assert assoc.is_established
+    try:
+        identifier = Dataset()
+        identifier.QueryRetrieveLevel, identifier.StudyInstanceUID = "STUDY", archive.series[0].study_uid
+        statuses = [status for status, _ in assoc.send_c_move(identifier, "MOVESCU", StudyRootQueryRetrieveInformationModelMove)]
+    finally:
+        assoc.release()
+    assert statuses[-1].Status == 0xA801
+    assert statuses[-1].ErrorComment == f"could not reach MOVESCU at 127.0.0.1:{archive.move_port}"

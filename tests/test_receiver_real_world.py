@@ -134,3 +134,134 @@ def test_every_file_of_the_corpus_sent_in_one_association_gets_a_status(vireo: V
     # what was not sent, dcmsend itself could not send (a file cut short); the receiver refused nothing unanswered
     assert counts["Number of SOP instances"] - counts["sent to the peer"] == out.lower().count("cannot send sop instance"), out[-3000:]
     assert counts["with status SUCCESS"] >= 200
+
+
+def _raw_request(assoc, request, context_id: int):  # type: ignore[no-untyped-def]
+    """Send a DIMSE request as given (pynetdicom's send_c_* would check or re-encode it) and wait for its answer."""
+    import time
+
+    assoc._reactor_checkpoint.clear()
+    while not assoc._is_paused:
+        time.sleep(0.0001)
+    try:
+        assoc.dimse.send_msg(request, context_id)
+        _, response = assoc.dimse.get_msg(block=True)
+    finally:
+        assoc._reactor_checkpoint.set()
+    return response
+
+
+def _body(ds: pydicom.Dataset, implicit: bool = False) -> bytes:
+    """A data set alone (no file meta), as a C-STORE carries it."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    fp = DicomBytesIO()
+    fp.is_little_endian, fp.is_implicit_VR = True, implicit
+    write_dataset(fp, ds)
+    return fp.getvalue()
+
+
+def _store_request(message_id: int, sop_class: str, sop_instance: str, body: bytes):  # type: ignore[no-untyped-def]
+    from io import BytesIO
+
+    from pynetdicom.dimse_primitives import C_STORE
+
+    request = C_STORE()
+    request.MessageID, request.Priority = message_id, 2
+    request.AffectedSOPClassUID, request.AffectedSOPInstanceUID = sop_class, sop_instance
+    request.DataSet = BytesIO(body)
+    return request
+
+
+def test_a_data_set_cut_inside_an_element_header_is_refused_not_stored(vireo: VireoProcess) -> None:
+    """(issue 14) The stream ends 6 bytes into the 8-byte header of Pixel Spacing: 0xC000, nothing stored, the association goes on."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.PatientID = generate_uid(), generate_uid(), generate_uid(), "CUTHEADER"
+    body = _body(ds)
+    cut = body.find(b"\x28\x00\x30\x00DS") + 6
+    ae = AE(ae_title="CUTTER")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", vireo.dicom_port, ae_title="CUTHEADER")
+    try:
+        assert assoc.is_established
+        context_id = assoc.accepted_contexts[0].context_id
+        response = _raw_request(assoc, _store_request(1, CTImageStorage, ds.SOPInstanceUID, body[:cut]), context_id)
+        assert response.Status == 0xC000
+        assert response.ErrorComment == "truncated: ends inside an element header after (0028,0011)"
+        assert assoc.is_established
+    finally:
+        assoc.release()
+    assert ds.SOPInstanceUID not in {p.stem for p in (vireo.data_dir / "pacs").rglob("*.dcm")}
+
+
+def test_a_store_on_the_verification_context_is_an_unrecognized_operation(vireo: VireoProcess) -> None:
+    """(issue 14) C-STORE is no Verification operation: 0x0211, nothing indexed as a 'Verification' instance, the association kept."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.SeriesInstanceUID, ds.PatientID = Verification, generate_uid(), generate_uid(), "VERIFYSTORE"
+    ae = AE(ae_title="WRONGOP")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", vireo.dicom_port, ae_title="WRONGOP")
+    try:
+        assert assoc.is_established
+        context_id = assoc.accepted_contexts[0].context_id
+        response = _raw_request(assoc, _store_request(1, Verification, ds.SOPInstanceUID, _body(ds, implicit=True)), context_id)
+        assert response.Status == 0x0211 and response.ErrorComment == "unrecognized operation: no C-STORE on Verification"
+        assert assoc.is_established and int(assoc.send_c_echo().Status) == 0
+    finally:
+        assoc.release()
+    assert ds.SOPInstanceUID not in {p.stem for p in (vireo.data_dir / "pacs").rglob("*.dcm")}
+    with vireo.client() as http:
+        assert http.get("/dicomweb/instances", params={"PatientID": "VERIFYSTORE"}).json() in ([], None)
+
+
+@pytest.mark.parametrize(("changes", "comment"), [
+    ({"NumberOfFrames": 3}, "pixel data 8192 bytes, header needs 24576: 3 frames x 1 samples"),
+    ({"SamplesPerPixel": 3}, "pixel data 8192 bytes, header needs 24576: 1 frames x 3 samples"),
+])
+def test_whole_pixel_data_the_header_contradicts_is_stored_with_a_warning(
+    vireo: VireoProcess, tmp_path: Path, changes: dict[str, int], comment: str
+) -> None:
+    """(issue 14) Received whole, only its header disagrees: stored as sent, answered 0xB007 (PS3.4 B.2.3), retrievable."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientID = generate_uid(), generate_uid(), "ODDHEADER"
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
+    path = tmp_path / "odd.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    sent = subprocess.run(["storescu", "-v", "-aec", "ODDHEADER", "127.0.0.1", str(vireo.dicom_port), str(path)],
+                          capture_output=True, text=True, timeout=60)
+    out = sent.stdout + sent.stderr
+    assert "Received Store Response (Warning: DataSetDoesNotMatchSOPClass)" in out or "0xb007" in out.lower(), out
+    with vireo.client() as http:
+        back = http.get(f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}",
+                        headers={"Accept": "application/dicom"})
+    assert back.status_code == 200 and back.content.count(bytes(ds.PixelData)) == 1
+    rsp = subprocess.run(["storescu", "-d", "-aec", "ODDHEADER", "127.0.0.1", str(vireo.dicom_port), str(path)],
+                         capture_output=True, text=True, timeout=60)
+    assert comment in rsp.stdout + rsp.stderr
+
+
+def test_refusal_comments_keep_their_point_within_64_characters(vireo: VireoProcess) -> None:
+    """(issue 14) The ErrorComment an LO holds says what is wrong, not half a UID: the UIDs stay in the server's log."""
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    ae = AE(ae_title="COMMENTS")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+    assoc = ae.associate("127.0.0.1", vireo.dicom_port, ae_title="COMMENTS")
+    try:
+        assert assoc.is_established
+        context_id = next(c.context_id for c in assoc.accepted_contexts if c.abstract_syntax == CTImageStorage)
+        response = _raw_request(assoc, _store_request(1, CTImageStorage, generate_uid(), _body(ds)), context_id)
+        assert response.Status == 0xA900 and response.ErrorComment == "request UID differs from data set SOPInstanceUID"
+        response = _raw_request(assoc, _store_request(2, "1.2.840.10008.5.1.4.1.1.4", ds.SOPInstanceUID, _body(ds)), context_id)
+        assert response.Status == 0x0122 and response.ErrorComment == "SOP class MRImageStorage not negotiated; context: CTImageStorage"
+        identifier = pydicom.Dataset()
+        identifier.QueryRetrieveLevel = "FOO"
+        identifier.StudyInstanceUID = ""
+        answers = [status for status, _ in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind)]
+        assert answers[-1].ErrorComment == "QueryRetrieveLevel 'FOO' is not PATIENT/STUDY/SERIES/IMAGE"
+    finally:
+        assoc.release()

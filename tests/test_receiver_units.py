@@ -70,17 +70,65 @@ def _reencoded(name: str, **changes: object) -> bytes:
 
 @pytest.mark.parametrize("photometric", ["YBR_FULL_422", "YBR_PARTIAL_422"])
 def test_subsampled_colour_is_sized_by_its_subsampling(photometric: str) -> None:
-    """4:2:2 holds two bytes per 8-bit pixel, not three: whole files pass, a cut one is still caught."""
+    """4:2:2 holds two bytes per 8-bit pixel, not three: whole files pass quietly, half the pixel data is told."""
     from pydicom import dcmread
     from pydicom.data import get_testdata_file
+
+    from ingest.intake import admit
 
     whole = dcmread(get_testdata_file("SC_ybr_full_422_uncompressed.dcm"))
     needed = whole.Rows * whole.Columns * 2
     assert len(whole.PixelData) == needed
-    parse_dataset(_reencoded("SC_ybr_full_422_uncompressed.dcm", PhotometricInterpretation=photometric))
+    assert admit(_reencoded("SC_ybr_full_422_uncompressed.dcm", PhotometricInterpretation=photometric))[1] is None
+    _, warning = admit(_reencoded("SC_ybr_full_422_uncompressed.dcm", PhotometricInterpretation=photometric, PixelData=whole.PixelData[: needed // 2]))
+    assert warning == f"pixel data {needed // 2} bytes, header needs {needed}: 1 frames x 3 samples"
+
+
+@pytest.mark.parametrize("into_header", [1, 2, 4, 6, 7])
+def test_a_stream_cut_inside_an_element_header_is_refused(into_header: int) -> None:  # (issue 14, defect 2)
+    """pydicom stops without a word at a partial header: the bytes left over after the last element give the cut away."""
+    whole = _reencoded("CT_small.dcm")
+    parse_dataset(whole)
+    cut = whole.find(b"\x28\x00\x30\x00DS") + into_header  # inside the 8-byte header of Pixel Spacing
     with pytest.raises(StoreRefused) as refused:
-        parse_dataset(_reencoded("SC_ybr_full_422_uncompressed.dcm", PhotometricInterpretation=photometric, PixelData=whole.PixelData[: needed // 2]))
-    assert refused.value.status == 0xC000 and refused.value.comment.startswith("truncated")
+        parse_dataset(whole[:cut])
+    assert refused.value.status == 0xC000
+    assert refused.value.comment == "truncated: ends inside an element header after (0028,0011)"
+
+
+def test_a_value_cut_in_the_character_set_is_refused() -> None:
+    """Specific Character Set is parsed as it is read, so its declared length is read back from its header."""
+    whole = _reencoded("CT_small.dcm")
+    cut = whole.find(b"\x08\x00\x05\x00CS") + 8 + 3
+    with pytest.raises(StoreRefused) as refused:
+        parse_dataset(whole[:cut])
+    assert refused.value.status == 0xC000 and refused.value.comment.startswith("truncated: element (0008,0005) declares")
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "reportsi.dcm", "emri_small_big_endian.dcm", "SC_rgb_rle.dcm"])
+def test_whole_streams_leave_nothing_unread(name: str) -> None:
+    """Whole files, undefined-length sequences and encapsulated pixel data included, pass the tail check."""
+    from pydicom.data import get_testdata_file
+
+    assert parse_dataset(Path(get_testdata_file(name)).read_bytes()) is not None
+
+
+@pytest.mark.parametrize(("changes", "warning"), [
+    ({"NumberOfFrames": 3}, "pixel data 8192 bytes, header needs 24576: 3 frames x 1 samples"),
+    ({"SamplesPerPixel": 3}, "pixel data 8192 bytes, header needs 24576: 1 frames x 3 samples"),
+])
+def test_whole_pixel_data_the_header_contradicts_is_kept_with_a_warning(changes: dict[str, object], warning: str) -> None:
+    from ingest.intake import admit
+
+    ds, said = admit(_reencoded("MR_small.dcm", **changes))
+    assert said == warning and len(ds.PixelData) == 8192
+
+
+def test_pixel_data_shorter_than_its_own_length_is_still_truncated() -> None:
+    whole = _reencoded("MR_small.dcm")
+    with pytest.raises(StoreRefused) as refused:
+        parse_dataset(whole[:-300])  # its trailing padding (138 bytes) and 162 of pixel data
+    assert refused.value.status == 0xC000 and refused.value.comment == "truncated: element (7FE0,0010) declares 8192 bytes but has 8030"
 
 
 def test_an_invalid_pixel_attribute_is_named() -> None:
@@ -149,4 +197,4 @@ def test_a_store_naming_another_class_than_its_context_is_unnegotiated() -> None
     from ingest.receiver import unnegotiated_class
 
     assert unnegotiated_class("1.2.840.10008.5.1.4.1.1.2", "1.2.840.10008.5.1.4.1.1.2") is None
-    assert unnegotiated_class("31", "1.2.840.10008.5.1.4.1.1.481.2") == "SOP class 31 not negotiated; context is RT Dose Storage"
+    assert unnegotiated_class("31", "1.2.840.10008.5.1.4.1.1.481.2") == "SOP class 31 not negotiated; context: RTDoseStorage"

@@ -669,3 +669,27 @@ def test_renders_factory_series_and_seg(tmp_path: Path) -> None:
     rgb = _rgb(render_series_thumbnail([seg_path], reference_paths=series.paths))
     assert (np.ptp(rgb, axis=2) > 40).any()  # coloured overlay
     assert _is_grey(rgb[5, 150]) and rgb[:, :, 0].max() > 0
+
+
+# --------------------------------------------------------------------------- 1-bit frames that are not byte aligned
+
+
+@pytest.mark.parametrize("defer", [None, 16])
+def test_odd_sized_one_bit_frames_decode_one_by_one(tmp_path: Path, defer: int | None) -> None:
+    """17×23 = 391 bits a frame, packed with no padding (PS3.5 8.1.1): every frame, in memory or read from the file, is its mask.
+
+    pydicom 3.0's per-frame decoding assumes byte-aligned frames and fails from the second frame on.
+    """
+    from ingest.thumbnails import _decode_frame, _iter_frames, render_frame
+    from tests.factories import write_seg, write_series
+
+    ct = write_series(tmp_path, modality="CT", slices=5, rows=17, columns=23, seed=3, pixel_spacing=(0.7, 0.7))
+    path = write_seg(tmp_path, ct, labels={1: "liver", 2: "kidney"}, frames=5)
+    masks = dcmread(path).pixel_array
+    ds = dcmread(path, defer_size=defer)
+    assert len(masks) >= 3
+    assert all(np.array_equal(_decode_frame(path, ds, n), masks[n]) for n in range(len(masks)))
+    assert all(np.array_equal(got, masks[n]) for n, got in zip((2, 0, 1), _iter_frames(path, ds, indices=[2, 0, 1]), strict=True))
+    assert np.array_equal(np.asarray(render_frame(path, len(masks) - 1)) > 127, masks[-1].astype(bool))
+    thumbnail = np.asarray(Image.open(io.BytesIO(render_series_thumbnail([path], ct.paths))).convert("RGB")).astype(int)
+    assert (np.ptp(thumbnail, axis=-1) > 60).any(), "the segments are drawn in colour"

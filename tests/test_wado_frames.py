@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom import dcmread
+from pydicom import dcmread, dcmwrite
 from pydicom.data import get_testdata_file
 from pydicom.uid import ExplicitVRBigEndian, JPEGLSLossless, RLELossless
 
@@ -72,3 +72,21 @@ def test_frames_that_do_not_decode_are_refused_naming_their_syntax() -> None:
     assert str(path.parent) not in str(refused.value)
     [as_stored] = wado.frames(instance, [1], "1.2.840.10008.1.2.4.51")
     assert as_stored.media_type == "image/jpeg" and as_stored.content[:2] == b"\xff\xd8"
+
+
+@pytest.mark.parametrize(("keyword", "dtype"), [("FloatPixelData", np.float32), ("DoubleFloatPixelData", np.float64)])
+@pytest.mark.parametrize("syntax", [wado.ExplicitVRLittleEndian, ExplicitVRBigEndian])
+def test_float_pixel_data_frames_are_sent_little_endian(tmp_path: Path, keyword: str, dtype: type, syntax: str) -> None:
+    """Float and Double Float Pixel Data (Parametric Maps) have frames too (PS3.18 8.3.5.1), sent little endian whatever the file's order."""
+    ds = dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.PixelData
+    values = (np.arange(3 * ds.Rows * ds.Columns, dtype=dtype).reshape(3, ds.Rows, ds.Columns) / 3 - 50)
+    ds.BitsAllocated, ds.NumberOfFrames = np.dtype(dtype).itemsize * 8, 3
+    order = ">" if syntax == ExplicitVRBigEndian else "<"
+    setattr(ds, keyword, values.astype(np.dtype(dtype).newbyteorder(order)).tobytes())  # pydicom writes OF/OD bytes as given
+    ds.file_meta.TransferSyntaxUID = syntax
+    path = tmp_path / "map.dcm"
+    dcmwrite(path, ds, implicit_vr=False, little_endian=order == "<", force_encoding=True)
+    instance = wado.StoredInstance("1", "2", "3", str(syntax), path, 3)
+    got = wado.frames(instance, [3, 1], wado.ExplicitVRLittleEndian)
+    assert [np.array_equal(np.frombuffer(f.content, dtype=np.dtype(dtype).newbyteorder("<")).reshape(values[0].shape), values[i]) for f, i in zip(got, (2, 0))] == [True, True]

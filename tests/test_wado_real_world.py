@@ -287,3 +287,107 @@ def test_metadata_of_big_endian_carries_inline_binary_little_endian(vireo: Vireo
     for keyword in ("RedPaletteColorLookupTableData", "GreenPaletteColorLookupTableData", "BluePaletteColorLookupTableData"):
         tag = f"{twin[keyword].tag:08X}"
         assert base64.b64decode(metadata[tag]["InlineBinary"]) == twin[keyword].value, keyword
+
+
+# --------------------------------------------------------------------------- SEG masks, float pixels, waveforms
+
+
+@pytest.fixture(scope="module")
+def odd_objects(vireo: VireoProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Dataset]:
+    """An odd-sized (17×23) CT with its highdicom SEG, Float and Double Float parametric maps and pydicom's ECG, stored by STOW-RS.
+
+    17×23 = 391 bits a SEG frame: frame N starts in the middle of a byte, as in the SEGs Vireo's own NIfTI import writes.
+    """
+    from pydicom.uid import generate_uid
+
+    from tests.factories import write_seg, write_series
+
+    out = tmp_path_factory.mktemp("odd-objects")
+    ct = write_series(out, modality="CT", slices=5, rows=17, columns=23, seed=14, patient_id="ODD14", pixel_spacing=(0.8, 0.8))
+    seg_path = write_seg(out, ct, labels={1: "liver", 2: "kidney"}, frames=5)
+    objects = {"seg": dcmread(seg_path), "ecg": dcmread(get_testdata_file("waveform_ecg.dcm"))}
+    for name, keyword, dtype in (("float", "FloatPixelData", np.float32), ("double", "DoubleFloatPixelData", np.float64)):
+        ds = dcmread(ct.paths[0])
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.30"  # Parametric Map
+        ds.SeriesInstanceUID = generate_uid()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        del ds.PixelData, ds.PixelRepresentation, ds.BitsStored, ds.HighBit
+        ds.BitsAllocated, ds.NumberOfFrames = np.dtype(dtype).itemsize * 8, 3
+        setattr(ds, keyword, (np.arange(3 * 17 * 23, dtype=dtype).reshape(3, 17, 23) / 7 - 100).tobytes())
+        objects[name] = ds
+    contents: list[bytes] = []
+    for ds in [*(dcmread(p) for p in ct.paths), *objects.values()]:
+        buffer = io.BytesIO()
+        ds.save_as(buffer, enforce_file_format=False)
+        contents.append(buffer.getvalue())
+    answer = _stow(vireo, contents)
+    assert answer.status_code == 200, answer.text
+    return objects
+
+
+def _instance_path(ds: Dataset) -> str:
+    return f"/dicomweb/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}/instances/{ds.SOPInstanceUID}"
+
+
+def test_every_frame_of_an_odd_sized_seg_renders_as_its_mask(vireo: VireoProcess, odd_objects: dict[str, Dataset]) -> None:
+    """1-bit frames follow each other with no padding (PS3.5 8.1.1): each /rendered frame is that frame's mask, in white."""
+    from PIL import Image
+
+    seg = odd_objects["seg"]
+    masks = seg.pixel_array  # pydicom unpacks the whole value right; only its per-frame reading assumes byte-aligned frames
+    assert len(masks) >= 3 and (seg.Rows * seg.Columns) % 8
+    with vireo.client() as http:
+        for number, mask in enumerate(masks, start=1):
+            answer = http.get(f"{_instance_path(seg)}/frames/{number}/rendered", headers={"Accept": "image/png"})
+            assert answer.status_code == 200, (number, answer.text)
+            image = np.asarray(Image.open(io.BytesIO(answer.content)).convert("L"))
+            assert image.shape == mask.shape and np.array_equal(image > 127, mask.astype(bool)), number
+
+
+def test_the_thumbnail_of_an_odd_sized_seg_is_drawn(vireo: VireoProcess, odd_objects: dict[str, Dataset]) -> None:
+    """The Datasets page's thumbnail of the SEG shows its segments in colour, not the "no preview" card a failure leaves."""
+    import time
+
+    from PIL import Image
+
+    from ingest.thumbnails import placeholder_thumbnail
+
+    seg = odd_objects["seg"]
+    cards = {placeholder_thumbnail("thumbnail follows"), placeholder_thumbnail("SEG · no preview")}
+    deadline = time.monotonic() + 60
+    with vireo.client() as http:
+        while True:
+            answer = http.get(f"/api/series/{seg.SeriesInstanceUID}/thumbnail")
+            assert answer.status_code == 200, answer.text
+            if answer.content != placeholder_thumbnail("thumbnail follows") or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert answer.content not in cards
+    rgb = np.asarray(Image.open(io.BytesIO(answer.content)).convert("RGB")).astype(int)
+    assert (np.ptp(rgb, axis=-1) > 60).any(), "a segment colour is drawn"
+
+
+@pytest.mark.parametrize(("name", "dtype"), [("float", "<f4"), ("double", "<f8")])
+def test_float_pixel_data_frames_are_served_little_endian(vireo: VireoProcess, odd_objects: dict[str, Dataset], name: str, dtype: str) -> None:
+    """PS3.18 frame retrieval covers Float and Double Float Pixel Data, as /metadata's BulkDataURI does."""
+    ds = odd_objects[name]
+    values = np.frombuffer(ds.FloatPixelData if name == "float" else ds.DoubleFloatPixelData, dtype=dtype).reshape(3, 17, 23)
+    answer = _retrieve(vireo, f"{_instance_path(ds)}/frames/3,1", "multipart/related; type=application/octet-stream")
+    assert answer.status_code == 200, answer.text
+    parts = _parts(answer)
+    assert [media.split(";")[0] for media, _ in parts] == ["application/octet-stream"] * 2
+    assert np.array_equal(np.frombuffer(parts[0][1], dtype=dtype).reshape(17, 23), values[2])
+    assert np.array_equal(np.frombuffer(parts[1][1], dtype=dtype).reshape(17, 23), values[0])
+    missing = _retrieve(vireo, f"{_instance_path(ds)}/frames/4", "multipart/related; type=application/octet-stream")
+    assert missing.status_code == 404
+
+
+def test_a_waveform_has_no_rendered_image(vireo: VireoProcess, odd_objects: dict[str, Dataset]) -> None:
+    """/rendered is the instance's image: an ECG has none, so 422 says so (no placeholder card); its thumbnail may be the card."""
+    path = _instance_path(odd_objects["ecg"])
+    with vireo.client() as http:
+        for what in ("rendered", "frames/1/rendered"):
+            answer = http.get(f"{path}/{what}", headers={"Accept": "image/png"})
+            assert answer.status_code == 422, (what, answer.status_code)
+            assert "this instance has no image to render (12-lead ECG Waveform)" in answer.text and not PATH_LIKE.search(answer.text)
+        assert http.get(f"{path}/thumbnail", headers={"Accept": "image/png"}).status_code == 200

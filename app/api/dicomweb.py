@@ -28,7 +28,7 @@ from app.runtime import current_services
 from core import dicom_query
 from core.datasets import DatasetError, check_name
 from core.dicom_json import UnknownAttribute, attributes_json, parse_attribute, tag_hex, vr_of
-from ingest.intake import Origin, StoreRefused, error_comment, identify, transfer_syntax_of
+from ingest.intake import DATASET_MISMATCH_WARNING, Origin, StoreRefused, error_comment, identify, transfer_syntax_of
 
 log = logging.getLogger(__name__)
 
@@ -279,11 +279,8 @@ async def _stow(request: Request, study: str | None) -> Response:
                 failed.append(_failure(*identify(part.content), refused.status, refused.comment))
                 continue
             meta = item.meta
-            stored.append({
-                "ReferencedSOPClassUID": meta.sop_class_uid,
-                "ReferencedSOPInstanceUID": meta.sop_instance_uid,
-                "RetrieveURL": f"{root}/studies/{meta.study_uid}/series/{meta.series_uid}/instances/{meta.sop_instance_uid}",
-            })
+            stored.append(_stored(meta.sop_class_uid, meta.sop_instance_uid,
+                                  f"{root}/studies/{meta.study_uid}/series/{meta.series_uid}/instances/{meta.sop_instance_uid}", item.warning))
     except MultipartError as exc:
         if not stored and not failed:
             raise HTTPException(400, str(exc)) from exc
@@ -292,11 +289,22 @@ async def _stow(request: Request, study: str | None) -> Response:
     if study_uid or stored:
         body.update(attributes_json({"RetrieveURL": f"{root}/studies/{study_uid}" if study_uid else ""}))
     if stored:
-        body["00081199"] = {"vr": "SQ", "Value": [attributes_json(s) for s in stored]}
+        body["00081199"] = {"vr": "SQ", "Value": stored}
     if failed:
         body["00081198"] = {"vr": "SQ", "Value": failed}
-    status = 200 if not failed else 409 if not stored else 202
+    warned = any("00081196" in s for s in stored)
+    # PS3.18 10.5.3: 202 when some instances were stored but failures or warnings exist.
+    status = 409 if not stored and failed else 202 if failed or warned else 200
     return Response(json.dumps(body, separators=(",", ":")), status_code=status, media_type=DICOM_JSON)
+
+
+def _stored(sop_class: str, sop_instance: str, url: str, warning: str | None) -> dict[str, Any]:
+    """A ReferencedSOPSequence item; a warning (stored anyway) is its WarningReason with the reason as an ErrorComment."""
+    item = attributes_json({"ReferencedSOPClassUID": sop_class, "ReferencedSOPInstanceUID": sop_instance, "RetrieveURL": url})
+    if warning:
+        item.update(attributes_json({"WarningReason": DATASET_MISMATCH_WARNING}))
+        item["00000902"] = {"vr": "LO", "Value": [error_comment(warning)]}
+    return dict(sorted(item.items()))
 
 
 def _failure(sop_class: str | None, sop_instance: str | None, reason: int, comment: str) -> dict[str, Any]:

@@ -11,7 +11,8 @@ transfer syntax, never a server path):
   the default explicit VR little endian for a file no installed decoder reads); 206 with a
   `Warning: 299` when only some can (PS3.18 6.5.3.2); `transfer-syntax=*` always works.
 - frames: 406 when the frames cannot be decoded into what was asked for.
-- rendered and thumbnails: 422 when the pixel data cannot be decoded or drawn.
+- rendered and thumbnails: 422 when the pixel data cannot be decoded or drawn; /rendered also 422 for an
+  instance with no image at all (SR, ECG waveform), where a thumbnail is a labelled card.
 - 404 only for what does not exist (no such instance, frame or element).
 """
 
@@ -299,7 +300,10 @@ def _render_options(request: Request, thumbnail: bool) -> wado.RenderOptions:
         if min(viewport) < 1:
             raise HTTPException(400, "viewport sizes are at least 1")
     quality = whole_number("quality", params.get("quality"), 90, None) or 90
-    return wado.RenderOptions(media_type=media_type, window=window, viewport=viewport, quality=max(1, min(quality, 100)))
+    # A thumbnail may stand for an object without pixels as a labelled card; /rendered is refused (422) instead.
+    return wado.RenderOptions(
+        media_type=media_type, window=window, viewport=viewport, quality=max(1, min(quality, 100)), placeholder=thumbnail
+    )
 
 
 def _rendered(request: Request, study: str, series: str, instance: str, frame: int, thumbnail: bool = False) -> Response:
@@ -386,7 +390,7 @@ def _series_thumbnail(study: str, series_uid: str) -> Response:
         items = _instances(study, series_uid)
         middle = items[len(items) // 2]
         try:
-            png = wado.rendered(middle, 1, wado.RenderOptions(media_type="image/png", viewport=(128, 128)))
+            png = wado.rendered(middle, 1, wado.RenderOptions(media_type="image/png", viewport=(128, 128), placeholder=True))
         except wado.NotFound as exc:
             raise HTTPException(404, str(exc)) from exc
         except wado.CannotRender as exc:

@@ -632,12 +632,16 @@ def rounds(files: list[CorpusFile]) -> list[list[CorpusFile]]:
 
 def _start(data_dir: Path) -> VireoProcess:
     """A fresh Vireo; one more try after a pause, for a work tree caught in the middle of an edit."""
-    try:
-        return VireoProcess(data_dir).start(timeout=180)
-    except RuntimeError:
-        time.sleep(20)
-        retry = data_dir.with_name(data_dir.name + "-retry")
-        return VireoProcess(retry).start(timeout=180)
+    for attempt in range(2):
+        vireo = VireoProcess(data_dir if attempt == 0 else data_dir.with_name(data_dir.name + "-retry"))
+        try:
+            return vireo.start(timeout=180)
+        except RuntimeError:
+            vireo.kill()  # start() leaves a process that never opened its ports running
+            if attempt:
+                raise
+            time.sleep(20)
+    raise AssertionError("unreachable")
 
 
 def _run_round(files: list[CorpusFile], data_dir: Path, thumbnail_timeout: float, timings: list[str]) -> dict[str, FileResult]:
