@@ -16,6 +16,7 @@ from typing import Any
 from nicegui import ui
 
 from components.gallery import field_label
+from core.name_display import person_name
 from core.search.analysis import vr_of
 
 MAX_BARS = 25
@@ -36,6 +37,18 @@ def bar_label(value: str) -> str:
     return html.escape(value if len(value) <= 40 else value[:39] + "…", quote=False) or "(empty)"
 
 
+def _shown_values(field: str, values: list[str]) -> list[str]:
+    """Values as people read them: person names with every group (`Yamada, Tarou (山田 太郎)`), the rest as stored.
+
+    Bars sit on a category axis, where equal labels would merge two bars into one, so the
+    names stay raw in the rare chart where two of them read alike.
+    """
+    if vr_of(field) != "PN":
+        return values
+    shown = [person_name(v) or v for v in values]
+    return shown if len(set(shown)) == len(shown) else values
+
+
 def _figure(field: str, counts: dict[str, int]) -> dict[str, Any]:
     if is_date(field):
         items = [(k, v) for k, v in counts.items() if k != "other"]
@@ -48,7 +61,7 @@ def _figure(field: str, counts: dict[str, int]) -> dict[str, Any]:
         }
     items = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_BARS]
     items.reverse()
-    labels = [bar_label(k) for k, _ in items]
+    labels = [bar_label(shown) for shown in _shown_values(field, [k for k, _ in items])]
     return {
         "data": [{"type": "bar", "orientation": "h", "y": labels, "x": [v for _, v in items], "customdata": [k for k, _ in items],
                   "marker": {"color": "#2f5d50"}, "hovertemplate": "%{y}: %{x} series<extra></extra>"}],

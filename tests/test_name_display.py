@@ -76,3 +76,15 @@ def test_a_japanese_name_sent_over_dicom_is_shown_whole(vireo: VireoProcess, bro
     finally:
         with vireo.client() as client:
             client.delete("/api/settings/datasets")
+
+
+def test_dashboard_bars_show_names_whole_and_keep_the_raw_value_for_filtering() -> None:
+    from components.dashboard import _figure
+
+    figure = _figure("PatientName", {"Yamada^Tarou=山田^太郎": 3, "Doe^Jane": 1})
+    bars = figure["data"][0]
+    assert sorted(bars["y"]) == ["Doe, Jane", "Yamada, Tarou (山田 太郎)"]
+    assert sorted(bars["customdata"]) == ["Doe^Jane", "Yamada^Tarou=山田^太郎"]  # a click filters on the stored value
+    # Two values that read alike would share one bar on the category axis: those stay raw.
+    assert sorted(_figure("PatientName", {"Doe^Jane": 2, "Doe^Jane^": 1})["data"][0]["y"]) == ["Doe^Jane", "Doe^Jane^"]
+    assert _figure("Modality", {"CT": 1})["data"][0]["y"] == ["CT"]
