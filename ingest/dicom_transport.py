@@ -17,6 +17,15 @@ Three changes, all measured on the ingest benchmark (bench/ingest.py):
 And one for admission (ingest.dicom_admission): a connection becomes a pynetdicom association only
 once its whole A-ASSOCIATE-RQ has arrived, within a deadline, so idle or trickling connections
 never take an association slot; and the server caps the connections of each peer address.
+
+And one fix for every association of the process, requestor ones above all (`_reactor_get_msg`):
+pynetdicom's reactor can take the response a `send_c_*()` waits for and drop it ("Received
+unexpected C-STORE service message"), so that the sender hears nothing until its DIMSE timeout.
+The faster the peer answers, the likelier: against this receiver about one C-ECHO, or small or
+quickly refused C-STORE, in 1,000 to 2,000 from a busy pynetdicom sender stalled (never against
+storescp, which answers such a sender in tens of milliseconds). pynetdicom users in this process
+(C-MOVE sub-associations, ingest.pacs_client) have the fix; a sender in another process needs
+this module imported.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pynetdicom import evt
+from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from ingest.dicom_admission import Admission, AdmissionLimits, read_associate_rq
@@ -42,6 +52,28 @@ _QUICKACK = getattr(socket, "TCP_QUICKACK", None)
 MAX_PREALLOCATED = 1 << 20
 # Longest idle wait of the DUL thread: bounds how late it notices a timer or a request to stop.
 IDLE_WAIT = 0.05
+
+
+_pynetdicom_get_msg = DIMSEServiceProvider.get_msg
+
+
+def _reactor_get_msg(self: DIMSEServiceProvider, block: bool = False) -> Any:
+    """pynetdicom's `get_msg`, except that the reactor (its only non-blocking caller) takes nothing while a `send_*()` runs.
+
+    A `send_*()` clears the reactor's checkpoint, then waits for `_is_paused`, sends, and waits for
+    the reply. But the reactor sets `_is_paused` before its `checkpoint.wait()` and clears it only
+    after: a reactor just past the wait looks paused, goes on to its non-blocking `get_msg`, and
+    when the peer's reply is in by then (the reactor thread waiting for the GIL is enough) takes it
+    and drops it, as it serves only requests. Looking at the checkpoint here, after the reactor has
+    cleared `_is_paused`, closes that window: a `send_*()` that saw `_is_paused` had cleared the
+    checkpoint before. (pynetdicom 3.0.4; nothing else calls `get_msg(block=False)`.)
+    """
+    if not block and not self.assoc._reactor_checkpoint.is_set():
+        return None, None
+    return _pynetdicom_get_msg(self, block)
+
+
+DIMSEServiceProvider.get_msg = _reactor_get_msg  # type: ignore[method-assign]
 
 
 class WakingQueue(queue.Queue):  # type: ignore[type-arg]

@@ -54,6 +54,9 @@ _ABSENT = object()
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 # A Sequence Delimitation Item (FFFE,E0DD) of length 0, as each byte order writes it.
 _SEQUENCE_END = {True: b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", False: b"\xff\xfe\xe0\xdd\x00\x00\x00\x00"}
+# (7FE0,0010) Pixel Data's tag as each byte order writes it, and an undefined length.
+_PIXEL_DATA_TAG = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
+_UNDEFINED_LENGTH_BYTES = b"\xff\xff\xff\xff"
 
 
 @dataclass(frozen=True)
@@ -119,7 +122,7 @@ def admit(content: bytes) -> tuple[Dataset, str | None]:
     except Exception as exc:
         raise StoreRefused(CANNOT_UNDERSTAND, f"cannot parse the data set: {plain_reason(exc)}") from exc
     if len(ds) == 0:
-        raise StoreRefused(CANNOT_UNDERSTAND, "no data elements: truncated or not DICOM")
+        raise StoreRefused(CANNOT_UNDERSTAND, _why_no_elements(content))
     try:
         problem = truncation(ds)
     except ImagePixelError as exc:
@@ -134,6 +137,25 @@ def admit(content: bytes) -> tuple[Dataset, str | None]:
     except ImagePixelError as exc:
         raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, str(exc)) from exc
     return ds, mismatch
+
+
+def _why_no_elements(content: bytes) -> str:
+    """Why pydicom read no element of a stream (a refusal, so off the hot path).
+
+    pydicom drops every element it had read when a value of undefined length ends before its
+    delimiter, as encapsulated pixel data cut short does: read again up to the pixel data, the
+    elements are there, and the stream goes on with pixel data of undefined length.
+    """
+    stream = BytesIO(content)
+    try:
+        head = dcmread(stream, stop_before_pixels=True)
+    except Exception:
+        head = None
+    pixels = stream.tell()  # pydicom leaves the stream at the header of the element it stopped before
+    header = content[pixels : pixels + 12]
+    if head is not None and len(head) and header[:4] in _PIXEL_DATA_TAG and _UNDEFINED_LENGTH_BYTES in (header[4:8], header[8:12]):
+        return "truncated: encapsulated pixel data ends before its delimiter"
+    return "no data elements: truncated or not DICOM"
 
 
 def truncation(ds: Dataset) -> str | None:

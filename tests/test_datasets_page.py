@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from pydicom import dcmread
 
-from tests.factories import SeriesFiles, write_seg, write_series
+from tests.factories import write_seg, write_series
 from tests.support.browser import ARTIFACTS_DIR
 from tests.support.vireo import ADMIN_PASSWORD, VireoProcess
 

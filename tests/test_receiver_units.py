@@ -41,6 +41,42 @@ def test_not_dicom_is_refused() -> None:
         parse_dataset(b"\0" * 128 + b"DICM" + BytesIO(b"garbage").getvalue())
 
 
+@pytest.mark.parametrize(("name", "cut"), [("emri_small_jpeg_2k_lossless_too_short.dcm", 0), ("JPEG2000.dcm", 20), ("SC_rgb_jpeg_dcmtk.dcm", 20)])
+def test_encapsulated_pixel_data_cut_before_its_delimiter_is_named(name: str, cut: int) -> None:
+    """pydicom reads no element at all from such a stream: the reason is still the pixel data, not "not DICOM"."""
+    from pydicom.data import get_testdata_file
+
+    from ingest.intake import error_comment
+
+    content = Path(get_testdata_file(name)).read_bytes()  # the pydicom-data file is cut already
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom: End of file reached before delimiter (FFFE,E0DD) found
+        with pytest.raises(StoreRefused) as refused:
+            parse_dataset(content[: len(content) - cut])
+    assert refused.value.status == 0xC000
+    assert refused.value.comment == "truncated: encapsulated pixel data ends before its delimiter"
+    assert error_comment(refused.value.comment) == refused.value.comment  # whole in the 64 characters of an ErrorComment
+
+
+def test_the_reactor_leaves_a_reply_to_the_send_waiting_for_it() -> None:
+    """pynetdicom's reactor, just past its pause, took and dropped the reply a send_c_*() waited for (ingest.dicom_transport)."""
+    import ingest.dicom_transport  # noqa: F401  (installs the fix)
+    from pynetdicom import AE
+    from pynetdicom.association import Association
+    from pynetdicom.dimse_primitives import C_ECHO
+
+    assoc = Association(AE(), "requestor")
+    reply = C_ECHO()
+    reply.MessageIDBeingRespondedTo = 1
+    assoc.dimse.msg_queue.put((1, reply))
+    assoc._reactor_checkpoint.clear()  # what a send_*() does before sending
+    assert assoc.dimse.get_msg(block=False) == (None, None)  # the reactor's look
+    assert assoc.dimse.get_msg(block=True) == (1, reply)  # the send's
+    assoc._reactor_checkpoint.set()
+    assoc.dimse.msg_queue.put((1, reply))
+    assert assoc.dimse.get_msg(block=False) == (1, reply)  # no send waits: the reactor serves what comes, as before
+
+
 @pytest.mark.parametrize(
     ("target", "safe"),
     [("/", "/"), ("/settings?x=1", "/settings?x=1"), ("//evil.example", "/"), ("/\\evil.example", "/"),

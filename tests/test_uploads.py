@@ -7,7 +7,6 @@ import os
 import stat
 import zipfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest

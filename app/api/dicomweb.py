@@ -21,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.dicomweb_common import DICOM_JSON, checked_uid, dicomweb_root
 from app.api.multipart import (
-    MediaRange, MultipartError, iter_parts, multipart_content_type, multipart_stream, new_boundary, parse_accept, parse_content_type,
+    MediaRange, MultipartError, iter_parts, parse_accept, parse_content_type,
 )
 from app.api.search_params import whole_number
 from app.runtime import current_services

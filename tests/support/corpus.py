@@ -38,6 +38,9 @@ from pydicom.uid import UID, ExplicitVRBigEndian, ExplicitVRLittleEndian, Implic
 from pynetdicom import AE, _config
 from pynetdicom.dsutils import encode, split_dataset
 
+# The pynetdicom sender here needs the fix for pynetdicom's dropped-reply race that Vireo's own senders have
+# (ingest.dicom_transport); without it about one C-STORE in a thousand waits out its DIMSE timeout.
+import ingest.dicom_transport  # noqa: F401,E402
 from tests.support.vireo import VireoProcess
 
 # Raw (no preamble) DICOM starts with a group 0002 or 0008 tag in either byte order.
