@@ -37,11 +37,13 @@ def _ideographic(group: str) -> str:
 def person_name(value: str | None) -> str:
     """A PN value as people write it, every group kept: `Yamada^Tarou=山田^太郎` → `Yamada, Tarou (山田 太郎)`.
 
-    In a PN `=` always separates groups (PS3.5 6.2), so `YAMADA=山田` is shown as
-    `YAMADA (山田)` too; a value with neither `^` nor `=` is shown exactly as sent.
+    In a PN `=` separates groups (PS3.5 6.2), so `YAMADA=山田` is shown as `YAMADA (山田)`
+    too. Without any `^`, a value is taken for groups only when what follows its first `=` is
+    written in another script, as ideographic and phonetic groups are; anything else without
+    components is likely no structured name at all and is shown exactly as sent.
     """
     text = (value or "").strip()
-    if "^" not in text and "=" not in text:
+    if "^" not in text and not any(ord(c) > 127 for c in text.partition("=")[2]):
         return text
     groups = [*text.split("=", 2), "", ""][:3]
     alphabetic = _alphabetic(groups[0])

@@ -29,6 +29,7 @@ YAMADA_SHOWN = "Yamada, Tarou (山田 太郎)"
     ("Doe", "Doe"),
     ("<b>Doe</b>", "<b>Doe</b>"),  # no components and no groups: shown exactly as sent (the page escapes it)
     ("YAMADA=山田=やまだ", "YAMADA (山田)"),  # '=' separates groups in every PN, carets or not
+    ("<img src=x onerror=alert(1)>", "<img src=x onerror=alert(1)>"),  # four "groups": no PN, shown as sent
     ("=^=", ""),
 ])
 def test_every_group_of_a_name_is_shown(raw: str, shown: str) -> None:
