@@ -3,7 +3,9 @@
 Only the login page, `GET /api/health` and NiceGUI's static assets are public. API and
 DICOMweb clients without valid credentials get 401; a browser gets redirected to the login
 page. Failed logins are limited per user and address, per address, and slowed down per
-account (app/login_throttle.py), on the login page and for Basic credentials alike.
+account (app/login_throttle.py), on the login page and for Basic credentials alike. Basic
+credentials are verified once however many parallel requests carry them, then remembered;
+once correct, they are never throttled (app/basic_credentials.py).
 A browser session is a cookie Vireo issues at login (app/browser_session.py); a change made
 with it must come from Vireo's own pages (app/csrf.py).
 """
@@ -12,9 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-import threading
-import time
 from dataclasses import dataclass
 from urllib.parse import quote
 
@@ -24,6 +23,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import browser_session, csrf
+from app.basic_credentials import CredentialCache, SingleFlight
 from app.browser_session import AuthenticatedBy
 from app.login_throttle import LoginThrottle, TooManyAttempts
 from app.runtime import current_services
@@ -33,61 +33,39 @@ from core.browser_sessions import LiveSession
 
 PUBLIC_PATHS = frozenset({"/login", browser_session.COMPLETE_PATH, "/api/health", "/favicon.ico"})
 # Routes other Vireo instances call: no user, but a request signature the route itself checks (federation/signing.py).
-INSTANCE_SIGNED_PATHS = frozenset({"/api/federation/sync"})
+INSTANCE_SIGNED_PATHS = frozenset({"/api/federation/sync", "/api/federation/fetch"})
 GUARDED_NICEGUI_PREFIXES = ("/_nicegui/client/", "/_nicegui/auto/")
 MACHINE_PREFIXES = ("/api", "/dicomweb")
 
 
-class CredentialCache:
-    """Remembers verified Basic credentials for a minute: argon2 is slow on purpose, API clients call often."""
-
-    def __init__(self, ttl: float = 60.0) -> None:
-        self.ttl = ttl
-        self._entries: dict[str, tuple[Principal, float]] = {}
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def key(username: str, password: str) -> str:
-        return hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
-
-    def get(self, key: str) -> Principal | None:
-        with self._lock:
-            entry = self._entries.get(key)
-            if entry is None or entry[1] < time.monotonic():
-                self._entries.pop(key, None)
-                return None
-            return entry[0]
-
-    def put(self, key: str, principal: Principal) -> None:
-        with self._lock:
-            self._entries[key] = (principal, time.monotonic() + self.ttl)
-
-    def clear(self) -> None:
-        """Forget everything: called whenever a user is changed, disabled or removed."""
-        with self._lock:
-            self._entries.clear()
-
-
 throttle = LoginThrottle()
 credentials = CredentialCache()
+verifications: SingleFlight[Principal | None] = SingleFlight()
 
 
 def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def login(username: str, password: str, address: str) -> Principal | None:
-    """Check a password under the throttle (blocking: call from a thread)."""
-    stamp = throttle.attempt(username, address)
+def login(username: str, password: str, address: str, *, throttled: bool = True) -> Principal | None:
+    """Check a password, under the failed-login throttle unless `throttled` is False (blocking: call from a thread)."""
+    stamp = throttle.attempt(username, address) if throttled else 0.0
     with current_services().db.session() as session:
         user = accounts.authenticate(session, username, password)
         if user is None:
             return None
-        throttle.succeeded(username, address, stamp)
+        if throttled:
+            throttle.succeeded(username, address, stamp)
         return accounts.principal(user)
 
 
 def _basic(header: str, address: str) -> Principal | None:
+    """The principal of Basic credentials: remembered, or verified once however many requests send them at a time.
+
+    Credentials that were correct before are checked again outside the throttle: the throttle
+    is for guesses, and whoever sends a once-correct password is not guessing
+    (app/basic_credentials.py says why this matters for parallel clients).
+    """
     try:
         decoded = base64.b64decode(header, validate=True).decode()
         username, password = decoded.split(":", 1)
@@ -97,10 +75,26 @@ def _basic(header: str, address: str) -> Principal | None:
     cached = credentials.get(key)
     if cached is not None:
         return cached
-    principal = login(username, password, address)
-    if principal is not None:
-        credentials.put(key, principal)
-    return principal
+    settings = current_services().settings
+
+    def verify() -> Principal | None:
+        again = credentials.get(key)  # verified by a flight that ended just before this one began
+        if again is not None:
+            return again
+        known = credentials.known(key) is not None
+        generation = credentials.generation
+        principal = login(username, password, address, throttled=not known)
+        if principal is not None:
+            credentials.put(key, principal, settings.credential_cache_seconds, generation)
+        elif known:
+            credentials.forget(key)
+        return principal
+
+    once_correct = credentials.known(key)
+    if once_correct is not None:
+        verifications.start(key, verify)  # checked again beside this request, which need not wait for argon2
+        return once_correct
+    return verifications.run(key, verify)
 
 
 def _bearer(token: str) -> Principal | None:

@@ -9,7 +9,9 @@ becomes the logged-in session.
 Sessions live in the database (core/browser_sessions.py); this module keeps a few seconds'
 memory of which ones are live, because an open tab asks on every click (app/open_tabs.py).
 Whatever ends sessions here forgets them at once, so ending one takes effect on the next
-request or event, not when the memory expires.
+request or event, not when the memory expires. Nothing here reads NiceGUI's user storage:
+NiceGUI drops it every 10 s for a browser with no page open and reloads it on its next
+request, and parallel requests racing that reload (a viewer's) must still find their session.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`python main.py` / `vireo`: serve (the default) or rebuild the index from the PACS files."""
+"""`python main.py` / `vireo`: serve (the default), rebuild the index from the PACS files, or install OHIF."""
 
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="version", version=f"vireo {vireo_version()}")
     p.add_argument("command", nargs="?", default="serve", choices=["serve", "reindex"],
-                   help="serve: run the web UI, API and DICOM receiver (default); reindex: rebuild the index from the PACS files")
+                   help="serve: run the web UI, API and DICOM receiver (default); reindex: rebuild the index from the PACS files; "
+                   "`vireo ohif install|status`: add Vireo's own OHIF Viewer (see `vireo ohif --help`)")
     add_arguments(p)
     return p
 
@@ -35,6 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     if argv is None:
         # Under NiceGUI's test `user` fixture this file runs inside pytest: its arguments are not ours.
         argv = [] if os.environ.get("NICEGUI_USER_SIMULATION") else sys.argv[1:]
+    if argv[:1] == ["ohif"]:  # `vireo ohif install|status`: its own small parser, no web stack
+        from app.ohif.cli import main as ohif_main
+
+        raise SystemExit(ohif_main(argv[1:]))
     options = parser().parse_args(argv)
     settings = load_settings(options)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

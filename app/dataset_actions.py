@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.runtime import current_services
 from core import datasets, tags
+from core.events import TAGS_CHANGED
 from core.search.query import QueryError
 from core.selection import Selection
 
@@ -43,9 +44,32 @@ def toggle_tags(series_uid: str, active: list[str]) -> list[str]:
         add = [t for t in active if t not in current]
         remove = [t for t in active if t in current]
         try:
-            return tags.change_tags(conn, [series_uid], add, remove)[series_uid]
+            result = tags.change_tags(conn, [series_uid], add, remove)[series_uid]
         except (tags.TagError, LookupError) as exc:
             raise ActionError(str(exc)) from exc
+    tags_published([series_uid])
+    return result
+
+
+def remove_tag(series_uid: str, tag: str) -> list[str]:
+    """A card chip's X: take `tag` off this one series (one transaction); returns its tags afterwards."""
+    try:
+        with current_services().db.engine.begin() as conn:
+            result = tags.change_tags(conn, [series_uid], [], [tag])[series_uid]
+    except (tags.TagError, LookupError) as exc:
+        raise ActionError(str(exc)) from exc
+    tags_published([series_uid])
+    return result
+
+
+def tags_published(series_uids: list[str] | None) -> None:
+    """Tell open pages (other tabs, other users) that these series' tags changed — after the commit, so they read the new rows."""
+    current_services().bus.publish(TAGS_CHANGED, series_uids=series_uids)
+
+
+def current_tags(series_uids: list[str]) -> dict[str, list[str]]:
+    with current_services().db.engine.connect() as conn:
+        return tags.tags_of(conn, series_uids)
 
 
 def tag_counts() -> list[dict[str, Any]]:

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import update
+from sqlmodel import Session
+
 from app.runtime import current_services
+from core.workflows.models import Job, Workflow
 from federation import audit, instances
 from federation.sync import Federation
 
@@ -23,25 +27,35 @@ def _known() -> tuple[set[str], set[str]]:
     return dags, names
 
 
+def _local_doc(session: Session) -> dict[str, Any]:
+    return {**instances.describe(instances.local(session)), "name_locked": instances.name_lock(session)}
+
+
 def all_instances() -> list[dict[str, Any]]:
     with current_services().db.session() as session:
-        return [instances.describe(instances.local(session))] + [instances.describe(r) for r in instances.remotes(session)]
-
-
+        return [_local_doc(session)] + [instances.describe(r) for r in instances.remotes(session)]
 
 
 def local_instance() -> dict[str, Any]:
     with current_services().db.session() as session:
-        return instances.describe(instances.local(session))
+        return _local_doc(session)
 
 
 def change_local(changes: dict[str, Any]) -> dict[str, Any]:
+    """Change the local instance's settings; a new name (only while no remote is registered) carries its jobs along."""
     dags, datasets = _known()
     with current_services().db.session() as session:
-        before = instances.local(session).sync_interval
+        me = instances.local(session)
+        before, old_name = me.sync_interval, me.name
         row = instances.change_local(session, dags, datasets, changes)
-        doc = instances.describe(row)
+        if row.name != old_name:
+            for table in (Job, Workflow):
+                session.execute(update(table).where(table.owner_instance == old_name).values(owner_instance=row.name))  # type: ignore[arg-type]
+            session.execute(update(Job).where(Job.runner_instance == old_name).values(runner_instance=row.name))  # type: ignore[arg-type]
+        doc = _local_doc(session)
         session.commit()
+    if doc["name"] != old_name:
+        federation().renamed(old_name, doc["name"])
     if doc["sync_interval"] != before:
         federation().reschedule(doc["sync_interval"])
     return doc

@@ -17,6 +17,9 @@ from core import user_settings
 
 SETTING_KEY = "datasets"
 MAX_FIELDS = 60
+PANEL_WIDTH = 560  # beside three columns of cards at 1280 px
+MIN_PANEL_WIDTH = 320
+MAX_PANEL_WIDTH = 3000
 
 
 class FieldDisplay(BaseModel):
@@ -38,6 +41,7 @@ class GallerySettings(BaseModel):
     fields: list[FieldDisplay] = Field(default_factory=lambda: default_fields(), max_length=MAX_FIELDS)
     tag_bar: list[str] = Field(default_factory=list, max_length=50, description="the tag row's tags (keys 1–9 toggle the first nine)")
     multiple_tags: bool = Field(False, description="several tags active at once")
+    panel_width: int = Field(PANEL_WIDTH, ge=MIN_PANEL_WIDTH, le=MAX_PANEL_WIDTH, description="the detail panel's width in CSS pixels, as last dragged")
 
     @field_validator("fields")
     @classmethod

@@ -33,7 +33,9 @@ class LoginThrottle:
     """Sliding-window limits on failed logins: per (user, address), per address, and a per-account slow-down.
 
     An attempt counts as failed from the moment it starts, so a burst of parallel guesses
-    is limited as strictly as one after another; a success takes its attempt back.
+    is limited as strictly as one after another; a success takes its attempt back. Parallel
+    requests carrying the *same* Basic credentials are one attempt, not many (app/auth.py
+    verifies them once), and credentials verified before skip the throttle altogether.
     """
 
     MAX_KEYS = 10_000  # beyond this many tracked names/addresses, sweep the stale ones at once

@@ -9,6 +9,7 @@ from app.runtime import current_services
 from app.viewers import ohif_study_url
 from core import catalog, datasets
 from core.events import SERIES_CHANGED, THUMBNAIL_READY, EventBus
+from core.search.query import QueryError, field_name, parse_filter
 from core.search.service import MAX_PAGE, Aggregation, Selection
 
 __all__ = ["MAX_PAGE", "SERIES_CHANGED", "THUMBNAIL_READY", "Listing", "Selection", "bus", "find_series", "ohif_url", "series_and_datasets"]
@@ -52,6 +53,30 @@ def indexed_fields() -> list[str]:
 
 def field_values(field: str, prefix: str, selection: Selection | None = None, limit: int = 30) -> list[dict[str, Any]]:
     return current_services().search.values(field, prefix, limit, selection)
+
+
+def values_in_search(field: str, prefix: str, dataset: str | None, q: str, filters: list[str], limit: int = 30) -> list[dict[str, Any]]:
+    """A filter field's values with counts among the series the page shows now (dataset + query + other filters).
+
+    The field's own filters are left out, so that the picker still offers the values one could
+    add to them; a query that does not parse counts as no query (the page shows its error).
+    """
+    others = [f for f in filters if not _filters_field(f, field)]
+    for selection in (Selection.of(q, others, dataset), Selection.of(None, others, dataset)):
+        try:
+            return field_values(field, prefix, selection, limit)
+        except QueryError:
+            continue
+        except LookupError:  # the dataset was deleted meanwhile
+            break
+    return field_values(field, prefix, None, limit)
+
+
+def _filters_field(filter_text: str, field: str) -> bool:
+    try:
+        return field_name(parse_filter(filter_text).field) == field_name(field)
+    except QueryError:
+        return False
 
 
 def bus() -> EventBus:

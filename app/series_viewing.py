@@ -150,6 +150,34 @@ def _text(value: Any, vr: str) -> str:
     return text if len(text) <= 500 else text[:500] + "…"
 
 
+def related_series(series_uid: str) -> dict[str, Any]:
+    """The series' study and its neighbours by reference, from the index (no file is read).
+
+    `segmentations`: the SEGs whose ReferencedSeriesSequence names this series ("results of this
+    series"); `referenced`: for a SEG, the image series it annotates (when that is stored here).
+    """
+    columns = (Series.series_uid, Series.modality, Series.series_description, Series.series_number)
+    with current_services().db.engine.connect() as conn:
+        row = conn.execute(select(Series.study_uid, Series.modality, Series.series_description, Series.referenced_series_uid)
+                           .where(Series.series_uid == series_uid)).first()
+        if row is None:
+            raise LookupError(f"no series {series_uid}")
+        segmentations = conn.execute(select(*columns).where(Series.referenced_series_uid == series_uid, Series.modality == "SEG")
+                                     .order_by(Series.series_number, Series.series_uid)).all()  # type: ignore[arg-type]
+        referenced = conn.execute(select(*columns).where(Series.series_uid == row.referenced_series_uid)).all() if row.referenced_series_uid else []
+
+    def brief(found: Any) -> dict[str, Any]:
+        return {"series_uid": found.series_uid, "modality": found.modality or "", "description": found.series_description or "", "number": found.series_number}
+
+    return {
+        "study_uid": row.study_uid,
+        "modality": row.modality or "",
+        "description": row.series_description or "",
+        "segmentations": [brief(s) for s in segmentations],
+        "referenced": [brief(s) for s in referenced],
+    }
+
+
 def frame_at(series_uid: str, index: int) -> Frame:
     frames = series_slices(series_uid).frames
     if not 0 <= index < len(frames):

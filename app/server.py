@@ -25,6 +25,8 @@ from app.cors import DicomwebCors
 from app import open_tabs, proxies
 from app.runtime import set_services
 from app.demo.seeding import DemoSeeder
+from app.ohif import serve as ohif
+from app.ohif.challenge import NoChallengeForScripts
 from app.services import Services, build_services, storage_secret
 from app.settings import Settings
 from ingest import import_limits
@@ -40,6 +42,7 @@ def build_app(settings_: Settings) -> Services:
     # Login sessions persist with the rest of Vireo's state, not in the working directory.
     Storage.path = (settings_.data_dir / "sessions").resolve()
     app.add_middleware(AuthMiddleware)
+    app.add_middleware(NoChallengeForScripts)  # around it: OHIF's requests get a 401 it can report, not a browser password dialog
     open_tabs.install()  # an open tab is checked on every UI event, not only at page load
     # Added after authentication, so it runs first: a body over its route's limit is refused before anything reads it.
     app.add_middleware(BodyLimitMiddleware, table=BodyLimitTable.sized(settings_.max_request_bytes, settings_.max_upload_request_bytes, settings_.max_stow_request_bytes))
@@ -49,6 +52,7 @@ def build_app(settings_: Settings) -> Services:
         app.add_middleware(DicomwebCors, origins=settings_.cors_origin_list)  # added last: runs before authentication
     for router in (health.router, viewer.router, series.router, search.router, tags.router, datasets_api.router, accounts_api.router, user_settings.router, downloads.router, dicomweb.router, wado_rs.router, dags_api.router, workflows_api.router, jobs.router, uploads_api.router, instances_api.router, instances_api.audit_router, federation_api.router):
         app.include_router(router)
+    app.include_router(ohif.router)  # /ohif/…: Vireo's own OHIF Viewer, behind the same login
     login.register()
     datasets.register()
     settings.register()

@@ -38,7 +38,7 @@ from federation.sync import Federation, FederationConfig
 log = logging.getLogger(__name__)
 
 RUNNING_MARKER = "vireo.running"
-BUILTIN_DAG_MODULES = ["ingest.dags", "ingest.pacs_dags", "ingest.import_dags", "federation.dags"]
+BUILTIN_DAG_MODULES = ["ingest.dags", "ingest.pacs_dags", "ingest.import_dags", "federation.dags", "ingest.analysis.segmentation_dags", "ingest.analysis.nnunet_dags", "ingest.analysis.measurement_dags", "federation.learning_dags"]
 
 
 @dataclass

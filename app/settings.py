@@ -37,6 +37,7 @@ class Settings:
     dags_dir: str = field(default="", metadata={"help": "folder of user DAG files, *.py (default: <data dir>/dags)"})
     workers: int = field(default=0, metadata={"help": "job processes the local executor runs at once (0: one per CPU core)"})
     session_hours: float = field(default=12.0, metadata={"help": "a login session expires after this many hours"})
+    credential_cache_seconds: float = field(default=60.0, metadata={"help": "seconds a verified HTTP Basic password is remembered before it is checked again (argon2 is slow on purpose)"})
     thumbnail_quiet_seconds: float = field(default=3.0, metadata={"help": "a series' thumbnail is drawn once it has been quiet this long"})
     max_request_bytes: int = field(default=8 * 1024**2, metadata={"help": "largest request body of an API call or page (JSON, forms), in bytes; refused with 413 while it streams"})
     max_upload_request_bytes: int = field(default=2 * 1024**3, metadata={"help": "largest body of one request to /api/uploads (a file, or one chunk of a larger file), in bytes"})

@@ -37,7 +37,29 @@ def instance_name() -> str:
     return engine().instance_name
 
 
+def default_name(dag_id: str, selection: Selection | None = None, dataset: str | None = None, series: list[str] | None = None) -> str:
+    """A name that says what runs on what: "collect-metadata on brain-mr", "… on 3 series", "… on query CT in brain-mr".
+
+    The DAG id and a timestamp (the engine's fallback) told people nothing the Created column
+    does not; the input is what tells two workflows of one DAG apart.
+    """
+    if selection is None and series:
+        selection = Selection.of_series(series)
+    if selection is None and dataset:
+        selection = Selection.of(dataset=dataset)
+    if selection is None:
+        return dag_id
+    if selection.explicit:
+        n = len(selection.series)
+        return f"{dag_id} on {n:,} series"
+    described = selection.describe()
+    return f"{dag_id} on {'every series' if described == 'all series' else described}"[:200]
+
+
 def create(**request: Any) -> dict[str, Any]:
+    """Start a workflow; a blank name becomes `default_name` of its DAG and input."""
+    if not (request.get("name") or "").strip() and request.get("dag_id"):
+        request["name"] = default_name(request["dag_id"], request.get("selection"), request.get("dataset"), request.get("series"))
     workflow_id = engine().create_workflow(**request)
     return workflow(workflow_id)
 

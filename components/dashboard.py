@@ -55,6 +55,7 @@ def _figure(field: str, counts: dict[str, int]) -> dict[str, Any]:
         x = [f"{k}-01" for k, _ in items]
         return {
             "data": [{"type": "bar", "x": x, "y": [v for _, v in items], "customdata": [k for k, _ in items], "marker": {"color": "#2f5d50"},
+                      "text": [f"{v:,}" for _, v in items], "textposition": "auto", "cliponaxis": False,
                       "hovertemplate": "%{customdata}: %{y} series<extra></extra>"}],
             "layout": {"height": 180, "margin": {"l": 30, "r": 10, "t": 10, "b": 30}, "xaxis": {"type": "date"}, "bargap": 0.05},
             "config": {"displayModeBar": False},
@@ -64,8 +65,14 @@ def _figure(field: str, counts: dict[str, int]) -> dict[str, Any]:
     labels = [bar_label(shown) for shown in _shown_values(field, [k for k, _ in items])]
     return {
         "data": [{"type": "bar", "orientation": "h", "y": labels, "x": [v for _, v in items], "customdata": [k for k, _ in items],
+                  "text": [f"{v:,}" for _, v in items], "textposition": "outside", "cliponaxis": False,
                   "marker": {"color": "#2f5d50"}, "hovertemplate": "%{y}: %{x} series<extra></extra>"}],
-        "layout": {"height": 40 + 22 * max(1, len(items)), "margin": {"l": 120, "r": 10, "t": 4, "b": 24}, "yaxis": {"automargin": True, "type": "category"}},
+        # room for the count beside the longest bar; at least three rows high, or one bar leaves no plot area to draw in
+        # the counts are on the bars, so the value axis (which said "0.5 series") is left out
+        "layout": {"height": 24 + 22 * max(3, len(items)), "margin": {"l": 120, "r": 40, "t": 4, "b": 8},
+                   "yaxis": {"automargin": True, "type": "category"},
+                   "xaxis": {"range": [0, max((v for _, v in items), default=1) * 1.15], "fixedrange": True,
+                             "showticklabels": False, "showgrid": False, "zeroline": True}},
         "config": {"displayModeBar": False},
     }
 

@@ -3,6 +3,11 @@
 The orchestrator job's result is its whole state (see federation/orchestration.py): a table of
 rounds and each runner's status says who took part and who did not and why; counts in the
 aggregate (the statistics DAG's) are shown as tables; everything is also there as JSON.
+
+Analysis results (measure-segments, evaluate-segmentations, a federated model) share one
+generic shape, so any DAG can have tables and charts on its Result tab without code here:
+`{"tables": [{"title", "rows": [{column: value}]}], "charts": [{"title", "categories",
+"series": [{"name", "values"}]}]}` (see ingest/analysis/measurement_dags.py).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ def job_result(job: dict[str, Any]) -> None:
         aggregate = result
     if isinstance(aggregate, dict) and isinstance(aggregate.get("counts"), dict):
         _counts(aggregate)
+    if isinstance(aggregate, dict):
+        analysis_tables(aggregate)
     if aggregate is not None:
         ui.label("Merged result" if job.get("role") == "orchestrator" else "Result (what this runner handed back)").classes("text-subtitle2 mt-2")
         ui.json_editor({"content": {"json": aggregate}, "readOnly": True, "mainMenuBar": False}).classes("w-full").mark("job-result")
@@ -74,3 +81,56 @@ def _counts(aggregate: dict[str, Any]) -> None:
                 columns=[{"name": "value", "label": field, "field": "value", "align": "left"}, {"name": "n", "label": "Series", "field": "n"}],
                 rows=[{"value": k, "n": v} for k, v in values.items()], row_key="value",
             ).props("dense flat bordered").mark(f"result-counts-{field}")
+
+
+# ---- generic analysis results --------------------------------------------------------------
+
+def column_label(key: str) -> str:
+    """A column key as people read it: `volume_ml` → "Volume (mL)", `hausdorff95_mm` → "Hausdorff95 (mm)"."""
+    units = {"ml": "mL", "mm": "mm", "mm2": "mm²", "mm3": "mm³", "percent": "%"}
+    parts = key.split("_")
+    unit = None
+    if len(parts) > 1 and parts[-1] in units:
+        unit = units[parts.pop()]
+    elif len(parts) > 2 and parts[-2] == "mm" and parts[-1] in ("x", "y", "z"):  # centroid_mm_x
+        parts.pop(-2)
+        unit = "mm"
+    words = {"hausdorff95": "Hausdorff 95", "sd": "SD", "bbox": "bounding box", "seg": "SEG", "sr": "SR"}
+    text = " ".join(words.get(p, p) for p in parts)
+    text = text[:1].upper() + text[1:]
+    return f"{text} ({unit})" if unit else text
+
+
+def _cell(value: Any) -> Any:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) < 1e5 else f"{value:.0f}"
+    return value
+
+
+def analysis_tables(result: dict[str, Any]) -> None:
+    """The `tables` and `charts` of an analysis result (ignored when absent or malformed)."""
+    for number, table in enumerate(t for t in result.get("tables") or [] if isinstance(t, dict)):
+        rows = [r for r in table.get("rows") or [] if isinstance(r, dict)]
+        keys: list[str] = []
+        for row in rows:
+            keys.extend(k for k in row if k not in keys)
+        ui.label(str(table.get("title") or "Results")).classes("text-subtitle2 mt-2")
+        if not rows:
+            ui.label("No rows.").classes("text-grey-7")
+            continue
+        columns = [{"name": k, "label": column_label(k), "field": k, "align": "left" if isinstance(rows[0].get(k), str) else "right",
+                    "sortable": True} for k in keys]
+        shown = [{"_key": i, **{k: _cell(r.get(k)) for k in keys}} for i, r in enumerate(rows)]
+        ui.table(columns=columns, rows=shown, row_key="_key", pagination=25).props("dense flat bordered").classes(
+            "w-full max-w-full overflow-auto").mark(f"analysis-table-{number}")
+    for number, chart in enumerate(c for c in result.get("charts") or [] if isinstance(c, dict)):
+        categories = list(chart.get("categories") or [])
+        data = [{"type": "bar", "name": str(s.get("name", "")), "x": categories, "y": list(s.get("values") or [])}
+                for s in chart.get("series") or [] if isinstance(s, dict)]
+        if not data:
+            continue
+        ui.plotly({"data": data, "layout": {"title": {"text": str(chart.get("title") or "")}, "barmode": "group", "height": 320,
+                                            "margin": {"l": 50, "r": 20, "t": 40, "b": 80}, "legend": {"orientation": "h"}},
+                   "config": {"displaylogo": False, "responsive": True}}).classes("w-full").mark(f"analysis-chart-{number}")

@@ -1,8 +1,13 @@
-"""The app shell every page shares: header with navigation and the user menu (Settings, Logout)."""
+"""The app shell every page shares: header with navigation and the user menu (Settings, Account, Logout).
+
+"Settings" is the Datasets page's settings dialog (as in Kaapana): on that page it opens in
+place; elsewhere it goes to the Datasets page, which opens it (`/?settings=1`). Password,
+sessions, tokens and users are "Account and tokens" (/settings).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 
 from html import escape
@@ -20,6 +25,9 @@ NAVIGATION: list[tuple[str, str, str]] = [
     ("Data Upload", "/upload", "cloud_upload"),
     ("Instances", "/instances", "hub"),
 ]
+
+
+SETTINGS_DIALOG_URL = "/?settings=1"  # the Datasets page, with its settings dialog open
 
 
 def current_principal() -> Principal:
@@ -45,7 +53,7 @@ def csrf_meta() -> None:
 
 
 @contextmanager
-def frame(title: str) -> Iterator[None]:
+def frame(title: str, on_settings: Callable[[], Awaitable[None] | None] | None = None) -> Iterator[None]:
     principal = current_principal()
     ui.page_title(f"{title} · Vireo")
     ui.colors(primary="#2f5d50")
@@ -61,7 +69,8 @@ def frame(title: str) -> Iterator[None]:
         ui.space()
         with ui.button(principal.username, icon="account_circle").props("flat color=white no-caps").mark("user-menu"):
             with ui.menu():
-                ui.menu_item("Settings", lambda: ui.navigate.to("/settings")).mark("menu-settings")
+                ui.menu_item("Settings", on_settings or (lambda: ui.navigate.to(SETTINGS_DIALOG_URL))).mark("menu-settings").props("data-testid=menu-settings")
+                ui.menu_item("Account and tokens", lambda: ui.navigate.to("/settings")).mark("menu-account").props("data-testid=menu-account")
                 ui.menu_item("Logout", logout).mark("menu-logout")
                 ui.menu_item("Log out everywhere", logout_everywhere).mark("menu-logout-everywhere")
     with ui.column().classes("w-full p-4 gap-4"):

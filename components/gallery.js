@@ -1,9 +1,40 @@
 // The series gallery: cards (flat or patient → study → series), multiselect and infinite scroll.
 // Everything shown comes from DICOM metadata, which is untrusted: it is only ever bound as text
 // ({{ }}) or as attribute values, never as HTML.
+// One card, used by both views. Keys go to the card itself: a text field never sees them here.
+const CARD = `
+  <div v-bind="cardAttrs(item)" @click="onClick($event, item)" @dblclick="open(item)" @keydown="onKey($event, item)" @focus="focusUid = item.uid">
+    <div class="vireo-thumb-box">
+      <img :src="item.thumb" class="vireo-thumb" draggable="false" :alt="item.modality"/>
+      <span class="vireo-modality">{{ item.modality }}</span>
+      <span v-if="!item.complete" class="vireo-incomplete" title="instances are missing">incomplete</span>
+      <button type="button" tabindex="-1" class="vireo-eye" title="details" aria-label="Open the details of this series" data-testid="open-detail" @click.stop="open(item)"><span class="material-icons">visibility</span></button>
+    </div>
+    <div v-if="cardText" class="vireo-card-text">
+      <div v-for="f in cardFields" :key="f.field" class="vireo-field" :class="{truncate: f.truncate}" :title="f.label + ': ' + (item.fields[f.field] || '')">{{ item.fields[f.field] || '—' }}</div>
+    </div>
+    <div class="vireo-tags">
+      <span v-for="t in item.tags" :key="t" class="vireo-tag" data-testid="card-tag" :data-tag="t" :style="tagStyle(t)" :title="t">
+        <span class="vireo-tag-name">{{ t }}</span><button type="button" tabindex="-1" class="vireo-tag-x" data-testid="card-tag-remove"
+          :aria-label="'Remove the tag ' + t + ' from this series'" title="remove this tag from this series"
+          @click.stop="untag(item, t)" @dblclick.stop><span aria-hidden="true">×</span></button>
+      </span>
+    </div>
+  </div>`;
+
+// Same hash as components/tag_colours.py (FNV-1a over UTF-16 code units): same tag, same colour.
+function paletteIndex(tag, size) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < tag.length; i++) {
+    h ^= tag.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h % size;
+}
+
 export default {
   template: `
-  <div class="vireo-gallery" :class="{'tag-mode': tagMode}">
+  <div class="vireo-gallery" :class="{'tag-mode': tagMode}" role="listbox" aria-multiselectable="true" aria-label="Series: arrow keys move, Space selects, Enter opens the details">
     <template v-if="structured">
       <div v-for="patient in groups" :key="patient.key" class="vireo-patient q-mb-md" data-testid="patient-card">
         <div class="vireo-group-head">
@@ -17,35 +48,13 @@ export default {
             <span v-for="f in study.fields" :key="f.field" class="vireo-group-field"><span class="vireo-field-name">{{ f.label }}</span> {{ f.value }}</span>
           </div>
           <div class="vireo-grid" :style="gridStyle">
-            <div v-for="item in study.items" :key="item.uid" v-bind="cardAttrs(item)" @click="onClick($event, item)" @dblclick="open(item)">
-              <div class="vireo-thumb-box">
-                <img :src="item.thumb" class="vireo-thumb" draggable="false" :alt="item.modality"/>
-                <span class="vireo-modality">{{ item.modality }}</span>
-                <span v-if="!item.complete" class="vireo-incomplete" title="instances are missing">incomplete</span>
-                <button class="vireo-eye" title="details" data-testid="open-detail" @click.stop="open(item)"><span class="material-icons">visibility</span></button>
-              </div>
-              <div v-if="cardText" class="vireo-card-text">
-                <div v-for="f in cardFields" :key="f.field" class="vireo-field" :class="{truncate: f.truncate}" :title="f.label + ': ' + (item.fields[f.field] || '')">{{ item.fields[f.field] || '—' }}</div>
-              </div>
-              <div class="vireo-tags"><span v-for="t in item.tags" :key="t" class="vireo-tag" data-testid="card-tag">{{ t }}</span></div>
-            </div>
+            <template v-for="item in study.items" :key="item.uid">${CARD}</template>
           </div>
         </div>
       </div>
     </template>
     <div v-else class="vireo-grid" :style="gridStyle">
-      <div v-for="item in items" :key="item.uid" v-bind="cardAttrs(item)" @click="onClick($event, item)" @dblclick="open(item)">
-        <div class="vireo-thumb-box">
-          <img :src="item.thumb" class="vireo-thumb" draggable="false" :alt="item.modality"/>
-          <span class="vireo-modality">{{ item.modality }}</span>
-          <span v-if="!item.complete" class="vireo-incomplete" title="instances are missing">incomplete</span>
-          <button class="vireo-eye" title="details" data-testid="open-detail" @click.stop="open(item)"><span class="material-icons">visibility</span></button>
-        </div>
-        <div v-if="cardText" class="vireo-card-text">
-          <div v-for="f in cardFields" :key="f.field" class="vireo-field" :class="{truncate: f.truncate}" :title="f.label + ': ' + (item.fields[f.field] || '')">{{ item.fields[f.field] || '—' }}</div>
-        </div>
-        <div class="vireo-tags"><span v-for="t in item.tags" :key="t" class="vireo-tag" data-testid="card-tag">{{ t }}</span></div>
-      </div>
+      <template v-for="item in items" :key="item.uid">${CARD}</template>
     </div>
     <div ref="sentinel" class="vireo-sentinel">
       <span v-if="items.length < total">loading more…</span>
@@ -63,10 +72,11 @@ export default {
     activeTags: Array,
     initialItems: Array,
     initialTotal: Number,
+    tagPalette: Array,
   },
   data() {
     // The first page comes with the page itself: cards and thumbnails need no round trip.
-    return { items: this.initialItems || [], total: this.initialTotal || 0, selected: {}, anchor: null, allMatching: false, loading: false };
+    return { items: this.initialItems || [], total: this.initialTotal || 0, selected: {}, anchor: null, allMatching: false, loading: false, focusUid: null };
   },
   computed: {
     gridStyle() {
@@ -74,22 +84,36 @@ export default {
       return { display: "grid", gridTemplateColumns: cols, gap: "10px" };
     },
     groups() {
+      // A header shows every value its series have (modalities "MR, SEG"), in the order they come.
+      const collect = (target, fields) => {
+        fields.forEach((f, i) => {
+          if (!target[i]) target[i] = { field: f.field, label: f.label, values: [] };
+          if (f.value && !target[i].values.includes(f.value)) target[i].values.push(f.value);
+        });
+      };
+      const shown = (fields) => fields.map((f) => ({ field: f.field, label: f.label, value: f.values.join(", ") }));
       const patients = new Map();
       for (const item of this.items) {
         let patient = patients.get(item.patient.key);
         if (!patient) {
-          patient = { key: item.patient.key, fields: item.patient.fields, studies: new Map(), count: 0 };
+          patient = { key: item.patient.key, fields: [], studies: new Map(), count: 0 };
           patients.set(item.patient.key, patient);
         }
+        collect(patient.fields, item.patient.fields);
         let study = patient.studies.get(item.study.key);
         if (!study) {
-          study = { key: item.study.key, fields: item.study.fields, items: [] };
+          study = { key: item.study.key, fields: [], items: [] };
           patient.studies.set(item.study.key, study);
         }
+        collect(study.fields, item.study.fields);
         study.items.push(item);
         patient.count += 1;
       }
-      return Array.from(patients.values()).map((p) => ({ ...p, studies: Array.from(p.studies.values()) }));
+      return Array.from(patients.values()).map((p) => ({
+        ...p,
+        fields: shown(p.fields),
+        studies: Array.from(p.studies.values()).map((st) => ({ ...st, fields: shown(st.fields) })),
+      }));
     },
     ordered() {
       if (!this.structured) return this.items;
@@ -99,7 +123,79 @@ export default {
   methods: {
     cardAttrs(item) {
       const selected = this.allMatching || !!this.selected[item.uid];
-      return { class: ["vireo-card", selected ? "selected" : ""], "data-uid": item.uid, "data-testid": "series-card", "data-selected": selected ? "true" : "false" };
+      // One card is in the tab order (the focused one, else the first): Tab enters the grid, arrows move in it.
+      const focusable = this.focusUid === null ? item === this.ordered[0] : this.focusUid === item.uid;
+      const described = this.cardFields.map((f) => item.fields[f.field]).filter((v) => v).join(", ");
+      return {
+        class: ["vireo-card", selected ? "selected" : ""], "data-uid": item.uid, "data-testid": "series-card",
+        "data-selected": selected ? "true" : "false", role: "option", "aria-selected": selected ? "true" : "false",
+        tabindex: focusable ? 0 : -1, "aria-label": `${item.modality} series${described ? ": " + described : ""}`,
+      };
+    },
+    tagStyle(tag) {
+      const palette = this.tagPalette || [];
+      if (!palette.length) return {};
+      const [background, color] = palette[paletteIndex(tag, palette.length)];
+      return { background, color };
+    },
+    untag(item, tag) {
+      // Off the card at once; the server's answer (or a failure) patches the card with the truth.
+      item.tags = (item.tags || []).filter((t) => t !== tag);
+      this.$emit("untag", { uid: item.uid, tag });
+    },
+    onKey(event, item) {
+      if (event.target !== event.currentTarget || event.altKey || event.ctrlKey || event.metaKey) return;  // keys on the card's buttons stay theirs
+      if (event.key === " " || event.key === "Spacebar") {
+        event.preventDefault();
+        this.toggleSelected(item);
+      } else if (event.key === "Enter") {
+        event.preventDefault();
+        this.open(item);
+      } else if (["ArrowLeft", "ArrowRight", "ArrowUp", "ArrowDown", "Home", "End"].includes(event.key)) {
+        event.preventDefault();
+        this.move(event.currentTarget, event.key);
+      }
+    },
+    move(from, key) {
+      // By the layout on screen, so it works for any column count and in the patient/study view alike.
+      const cards = Array.from(this.$el.querySelectorAll("[data-testid=series-card]"));
+      const index = cards.indexOf(from);
+      let target = null;
+      if (key === "ArrowLeft") target = cards[index - 1];
+      else if (key === "ArrowRight") target = cards[index + 1];
+      else if (key === "Home") target = cards[0];
+      else if (key === "End") target = cards[cards.length - 1];
+      else {
+        const here = from.getBoundingClientRect();
+        const centre = here.left + here.width / 2;
+        const down = key === "ArrowDown";
+        const row = cards
+          .map((c) => ({ c, r: c.getBoundingClientRect() }))
+          .filter(({ r }) => (down ? r.top >= here.bottom - 1 : r.bottom <= here.top + 1));
+        if (row.length) {
+          const nearestTop = down ? Math.min(...row.map(({ r }) => r.top)) : Math.max(...row.map(({ r }) => r.top));
+          const inRow = row.filter(({ r }) => Math.abs(r.top - nearestTop) < 2);
+          inRow.sort((a, b) => Math.abs(a.r.left + a.r.width / 2 - centre) - Math.abs(b.r.left + b.r.width / 2 - centre));
+          target = inRow[0].c;
+        }
+      }
+      if (!target) return;
+      this.focusUid = target.dataset.uid;
+      target.focus();
+      target.scrollIntoView({ block: "nearest" });
+    },
+    toggleSelected(item) {
+      // Space: as a Ctrl-click, the focused card joins or leaves the selection.
+      if (this.allMatching) {
+        this.allMatching = false;
+        this.selected = {};
+      }
+      const next = { ...this.selected };
+      if (next[item.uid]) delete next[item.uid];
+      else next[item.uid] = true;
+      this.selected = next;
+      this.anchor = this.ordered.findIndex((i) => i.uid === item.uid);
+      this.emitSelection();
     },
     reset(items, total) {
       clearTimeout(this.retry);
@@ -107,6 +203,7 @@ export default {
       this.total = total;
       this.selected = {};
       this.anchor = null;
+      this.focusUid = null;
       this.allMatching = false;
       this.loading = false;
       this.$nextTick(() => this.check());
@@ -141,6 +238,7 @@ export default {
       this.$emit("open", { uid: item.uid });
     },
     onClick(event, item) {
+      this.focusUid = item.uid;
       const ordered = this.ordered;
       const index = ordered.findIndex((i) => i.uid === item.uid);
       const additive = event.ctrlKey || event.metaKey;

@@ -133,7 +133,8 @@ class SearchRow:
     async def _values_for(self, prefix: str) -> None:
         if not self.field.value:
             return
-        found = await run.io_bound(series_browsing.field_values, self.field.value, prefix)
+        found = await run.io_bound(series_browsing.values_in_search, self.field.value, prefix, self.state.dataset,
+                                   self.state.q, list(self.state.filters))  # counts follow what the page shows
         chosen = list(self.values.value or [])
         options = {v: v for v in chosen}
         options.update({str(item["value"]): f"{item['value']} ({item['count']})" for item in found})

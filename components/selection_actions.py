@@ -39,11 +39,22 @@ class SelectionActions:
         self.shown_dataset_changed = shown_dataset_changed
 
     def buttons(self) -> None:
-        ui.button("Create dataset", icon="create_new_folder", on_click=self.create_dataset).props("dense no-caps").mark("action-create-dataset").props('data-testid=action-create-dataset')
-        ui.button("Add to dataset", icon="playlist_add", on_click=lambda: self.membership(add=True)).props("dense no-caps outline").mark("action-add").props('data-testid=action-add')
-        ui.button("Remove from dataset", icon="playlist_remove", on_click=lambda: self.membership(add=False)).props("dense no-caps outline").mark("action-remove").props('data-testid=action-remove')
-        ui.button("Run workflow", icon="play_arrow", on_click=self.run_workflow).props("dense no-caps outline").mark("action-workflow").props('data-testid=action-workflow')
-        ui.button("Download", icon="download", on_click=self.download).props("dense no-caps outline").mark("action-download").props('data-testid=action-download')
+        """The five buttons, in a row of their own that wraps as a whole on a narrow screen."""
+        with ui.row().classes("gap-2 items-center justify-end").mark("action-buttons"):
+            self._buttons = [
+                ui.button("Create dataset", icon="create_new_folder", on_click=self.create_dataset).props("dense no-caps").mark("action-create-dataset").props('data-testid=action-create-dataset'),
+                ui.button("Add to dataset", icon="playlist_add", on_click=lambda: self.membership(add=True)).props("dense no-caps outline").mark("action-add").props('data-testid=action-add'),
+                ui.button("Remove from dataset", icon="playlist_remove", on_click=lambda: self.membership(add=False)).props("dense no-caps outline").mark("action-remove").props('data-testid=action-remove'),
+                ui.button("Run workflow", icon="play_arrow", on_click=self.run_workflow).props("dense no-caps outline").mark("action-workflow").props('data-testid=action-workflow'),
+                ui.button("Download", icon="download", on_click=self.download).props("dense no-caps outline").mark("action-download").props('data-testid=action-download'),
+            ]
+
+    def show_count(self, count: int) -> None:
+        """Nothing to act on (a search that matches no series): every button is disabled, and says why."""
+        for button in getattr(self, "_buttons", []):
+            button.set_enabled(count > 0)
+            button._props["title"] = "" if count > 0 else "No series match: change the search or pick cards first"
+            button.update()
 
     async def _count_text(self, selection: Selection) -> str | None:
         try:

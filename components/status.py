@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
+
+from core.timeutil import exact_utc, parse_time, readable_time
 
 STATUS_COLOURS = {
     "pending": "orange",
@@ -21,14 +23,24 @@ def colour(status: str) -> str:
     return STATUS_COLOURS.get(status, "grey")
 
 
-def short_time(iso: str | None) -> str:
-    """`2026-11-28T06:10:53.5Z` → `2026-11-28 06:10:53` (UTC)."""
+def short_time(iso: str | datetime | None, zone: tzinfo = UTC) -> str:
+    """`2026-11-28T06:10:53.5Z` → `28 Nov 2026, 07:10` in `zone` (a person's form, no microseconds).
+
+    Pages pass the browser's zone from `components.local_time.browser_zone()`; without one the
+    time reads in UTC. Text that is not a time is returned unchanged rather than hidden.
+    """
     if not iso:
         return ""
-    try:
-        return datetime.fromisoformat(iso.replace("Z", "+00:00")).strftime("%Y-%m-%d %H:%M:%S")
-    except ValueError:
-        return iso
+    parsed = parse_time(iso)
+    if parsed is None:
+        return str(iso)
+    return readable_time(parsed, zone)
+
+
+def utc_tooltip(iso: str | datetime | None) -> str:
+    """The exact UTC second for a tooltip beside `short_time`, or "" when there is no time."""
+    parsed = parse_time(iso) if iso else None
+    return exact_utc(parsed) if parsed else ""
 
 
 def duration(seconds: float | None) -> str:

@@ -2,7 +2,8 @@
 
 QIDO-RS and C-FIND ask the same question of the same data, so one module says what a matching
 value means — single value, list of UIDs or codes, universal, wildcard `*`/`?` (case-sensitive,
-except person names: core.person_names), date and time ranges, empty value, sequences — as SQL
+except person names: core.person_names, and text attributes under fuzzy matching:
+core.fuzzy_text), date and time ranges, empty value, sequences — as SQL
 for the attributes the index holds, and in Python for what only the instance documents hold
 (attributes of no index column, and the items of sequences).
 
@@ -24,8 +25,9 @@ from typing import Any, Union
 from sqlalchemy import and_, func, or_, select, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
-from core import person_names
+from core import fuzzy_text, person_names
 from core.dicom_json import key_of, vr_of
+from core.fuzzy_text import FUZZY_VRS, fuzzy_regex
 
 EMPTY_VALUE = '""'
 NUMERIC_VRS = frozenset({"IS", "US", "SS", "UL", "SL", "DS", "FL", "FD", "SV", "UV"})
@@ -121,6 +123,8 @@ class SqlMatcher:
             parts = [c for c in ((expr >= low) if low else None, (expr <= high) if high else None) if c is not None]
             return and_(*parts, expr != "") if parts else None
         options = alternatives(value, vr)
+        if self.fuzzy and vr in FUZZY_VRS:  # case and accents ignored, as asked (core/fuzzy_text.py)
+            return or_(*(expr.regexp_match(fuzzy_regex(option)) for option in options))
         if len(options) > 1 and not any(is_wildcard(o) for o in options):
             return expr.in_(options)
         return or_(*(self._single(expr, option) for option in options))
@@ -181,6 +185,8 @@ def element_matches(keyword: str, element: dict[str, Any] | None, wanted: str, f
     if vr in RANGE_VRS and "-" in wanted:
         low, high = range_bounds(wanted, vr)
         return any((not low or t >= low) and (not high or t <= high) for t in texts)
+    if fuzzy and vr in FUZZY_VRS:
+        return any(fuzzy_text.text_matches(t, option) for option in alternatives(wanted, vr) for t in texts)
     return any(_text_matches(t, option) for option in alternatives(wanted, vr) for t in texts)
 
 

@@ -20,6 +20,7 @@ Handler = Callable[[str, dict[str, Any]], None]
 SERIES_CHANGED = "series.changed"
 THUMBNAIL_READY = "series.thumbnail"
 SERIES_DELETED = "series.deleted"  # payload: series_uids (None: any series may be gone, e.g. after a reindex)
+TAGS_CHANGED = "series.tags"  # payload: series_uids whose tags changed (None: any series, e.g. a tag renamed)
 
 
 class EventBus:

@@ -34,3 +34,20 @@ def write_setting(session: Session, username: str, key: str, value: dict[str, An
 
 def clear_setting(session: Session, username: str, key: str) -> None:
     session.execute(delete(UserSetting).where(UserSetting.username == username, UserSetting.key == key))  # type: ignore[arg-type]
+
+
+VIEWER_KEY = "viewer"
+VIEWER_CHOICES = ("quick", "ohif")
+
+
+def read_viewer_choice(session: Session, username: str) -> str:
+    """Which viewer the detail panel opens first for this user: 'quick' unless they chose 'ohif'."""
+    stored = read_setting(session, username, VIEWER_KEY) or {}
+    choice = stored.get("choice")
+    return choice if choice in VIEWER_CHOICES else "quick"
+
+
+def write_viewer_choice(session: Session, username: str, choice: str) -> None:
+    if choice not in VIEWER_CHOICES:
+        raise ValueError(f"the viewer is 'quick' or 'ohif', not {choice!r}")
+    write_setting(session, username, VIEWER_KEY, {"choice": choice})

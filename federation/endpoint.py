@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, select, update
@@ -24,7 +25,7 @@ from core.events import JOB_CHANGED, WORKFLOW_CHANGED, EventBus
 from core.timeutil import utcnow
 from core.workflows.models import Job, Workflow
 from core.workflows.states import ENDED, JobState, predecessors
-from federation import instances
+from federation import instances, job_mirror
 from federation.audit import RefusalTally, record
 from federation.envelope import EnvelopeRefused, open_body, seal
 from federation.identity import InstanceKey
@@ -64,8 +65,10 @@ class Reply:
 class SyncEndpoint:
     """Answers runners' polls for the instance named by `name()`, signing with `key()`."""
 
-    def __init__(self, db: Database, bus: EventBus, name: Callable[[], str], key: Callable[[], InstanceKey], tally: RefusalTally) -> None:
+    def __init__(self, db: Database, bus: EventBus, name: Callable[[], str], key: Callable[[], InstanceKey], tally: RefusalTally,
+                 mirror_dir: Path | None = None) -> None:
         self.db = db
+        self.mirror_dir = mirror_dir  # where remote jobs' steps, log tails and file lists are kept (None: not kept)
         self.bus = bus
         self._name = name
         self._key = key
@@ -176,7 +179,10 @@ class SyncEndpoint:
 
         Returns (changed jobs, acknowledged ids, ids of existing jobs that are not the caller's to report on)."""
         parsed: dict[int, tuple[JobState, int | None, str, Any]] = {}
+        details: dict[int, dict[str, Any]] = {}
         for item in updates:
+            if item.details is not None:
+                details[item.job_id] = item.details
             try:
                 parsed[item.job_id] = (JobState(item.status), item.runner_job_id, (item.error or "")[:4000], item.result)
             except ValueError:  # a status this version does not know: skipped, not fatal
@@ -184,7 +190,7 @@ class SyncEndpoint:
         if not parsed:
             return [], [], []
         rows = conn.execute(
-            select(Job.id, Job.workflow_id, Job.external_job_id, Job.status, Job.conf, Job.runner_instance, Job.owner_instance)
+            select(Job.id, Job.workflow_id, Job.external_job_id, Job.status, Job.conf, Job.runner_instance, Job.owner_instance, Job.run)
             .where(Job.id.in_(list(parsed)))  # type: ignore[union-attr]
         ).all()
         foreign = [row.id for row in rows if row.runner_instance != caller or row.owner_instance != me]
@@ -193,10 +199,14 @@ class SyncEndpoint:
         links: list[dict[str, Any]] = []
         moves: list[dict[str, Any]] = []
         changed: list[tuple[int, str, str]] = []
+        mirrored: list[dict[str, Any]] = []
         for row in rows:
             status, runner_job_id, error, result = parsed[row.id]
             if row.external_job_id is None and runner_job_id is not None:
                 links.append({"b_id": row.id, "b_external": int(runner_job_id)})
+            fresh = status != JobState.DELETED and (row.status == status.value or row.status in predecessors(status))
+            if fresh and row.id in details and self.mirror_dir is not None:
+                mirrored.append({"b_id": row.id, "b_steps": self._mirror(row.id, row.run, caller, details[row.id])})
             if status == JobState.DELETED or row.status not in predecessors(status):
                 continue  # stale, repeated, or the runner hid its copy: the owner's job keeps its state
             if status is not JobState.FINISHED:
@@ -211,6 +221,8 @@ class SyncEndpoint:
             changed.append((row.id, row.workflow_id, status.value))
         if links:
             conn.execute(update(Job).where(Job.id == bindparam("b_id")).values(external_job_id=bindparam("b_external")), links)
+        if mirrored:
+            conn.execute(update(Job).where(Job.id == bindparam("b_id")).values(steps=bindparam("b_steps")), mirrored)
         if moves:
             # compare-and-set on the state read above: a concurrent abort here wins over the runner's report
             conn.execute(
@@ -223,6 +235,17 @@ class SyncEndpoint:
             for workflow_id in {c[1] for c in changed}:
                 conn.execute(update(Workflow).where(Workflow.id == workflow_id).values(updated=now))  # type: ignore[arg-type]
         return changed, [row.id for row in rows], foreign
+
+    def _mirror(self, job_id: int, run: int, runner: str, details: dict[str, Any]) -> list[dict[str, Any]]:
+        """Keep what the runner told about the job's steps, logs and files; a snapshot that cannot be kept costs only itself."""
+        assert self.mirror_dir is not None
+        try:
+            return job_mirror.store(self.mirror_dir, job_id, run, runner, details)
+        except (OSError, TypeError, ValueError, AttributeError) as exc:
+            import logging
+
+            logging.getLogger(__name__).warning("job %d: could not keep what %s reported on its steps: %s", job_id, runner, exc)
+            return job_mirror.clean_steps(details)
 
     def _jobs_for(self, conn: Connection, runner: str, me: str) -> list[dict[str, Any]]:
         """Jobs for `runner` it has not reported on yet (delivered again until it does: adoption is idempotent)."""

@@ -161,17 +161,30 @@ def definition(row: FederationInstance) -> dict[str, Any]:
     }
 
 
-def health(row: FederationInstance, now: datetime | None = None) -> str:
-    """`online` (the last sync worked), `failing` (it answered but its answer was refused, or a sync or two were missed;
-    `last_error` says why), `offline` (not reached a few times in a row) or `never seen` (not once reached: a setup problem)."""
-    seen = row.last_seen is not None or row.last_success is not None
+HEALTH_STATES = ("online", "failing", "unreachable", "never synced")
+
+
+def health(row: FederationInstance) -> str:
+    """What the last sync attempts say: `online` (the last one worked), `failing` (it answered but refused us or we refused
+    its answer, or one or two syncs were missed; `last_error` says why in plain words), `unreachable` (no answer a few times
+    in a row, or never once) or `never synced` (not tried yet)."""
     if row.missed_syncs == 0:
-        return "online" if seen else "never seen"
+        return "online" if row.last_success is not None else "never synced"
     if row.failure_kind == "refused":
         return "failing"
-    if not seen:
-        return "never seen"
-    return "offline" if row.missed_syncs >= OFFLINE_AFTER_MISSED else "failing"
+    if row.last_success is None or row.missed_syncs >= OFFLINE_AFTER_MISSED:
+        return "unreachable"
+    return "failing"
+
+
+def name_lock(session: Session) -> str | None:
+    """Why the local instance's name cannot change now (None: it can): remotes know it by that name."""
+    names = [r.name for r in remotes(session)]
+    if not names:
+        return None
+    listed = ", ".join(names[:3]) + (" …" if len(names) > 3 else "")
+    return (f"the name is locked because remote instances are registered ({listed}): they and their jobs know this "
+            "instance by it. Remove them first to rename it")
 
 
 def describe(row: FederationInstance) -> dict[str, Any]:
@@ -186,7 +199,8 @@ def describe(row: FederationInstance) -> dict[str, Any]:
     if row.remote:
         doc.update(
             ca_bundle=bool(row.ca_bundle), last_seen=isoformat(row.last_seen), last_success=isoformat(row.last_success),
-            last_error=row.last_error or None, missed_syncs=row.missed_syncs, health=health(row),
+            last_error=row.last_error or None, last_failure=isoformat(row.last_failure), missed_syncs=row.missed_syncs,
+            health=health(row),
         )
     return doc
 
@@ -195,7 +209,10 @@ def change_local(session: Session, known_dags: set[str], known_datasets: set[str
     """Apply the given fields to the local instance; `regenerate_token` / `rotate_fernet_key` are actions."""
     row = local(session)
     if "name" in changes and changes["name"] not in (None, row.name):
-        raise InstanceError("the local instance's name comes from VIREO_INSTANCE_NAME and cannot be changed here")
+        lock = name_lock(session)
+        if lock:
+            raise InstanceError(lock)
+        row.name = check_name(changes["name"])
     if "public_key" in changes and changes["public_key"] not in (None, row.public_key):
         raise InstanceError("the local instance's public key comes from its key file in the data dir and cannot be changed here")
     if any(k in changes for k in ("protocol", "host", "port")):

@@ -44,6 +44,7 @@ class FederationInstance(SQLModel, table=True):
     last_seen: Optional[datetime] = _when(nullable=True)
     last_success: Optional[datetime] = _when(nullable=True)
     last_error: str = Field(default="", max_length=2000)
+    last_failure: Optional[datetime] = _when(nullable=True)
     missed_syncs: int = 0
     failure_kind: str = Field(default="", max_length=16, description="'' (last sync fine), 'unreachable' or 'refused' (it answered; the answer was refused)")
     created: datetime = _when()

@@ -15,6 +15,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -26,10 +27,11 @@ from core.workflows.engine import RemoteJob, WorkflowEngine, WorkflowError
 from core.workflows.models import Job
 from core.workflows.registry import DagRegistry
 from core.workflows.states import ENDED, JobState
-from federation import instances, transport
+from federation import instances, job_mirror, transport
 from federation.audit import record
 from federation.endpoint import SYNC_PATH, refusal_detail
 from federation.envelope import EnvelopeRefused, open_body, seal
+from federation.failures import could_not_reach, refused_answer, refused_request, signature_key_changed
 from federation.identity import InstanceKey
 from federation.models import FederationInstance, ReportedStatus
 from federation.protocol import MalformedSync, OfferedJob, SyncAnswer, parse
@@ -60,11 +62,6 @@ class SyncFailure(Exception):
         self.message = message[:2000]
         self.kind = kind
         self.seen = seen
-
-
-def could_not_reach(name: str) -> str:
-    """The one message for every failure below the protocol: refused, timed out, TLS, DNS, not a Vireo answering."""
-    return f"could not reach {name} (the server log has the details)"
 
 
 class Poller:
@@ -103,7 +100,7 @@ class Poller:
             except instances.UnknownInstance:
                 return  # removed while it was being polled
             row.missed_syncs += 1
-            row.last_error, row.failure_kind = failure.message, failure.kind
+            row.last_error, row.failure_kind, row.last_failure = failure.message, failure.kind, utcnow()
             if failure.seen:
                 row.last_seen = utcnow()
             session.add(row)
@@ -132,15 +129,17 @@ class Poller:
                             responder=name, caller=me_name)
         except SignatureRefused as exc:
             log.warning("sync with %s at %s: %s (HTTP %d)", name, url, exc.reason, answer.status)
+            if answer.headers.get(SIGNATURE_HEADER):  # a Vireo answered, signing with another key than the one we know
+                raise SyncFailure(signature_key_changed(name), REFUSED) from None
             raise SyncFailure(could_not_reach(name), UNREACHABLE) from None
         if answer.status != 200:
-            raise SyncFailure(f"{name} refused the sync (HTTP {answer.status}): {refusal_detail(answer.body)}", REFUSED, seen=True)
+            raise SyncFailure(refused_request(name, answer.status, refusal_detail(answer.body)), REFUSED, seen=True)
         try:
             payload = open_body(answer.body, answer.headers.get("content-type", ""), fernet, required=fernet is not None)
             reply: SyncAnswer = parse(SyncAnswer, payload)
         except (EnvelopeRefused, MalformedSync) as exc:
             log.warning("sync with %s: its signed answer was refused: %s", name, exc)
-            raise SyncFailure(f"{name}'s answer was refused: {exc}", REFUSED, seen=True) from None
+            raise SyncFailure(refused_answer(name, str(exc)), REFUSED, seen=True) from None
         with self.db.session() as session:
             peer = instances.remote(session, name)
             instances.store_peer_settings(peer, reply.instance)
@@ -168,21 +167,30 @@ class Poller:
 
     # ---- what the answer asks of this instance ----------------------------------------------
     def _outbox(self, owner: str) -> list[dict[str, Any]]:
-        """Statuses of jobs `owner` owns that it has not acknowledged yet."""
+        """Statuses of jobs `owner` owns that it has not acknowledged yet, each with its steps, log tails and file list.
+
+        The snapshots (`federation.job_mirror`) of one sync stay within `MAX_DETAILS_PER_SYNC`: the updates beyond
+        wait for the next sync (unacknowledged, they stay in the outbox)."""
         with self.db.engine.connect() as conn:
             rows = conn.execute(
-                select(Job.id, Job.external_job_id, Job.status, Job.error, Job.result)
+                select(Job.id, Job.external_job_id, Job.status, Job.error, Job.result, Job.run, Job.steps)
                 .outerjoin(ReportedStatus, ReportedStatus.job_id == Job.id)  # type: ignore[arg-type]
                 .where(Job.owner_instance == owner, Job.runner_instance == self._name(),
                        (ReportedStatus.status.is_(None)) | (ReportedStatus.status != Job.status))  # type: ignore[union-attr]
                 .order_by(Job.id)
             ).all()
-        # a finished job's result (a federated round's runner result) travels with its status, in the same sealed body
-        return [
-            {"job_id": r.external_job_id, "runner_job_id": r.id, "status": r.status, "error": r.error,
-             **({"result": r.result} if r.status == JobState.FINISHED and r.result is not None else {})}
-            for r in rows
-        ]
+        data_dir = Path(self.engine.config.data_dir)
+        budget = job_mirror.MAX_DETAILS_PER_SYNC
+        updates: list[dict[str, Any]] = []
+        for r in rows:
+            details = job_mirror.collect(data_dir, r.id, r.run, list(r.steps or []))
+            budget -= job_mirror.size_of(details)
+            if budget < 0 and updates:
+                break
+            # a finished job's result (a federated round's runner result) travels with its status, in the same sealed body
+            updates.append({"job_id": r.external_job_id, "runner_job_id": r.id, "status": r.status, "error": r.error, "details": details,
+                            **({"result": r.result} if r.status == JobState.FINISHED and r.result is not None else {})})
+        return updates
 
     def _mark_reported(self, outbox: list[dict[str, Any]], acknowledged: set[int]) -> None:
         rows = [{"job_id": u["runner_job_id"], "status": u["status"]} for u in outbox if u["job_id"] in acknowledged]

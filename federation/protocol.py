@@ -41,6 +41,7 @@ class StatusUpdate(BaseModel):
     status: str = Field(max_length=16)
     error: str | None = None
     result: Any = None
+    details: dict[str, Any] | None = None  # steps, log tails, file list (federation.job_mirror)
 
 
 class SyncRequest(BaseModel):

@@ -19,6 +19,7 @@ slow or hostile remote never holds up the others, nor "Sync now" for longer than
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from concurrent.futures import Future, wait
@@ -38,17 +39,19 @@ from core.workflows.registry import DagRegistry
 from federation import audit, instances
 from federation.audit import RefusalTally, record
 from federation.endpoint import SYNC_PATH, Reply, SyncEndpoint
+from federation.fetch import FETCH_PATH, FetchEndpoint, fetch
 from federation.identity import KEY_FILE, InstanceKey
 from federation.instances import permission_refusal, settings_of
 from federation.lanes import SyncLanes
 from federation.poller import Poller, PollLimits
 
-__all__ = ["SYNC_PATH", "Federation", "FederationConfig", "Reply", "permission_refusal", "settings_of"]
+__all__ = ["FETCH_PATH", "SYNC_PATH", "Federation", "FederationConfig", "Reply", "permission_refusal", "settings_of"]
 
 log = logging.getLogger(__name__)
 
 AUDIT_FLUSH_SECONDS = 5
 AUDIT_PRUNE_MINUTES = 10
+NAME_FILE = "instance-name"  # the name given on the Instance Overview (it wins over VIREO_INSTANCE_NAME)
 SYNC_NOW_GRACE = 1.0  # seconds "Sync now" waits beyond the deadline for the lanes' answers (their own bookkeeping)
 
 
@@ -78,9 +81,10 @@ class Federation:
         self.key: InstanceKey | None = None
         self.scheduler: BackgroundScheduler | None = None
         self.tally = RefusalTally(db.engine)
-        self.endpoint = SyncEndpoint(db, bus, lambda: self.name, self._own_key, self.tally)
+        self.endpoint = SyncEndpoint(db, bus, lambda: self.name, self._own_key, self.tally, Path(engine.config.data_dir))
         self._owners: dict[int, str] = {}
         self._last_status: dict[int, Any] = {}
+        self.fetcher = FetchEndpoint(db, Path(engine.config.data_dir), lambda: self.name, self._own_key)
         self.poller = Poller(db, engine, registry, lambda: self.name, self._own_key, self.config.limits, self._owners)
         self.lanes = SyncLanes(self.sync_remote)
 
@@ -97,6 +101,9 @@ class Federation:
     def start(self) -> None:
         data_dir = self.config.data_dir
         self.key = InstanceKey.load_or_create(data_dir / KEY_FILE) if data_dir is not None else InstanceKey.generate()
+        renamed = data_dir / NAME_FILE if data_dir is not None else None
+        if renamed is not None and renamed.is_file() and renamed.read_text().strip():
+            self._use_name(renamed.read_text().strip())  # renamed on the Instance Overview: wins over VIREO_INSTANCE_NAME
         with self.db.session() as session:
             me = instances.ensure_local(session, self.name, self.host, self.port, self.protocol, self.key.public_key)
             interval = me.sync_interval
@@ -120,6 +127,17 @@ class Federation:
             self.tally.flush()
         except Exception:  # the database may be gone already; the counts of the last seconds are lost, nothing else
             log.warning("could not write the last audit summaries", exc_info=True)
+
+    def _use_name(self, name: str) -> None:
+        self.engine.config = dataclasses.replace(self.engine.config, instance_name=name)
+
+    def renamed(self, old: str, new: str) -> None:
+        """The local instance was renamed (allowed only while no remote is registered): jobs follow, and so do restarts."""
+        self._use_name(new)
+        self._owners.clear()
+        if self.config.data_dir is not None:
+            (self.config.data_dir / NAME_FILE).write_text(new + "\n")
+        log.info("this instance is now called %s (was %s)", new, old)
 
     def reschedule(self, interval: int) -> None:
         """The local sync interval changed: poll on the new one from now on."""
@@ -200,6 +218,14 @@ class Federation:
     def answer_sync(self, headers: Mapping[str, str], body: bytes, content_type: str, source: str = "") -> Reply:
         """Answer one runner's poll (`source`: the address it came from, for the audit log)."""
         return self.endpoint.answer(headers, body, content_type, source)
+
+    def answer_fetch(self, headers: Mapping[str, str], body: bytes, content_type: str, source: str = "") -> Reply:
+        """Answer an owner's request for the full log or a file of a job this instance runs for it."""
+        return self.fetcher.answer(headers, body, content_type, source)
+
+    def fetch_from_runner(self, runner: str, owner_job_id: int, what: str, step: int | None = None, name: str | None = None) -> bytes:
+        """The full log of one step (`what="log"`) or one result file of a job `runner` runs for this instance."""
+        return fetch(self.db, self.name, self._own_key(), runner, owner_job_id, what, self.config.limits.deadline, step, name)
 
     def sync_all(self) -> dict[str, dict[str, Any]]:
         """Poll every remote now, each in its own lane; answers within the deadline, whatever any one remote does."""

@@ -112,6 +112,9 @@ def referenced_series(ds: Dataset) -> str | None:
             frame = ds.ReferencedFrameOfReferenceSequence[0]
             study = frame.RTReferencedStudySequence[0]
             return _text(study.RTReferencedSeriesSequence[0], "SeriesInstanceUID") or None
+        if "CurrentRequestedProcedureEvidenceSequence" in ds:  # an SR: the first series of its evidence (images first, as written back)
+            evidence = ds.CurrentRequestedProcedureEvidenceSequence[0]
+            return _text(evidence.ReferencedSeriesSequence[0], "SeriesInstanceUID") or None
     except (AttributeError, IndexError, KeyError):
         return None
     return None

@@ -32,6 +32,7 @@ from pydicom.tag import Tag
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, SecondaryCaptureImageStorage, generate_uid
 from pydicom.valuerep import validate_value
 
+from ingest.segment_colours import segment_colour
 from ingest.side_process import run_beside
 
 # Modalities accepted for converted images (Kaapana's itk2dcm whitelist, PS3.3 C.7.3.1.1.1).
@@ -431,6 +432,7 @@ def _write_seg(case: NiftiCase, images: list[Dataset], labels: np.ndarray, out_d
             segmented_property_type=hd.sr.CodedConcept(value=str(item.value), scheme_designator="99VIREO", meaning=item.name[:64]),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
+            display_color=segment_colour(number),  # viewers draw each segment in its own, stable colour
         )
         for number, item in enumerate(info.labels, start=1)
     ]

@@ -10,6 +10,7 @@ upload and shows its result: the series created and the files skipped, with why.
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,8 @@ from nicegui import run, ui
 from app import workflow_actions as actions
 from app.runtime import current_services
 from components.frame import current_principal, frame
+from components.local_time import zone_now_or_later
+from components.status import short_time, utc_tooltip
 from components.schema_form import SchemaForm
 from core.uploads import UploadArea
 from core.workflows.engine import WorkflowError
@@ -40,10 +43,17 @@ STYLE = """
 .vireo-uploader .upload-drop { border: 2px dashed #2f5d50; border-radius: 8px; padding: 24px; text-align: center; }
 .vireo-uploader .upload-hover { background: #e6f0ed; }
 .vireo-uploader .upload-pick { color: #2f5d50; text-decoration: underline; cursor: pointer; }
-.vireo-uploader .upload-row { display: grid; grid-template-columns: 1fr 200px 260px; gap: 8px; align-items: center; }
-.vireo-uploader progress { width: 100%; }
+.vireo-uploader .upload-row { display: grid; grid-template-columns: minmax(0, 1fr) minmax(80px, 200px) minmax(0, 260px); gap: 8px; align-items: center; }
+.vireo-uploader .upload-name { overflow-wrap: anywhere; min-width: 0; }
+/* the bars in the app's colours (Quasar's primary), not the browser's default blue */
+.vireo-uploader progress { width: 100%; height: 10px; border: none; border-radius: 5px; background: #e0e6e4;
+  -webkit-appearance: none; appearance: none; accent-color: var(--q-primary); overflow: hidden; }
+.vireo-uploader progress::-webkit-progress-bar { background: #e0e6e4; border-radius: 5px; }
+.vireo-uploader progress::-webkit-progress-value { background: var(--q-primary); border-radius: 5px; transition: width .2s; }
+.vireo-uploader progress::-moz-progress-bar { background: var(--q-primary); border-radius: 5px; }
+.vireo-uploader progress.upload-failed::-webkit-progress-value { background: var(--q-negative); }
 .vireo-uploader .upload-prefix-input { border-bottom: 1px solid #999; padding: 2px 4px; }
-.vireo-uploader .upload-overall { margin: 8px 0; display: grid; grid-template-columns: 1fr 260px; gap: 8px; }
+.vireo-uploader .upload-overall { margin: 8px 0; display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 260px); gap: 8px; align-items: center; }
 </style>
 """
 
@@ -79,11 +89,16 @@ def register() -> None:
                     columns=[
                         {"name": "path", "label": "Name", "field": "path", "align": "left", "sortable": True},
                         {"name": "size", "label": "Size", "field": "size_text", "align": "right"},
-                        {"name": "modified", "label": "Date", "field": "modified", "align": "left", "sortable": True},
+                        {"name": "modified", "label": "Uploaded", "field": "modified_text", "align": "left", "sortable": True,
+                         ":sort": "(a, b, rowA, rowB) => rowA.modified.localeCompare(rowB.modified)"},
                         {"name": "actions", "label": "", "field": "path"},
                     ],
                     rows=[], row_key="path", selection="single",
-                ).classes("w-full").mark("upload-table")
+                ).classes("w-full").props("wrap-cells").mark("upload-table")
+                table.add_slot("no-data", '<div class="full-width text-grey-7 q-pa-sm upload-table-empty">'
+                               'Nothing uploaded yet. Files and folders you upload above appear here until you delete them.</div>')
+                table.add_slot("body-cell-modified", r"""
+                    <q-td :props="props" :title="props.row.modified_utc" class="whitespace-nowrap">{{ props.row.modified_text }}</q-td>""")
                 table.add_slot("body-cell-actions", r"""
                     <q-td :props="props">
                       <q-btn flat dense icon="download" type="a" :href="'/api/uploads/' + props.row.path" class="upload-download" />
@@ -100,7 +115,9 @@ def register() -> None:
 
         async def refresh() -> None:
             files = await run.io_bound(lambda: _area().list())
-            table.rows = [{**f.describe(), "size_text": _human(f.size), "modified": f.modified.strftime("%Y-%m-%d %H:%M:%S")} for f in files]
+            zone = state.get("zone") or UTC
+            table.rows = [{**f.describe(), "size_text": _human(f.size), "modified": f.modified.isoformat(),
+                           "modified_text": short_time(f.modified, zone), "modified_utc": utc_tooltip(f.modified)} for f in files]
             table.update()
 
         async def delete(event: Any) -> None:
@@ -110,6 +127,12 @@ def register() -> None:
             await refresh()
 
         table.on("delete", delete)
+
+        async def redraw_in(zone: Any) -> None:
+            state["zone"] = zone
+            await refresh()
+
+        state["zone"] = zone_now_or_later(redraw_in)
 
         def chosen_upload() -> str:
             return table.selected[0]["path"] if table.selected else upload
@@ -137,7 +160,10 @@ def register() -> None:
                 message.set_text("Choose an import DAG.")
                 return
             form: SchemaForm = state["form"]
-            request = {"dag_id": meta["dag_id"], "name": "", "conf": form.values(), "username": current_principal().username}
+            conf = form.values()
+            source = str(conf.get("upload") or "").strip()  # "import-dicom on scans/2026-12" says what was imported
+            request = {"dag_id": meta["dag_id"], "name": f"{meta['dag_id']} on {source}" if source else "", "conf": conf,
+                       "username": current_principal().username}
             try:
                 workflow = await run.io_bound(lambda: actions.create(**request))
             except WorkflowError as exc:

@@ -1,8 +1,10 @@
 """`/`: the Datasets page — choose a dataset, search, filter, tag, select and act on series, see them.
 
 Rows, top to bottom: dataset row, search row (Lucene query, filter chips, sort), tag row, the
-selection's action row; then the gallery with the metadata dashboard beside it; the detail view
-opens as a side panel. Dataset, query, filters and sort live in the URL (shareable; back works).
+selection's action row; then the gallery with the metadata dashboard beside it. The detail view
+(components.detail_panel) opens as a resizable split beside the gallery, in the dashboard's place,
+and Esc closes it. Settings (user menu) is a dialog here (components.settings_dialog) whose Save
+redraws the gallery in place. Dataset, query, filters and sort live in the URL (shareable; back works).
 """
 
 from __future__ import annotations
@@ -16,18 +18,19 @@ from fastapi import Request
 from nicegui import background_tasks, run, ui
 
 from app import dataset_actions as actions
-from app import gallery_settings, permissions, series_browsing, series_viewing
+from app import gallery_settings, permissions, series_browsing
 from app.dataset_actions import ActionError
 from app.gallery_settings import GallerySettings
 from components import dashboard as dash
 from components.dashboard import MetadataDashboard
 from components.demo_banner import demo_banner
+from components.detail_panel import DetailPanel
 from components.frame import current_principal, frame
 from components.gallery import SeriesGallery
 from components.search_row import SearchRow, SearchState, filter_text
 from components.selection_actions import SelectionActions
 from components.series_cards import card
-from components.slice_viewer import SliceViewer
+from components.settings_dialog import open_settings_dialog
 from components.tag_bar import TagBar
 from core.search.query import QueryError
 from core.search.service import UnknownDataset
@@ -77,13 +80,12 @@ class DatasetsPage:
         self.dirty_series = False
         self.ready_thumbnails: set[str] = set()
         self.dashboard_due = False
+        self.settings_dialog: ui.dialog | None = None
 
     # --- building ---------------------------------------------------------------------------
 
     def build(self) -> None:
-        with ui.right_drawer(value=False, fixed=True).props("width=640 bordered overlay").classes("p-3") as self.drawer:
-            self._detail_panel()
-        with frame("Datasets"):
+        with frame("Datasets", on_settings=self.open_settings):
             demo_banner(on_ready=self._demo_ready)
             with ui.row().classes("w-full items-center gap-3"):
                 self.dataset_select = ui.select({ALL: "All series", **({self.state.dataset: self.state.dataset} if self.state.dataset else {})}, value=self.state.dataset or ALL, label="Dataset").classes("w-72").mark("dataset-select").props('data-testid=dataset-select')
@@ -99,21 +101,25 @@ class DatasetsPage:
                 ui.button("Select all matching", on_click=self._select_all).props("flat dense no-caps").mark("select-all").props('data-testid=select-all')
                 ui.button("Clear selection", on_click=self._clear_selection).props("flat dense no-caps").mark("clear-selection").props('data-testid=clear-selection')
                 ui.space()
-                SelectionActions(self.action_selection, self.username, dataset=lambda: self.state.dataset,
-                                 datasets_changed=self.refresh_datasets, shown_dataset_changed=self.reload).buttons()
-            with ui.row().classes("w-full no-wrap items-start gap-4"):
+                self.actions = SelectionActions(self.action_selection, self.username, dataset=lambda: self.state.dataset,
+                                                datasets_changed=self.refresh_datasets, shown_dataset_changed=self.reload)
+                self.actions.buttons()
+            with ui.row().classes("w-full no-wrap items-start gap-2"):
                 with ui.column().classes("grow min-w-0"):
                     self.gallery = SeriesGallery(self.settings).classes("w-full").mark("gallery").props('data-testid=gallery')
-                with ui.card().classes("w-96 shrink-0 sticky top-16").mark("dashboard").props('data-testid=dashboard'):
+                with ui.card().classes("w-96 shrink-0 sticky top-16 ml-2").mark("dashboard").props('data-testid=dashboard') as self.dashboard_card:
                     with ui.row().classes("items-baseline gap-2"):
                         ui.label("Metadata dashboard").classes("text-base font-medium")
                         self.dashboard_scope = ui.label("").classes("text-xs text-gray-600").mark("dashboard-scope").props("data-testid=dashboard-scope")
                     self.dashboard = MetadataDashboard(self._dashboard_pick)
+                self.detail = DetailPanel(self.username, self.settings.panel_width, on_visibility=self._detail_shown)
         self.gallery.on("more", self._more)
         self.gallery.on("selection", self._selection_changed)
         self.gallery.on("tag", self._tag_clicked)
         self.gallery.on("open", lambda e: self.open_detail(e.args["uid"]))
-        ui.keyboard(on_key=self._key, ignore=["input", "select", "button", "textarea"])
+        self.gallery.on_tags_changed(lambda changed: (self.loaded_tags.update(changed), setattr(self, "dashboard_due", True)))  # chip X, other tabs
+        # keys 1–9 and Esc act unless a text field has focus (typing "1" into the search types it)
+        ui.keyboard(on_key=self._key, ignore=["input", "select", "textarea"])
         ui.on("vireo_popstate", self._popstate)
         ui.add_body_html("<script>window.addEventListener('popstate', () => emitEvent('vireo_popstate', window.location.search));</script>")
 
@@ -261,6 +267,7 @@ class DatasetsPage:
         else:
             text = f"No selection: actions apply to all {self.shown_total:,} matching series"
         self.selection_label.set_text(text)
+        self.actions.show_count(len(self.selected) if self.selected and not self.all_matching else self.shown_total)
 
     def _select_all(self) -> None:
         self.gallery.select_all()
@@ -276,6 +283,10 @@ class DatasetsPage:
 
     async def _key(self, event: Any) -> None:
         if not event.action.keydown or event.modifiers.ctrl or event.modifiers.meta or event.modifiers.alt:
+            return
+        if event.key.escape:
+            if self.settings_dialog is None or not self.settings_dialog.value:  # Esc in the dialog closes the dialog only
+                await self.detail.close()
             return
         number = event.key.number
         if number is not None and 1 <= number <= 9:
@@ -378,45 +389,30 @@ class DatasetsPage:
         dialog.open()
         await fill()
 
-    # --- detail view --------------------------------------------------------------------------
-
-    def _detail_panel(self) -> None:
-        with ui.row().classes("w-full items-center"):
-            self.detail_title = ui.label("").classes("text-lg grow").mark("detail-title").props('data-testid=detail-title')
-            # "Open in OHIF" for the series' study, when VIREO_OHIF_URL names a viewer reading /dicomweb
-            self.ohif_link = ui.link("Open in OHIF", "#", new_tab=True).mark("open-ohif").props("data-testid=open-ohif")
-            self.ohif_link.set_visibility(False)
-            ui.button(icon="close", on_click=lambda: self.drawer.hide()).props("flat dense").mark("close-detail").props('data-testid=close-detail')
-        self.viewer = SliceViewer().classes("w-full")
-        self.attribute_filter = ui.input("Search attributes").props("dense clearable").classes("w-full").mark("attribute-search").props('data-testid=attribute-search')
-        columns = [
-            {"name": "tag", "label": "Tag", "field": "tag", "align": "left"},
-            {"name": "name", "label": "Attribute", "field": "name", "align": "left"},
-            {"name": "vr", "label": "VR", "field": "vr", "align": "left"},
-            {"name": "value", "label": "Value", "field": "value", "align": "left", "style": "white-space: normal; word-break: break-all"},
-        ]
-        self.attribute_table = ui.table(columns=columns, rows=[], row_key="name", pagination={"rowsPerPage": 50}).props("dense flat").classes("w-full").mark("attribute-table").props('data-testid=attribute-table')
-        self.attribute_table.bind_filter_from(self.attribute_filter, "value")
+    # --- detail view and settings ---------------------------------------------------------
 
     async def open_detail(self, series_uid: str) -> None:
-        self.drawer.show()
-        self.detail_title.set_text(f"Series {series_uid}")
-        try:
-            plan, rows = await asyncio.gather(run.io_bound(series_viewing.viewer_plan, series_uid), run.io_bound(series_viewing.attribute_rows, series_uid))
-        except Exception as exc:  # an unreadable file shows as a message, not a broken page
-            self.viewer.show(None)
-            ui.notify(f"Cannot show series: {exc}", type="negative")
+        await self.detail.open(series_uid)
+
+    def _detail_shown(self, visible: bool) -> None:
+        """The panel takes the dashboard's column while it is open: the gallery keeps the rest."""
+        self.dashboard_card.set_visibility(not visible)
+        if not visible:  # charts drawn while hidden have no width to fit: let them measure again
+            ui.run_javascript("requestAnimationFrame(() => window.dispatchEvent(new Event('resize')))")
+
+    async def open_settings(self) -> None:
+        if self.settings_dialog is not None:
+            self.settings_dialog.delete()
+        self.settings_dialog = await open_settings_dialog(self.username, self._settings_saved)
+
+    async def _settings_saved(self, saved: GallerySettings) -> None:
+        """Apply the dialog's settings at once: cards, view and dashboard redraw; the page stays."""
+        if saved is None:  # the server is shutting down (run.io_bound gave nothing back)
             return
-        description = next((r["value"] for r in rows if r["name"] == "SeriesDescription"), "")
-        study_uid = next((r["value"] for r in rows if r["name"] == "StudyInstanceUID"), "")
-        ohif = series_browsing.ohif_url(str(study_uid)) if study_uid else None
-        if ohif:
-            self.ohif_link.props(f"href={ohif}")
-        self.ohif_link.set_visibility(bool(ohif))
-        self.detail_title.set_text(f"{plan['modality']} · {description}" if description else plan["modality"])
-        self.viewer.show(plan)
-        self.attribute_table.rows = rows
-        self.attribute_table.update()
+        self.settings = saved
+        self.gallery.configure(saved)
+        self.gallery.update()
+        await self.reload()
 
     # --- live updates ----------------------------------------------------------------------
 
@@ -463,6 +459,9 @@ def register() -> None:
         page = DatasetsPage(_state_from(request), settings, principal.username)
         page.build()
         client = ui.context.client
+        if request.query_params.get("settings"):  # "Settings" chosen in the user menu of another page
+            ui.navigate.history.replace(state_url(page.state))
+            ui.timer(0.1, page.open_settings, once=True)
         # The first cards go out with the page when they are ready in time (they usually are); a slow
         # first query (search columns still loading at start-up) must not hold the page past NiceGUI's
         # response timeout, so then they follow over the websocket.

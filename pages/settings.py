@@ -1,4 +1,7 @@
-"""`/settings`: your password, browser sessions and API tokens; for administrators, the users."""
+"""`/settings` ("Account and tokens"): your password, browser sessions and API tokens; for administrators, the users.
+
+The Datasets page's own settings are its Settings dialog (components.settings_dialog).
+"""
 
 from __future__ import annotations
 
@@ -6,29 +9,22 @@ from typing import Any
 
 from nicegui import run, ui
 
-from pydantic import ValidationError
-
-from app import account_actions, browser_session, gallery_settings, series_browsing
+from app import account_actions, browser_session
 from app.account_actions import AccountError, Principal
-from app.gallery_settings import FieldDisplay, GallerySettings
-from components.frame import current_principal, frame, logout_everywhere
-from components.gallery import field_label
-from components.search_row import SORTS
-
-FLAGS = [("series_card", "Series Card"), ("truncate", "Truncate"), ("dashboard", "Dashboard"), ("patient_view", "Patient View"), ("study_view", "Study View")]
+from components.frame import SETTINGS_DIALOG_URL, current_principal, frame, logout_everywhere
 
 
 def register() -> None:
     @ui.page("/settings")
     async def settings_page() -> None:
         principal = current_principal()
-        with frame("Settings"):
-            await _gallery_card(principal)
+        with frame("Account and tokens"):
             _password_card(principal)
             await _sessions_card(principal)
             await _tokens_card(principal)
             if principal.is_admin:
                 await _users_card(principal)
+            _datasets_note()
 
 
 def _password_card(principal: Principal) -> None:
@@ -153,73 +149,10 @@ async def _users_card(principal: Principal) -> None:
         await reload()
 
 
-async def _gallery_card(principal: Principal) -> None:
-    """The Datasets page's configuration, saved per user on the server."""
-    settings = await run.io_bound(gallery_settings.load, principal.username)
-    fields: list[FieldDisplay] = [f.model_copy() for f in settings.fields]
-    with ui.card().classes("w-full max-w-4xl").mark("gallery-settings").props('data-testid=gallery-settings'):
+def _datasets_note() -> None:
+    """The Datasets page's settings moved into its own dialog (as in Kaapana): say where they are."""
+    with ui.card().classes("w-full max-w-xl").mark("datasets-settings-note").props("data-testid=datasets-settings-note"):
         ui.label("Datasets page").classes("text-lg")
-        ui.label("Saved with your account: they follow you to any browser.").classes("text-sm text-gray-600")
-        with ui.row().classes("items-center gap-6"):
-            view = ui.toggle({"gallery": "Gallery", "structured": "Structured gallery"}, value=settings.view).mark("setting-view").props('data-testid=setting-view')
-            per_row = ui.number("Items per row (0: as many as fit)", value=settings.items_per_row, min=0, max=12, step=1, format="%d").classes("w-56").mark("setting-per-row").props('data-testid=setting-per-row')
-            card_text = ui.switch("Cards with metadata (off: thumbnails only)", value=settings.card_text).mark("setting-card-text").props('data-testid=setting-card-text')
-            sort = ui.select({k: v for k, v in SORTS.items() if k}, value=settings.sort if settings.sort in SORTS else "-arrived", label="Sort").classes("w-56").mark("setting-sort").props('data-testid=setting-sort')
-        grid = ui.grid(columns=len(FLAGS) + 2).classes("items-center gap-x-4 gap-y-0")
-
-        def draw() -> None:
-            grid.clear()
-            with grid:
-                ui.label("Field").classes("font-medium")
-                for _, label in FLAGS:
-                    ui.label(label).classes("font-medium text-sm")
-                ui.label("")
-                for item in fields:
-                    ui.label(field_label(item.field)).classes("text-sm")
-                    for flag, label in FLAGS:
-                        ui.checkbox(value=getattr(item, flag)).bind_value(item, flag).mark(f"setting-{item.field}-{flag}").props("data-testid=" + f"setting-{item.field}-{flag}")
-                    ui.button(icon="close", on_click=lambda _e, f=item: (fields.remove(f), draw())).props("flat dense round size=sm")
-
-        draw()
-        with ui.row().classes("items-center gap-2"):
-            new_field = ui.select([], label="Add a field", with_input=True).classes("w-64").mark("setting-new-field").props('data-testid=setting-new-field')
-
-            async def load_fields() -> None:
-                if not new_field.options:
-                    new_field.set_options(await run.io_bound(series_browsing.indexed_fields))
-
-            new_field.on("focus", load_fields, throttle=5)
-
-            def add_field() -> None:
-                if new_field.value and all(f.field != new_field.value for f in fields):
-                    fields.append(FieldDisplay(field=new_field.value, series_card=True))
-                    new_field.set_value(None)
-                    draw()
-
-            ui.button("Add", on_click=add_field).props("flat")
-
-        async def save() -> None:
-            try:
-                chosen = GallerySettings(view=view.value, items_per_row=int(per_row.value or 0), card_text=bool(card_text.value), sort=sort.value or "-arrived", fields=fields)
-                await run.io_bound(
-                    gallery_settings.update, principal.username,
-                    **{k: getattr(chosen, k) for k in ("view", "items_per_row", "card_text", "sort", "fields")},
-                )
-            except ValidationError as exc:
-                ui.notify(f"Not saved: {exc.errors()[0]['msg']}", type="negative")
-                return
-            ui.notify("Datasets settings saved", type="positive")
-
-        async def reset() -> None:
-            defaults = await run.io_bound(gallery_settings.reset, principal.username)
-            view.set_value(defaults.view)
-            per_row.set_value(defaults.items_per_row)
-            card_text.set_value(defaults.card_text)
-            sort.set_value(defaults.sort)
-            fields[:] = defaults.fields
-            draw()
-            ui.notify("Datasets settings reset to the defaults")
-
-        with ui.row():
-            ui.button("Save", on_click=save).mark("save-gallery-settings").props('data-testid=save-gallery-settings')
-            ui.button("Reset to defaults", on_click=reset).props("flat").mark("reset-gallery-settings").props('data-testid=reset-gallery-settings')
+        with ui.row().classes("items-center gap-2 text-sm"):
+            ui.label("Gallery, cards, sort, fields and viewer are set in the Datasets page's Settings dialog.")
+            ui.link("Open it", SETTINGS_DIALOG_URL).mark("open-datasets-settings").props("data-testid=open-datasets-settings")

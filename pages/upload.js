@@ -112,6 +112,7 @@ window.vireoUpload = (function () {
         } catch (error) {
           failed += 1;
           item.dataset.state = 'failed';
+          bar.classList.add('upload-failed');
           state.textContent = 'failed: ' + error.message;
         }
       }

@@ -47,10 +47,10 @@ def register() -> None:
         with frame("Workflow Execution"):
             with ui.card().classes("w-full max-w-3xl"):
                 runner_options = {local: f"{local} (this instance)", **{name: f"{name} (remote)" for name in sorted(remotes)}}
-                runners = ui.select(runner_options, value=[local], multiple=True, label="Runner instances").classes("w-96").mark("runners")
-                chooser = ui.select({d: d for d in sorted(dags)}, value=state["dag"], label="DAG", with_input=True).classes("w-96").mark("dag-select").props("data-testid=dag-select")
+                runners = ui.select(runner_options, value=[local], multiple=True, label="Runner instances").classes("w-96 max-w-full").mark("runners")
+                chooser = ui.select({d: d for d in sorted(dags)}, value=state["dag"], label="DAG", with_input=True).classes("w-96 max-w-full").mark("dag-select").props("data-testid=dag-select")
                 description = ui.label("").classes("text-grey-8").mark("dag-description")
-                name = ui.input("Workflow name", placeholder="(default: DAG id and time)").classes("w-96").mark("workflow-name")
+                name = ui.input("Workflow name").classes("w-96 max-w-full").mark("workflow-name")
                 input_area = ui.column().classes("w-full gap-1")
                 ui.separator()
                 ui.label("Configuration").classes("text-lg")
@@ -81,7 +81,7 @@ def register() -> None:
                     return
                 options = dataset_options()
                 pick = ui.select(options, value=selection.dataset if selection.dataset in options else None, label="Dataset",
-                                 with_input=True).classes("w-96").mark("dataset-select").props("data-testid=dataset-select")
+                                 with_input=True).classes("w-96 max-w-full").mark("dataset-select").props("data-testid=dataset-select")
                 count = ui.label("").classes("text-weight-medium").mark("input-count").props("data-testid=input-count")
                 state["dataset_select"] = pick
 
@@ -94,8 +94,24 @@ def register() -> None:
                         n = next((d["series"] for d in datasets if d["name"] == pick.value), 0)
                         count.set_text(f"This workflow will get {n:,} series{per_series}")
 
-                pick.on_value_change(lambda _: show_count())
+                pick.on_value_change(lambda _: (show_count(), show_default_name()))
                 show_count()
+
+        def chosen_input() -> Selection | None:
+            """What the workflow would be started on as the page stands (None: no input, or no dataset chosen yet)."""
+            meta = dags.get(state["dag"] or "")
+            if meta is None or meta["input"] == "none":
+                return None
+            if fixed:
+                return selection
+            picked = state.get("dataset_select")
+            return Selection.of(dataset=picked.value) if picked is not None and picked.value else None
+
+        def show_default_name() -> None:
+            """The hint gives the name a blank field gets: DAG + what it runs on ("collect-metadata on brain-mr")."""
+            default = actions.default_name(state["dag"], chosen_input()) if state["dag"] else "DAG and input"
+            name._props["hint"] = f"Left blank, it is called “{default}”"  # a placeholder hides behind the label until focused
+            name.update()
 
         def chosen_remotes() -> list[str]:
             return [r for r in runners.value or [] if r in remotes]
@@ -131,6 +147,7 @@ def register() -> None:
             start_wrapper.update()
             not_permitted.set_text(f"{why_not[0].upper()}{why_not[1:]}." if why_not else "")
             draw_input(meta)
+            show_default_name()
             form_area.clear()
             message.set_text("")
             with form_area:

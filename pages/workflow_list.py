@@ -18,6 +18,7 @@ from nicegui import background_tasks, run, ui
 from app import permissions
 from app import workflow_actions as actions
 from components.frame import current_principal, frame
+from components.local_time import zone_now_or_later
 from components.job_details import open_job_details
 from components.status import STATUS_ORDER
 from components.workflow_table import JOBS_SHOWN, workflow_row, workflow_table
@@ -46,13 +47,29 @@ def register() -> None:
                 ui.space()
                 summary = ui.label("").mark("workflow-summary")
             with ui.row().classes("gap-2"):
-                ui.button("Abort selected", icon="stop", on_click=lambda: act_on_selection("abort")).props("outline").mark("abort-selected")
-                ui.button("Restart selected", icon="replay", on_click=lambda: act_on_selection("restart")).props("outline").mark("restart-selected")
-                ui.button("Delete selected", icon="delete", on_click=lambda: act_on_selection("delete")).props("outline color=negative").mark("delete-selected")
+                abort_selected = ui.button("Abort selected", icon="stop", on_click=lambda: act_on_selection("abort")).props("outline").mark("abort-selected")
+                restart_selected = ui.button("Restart selected", icon="replay", on_click=lambda: act_on_selection("restart")).props("outline").mark("restart-selected")
+                delete_selected = ui.button("Delete selected", icon="delete", on_click=lambda: act_on_selection("delete")).props("outline color=negative").mark("delete-selected")
                 ui.button("New workflow", icon="add", on_click=lambda: ui.navigate.to("/workflows/execute")).props("flat")
             table = workflow_table(ROWS_PER_PAGE)
             dialogs = ui.element("div")
         table._props["expanded"] = state["expanded"]
+
+        def selection_changed() -> None:
+            """Buttons for the selection are live only when they would do something."""
+            chosen = table.selected or []
+            for button in (restart_selected, delete_selected):
+                button.set_enabled(bool(chosen))
+            abort_selected.set_enabled(any(row.get("abortable") for row in chosen))
+
+        table.on_select(lambda _: selection_changed())
+        selection_changed()
+
+        async def redraw_in(zone: Any) -> None:
+            state["zone"] = zone
+            await refresh()
+
+        state["zone"] = zone_now_or_later(redraw_in)
 
         def current_filter() -> WorkflowFilter:
             return WorkflowFilter(status=list(status_filter.value or []) or None, username=user_filter.value or None,
@@ -64,10 +81,13 @@ def register() -> None:
             if not items and total and state["page"] > 1:
                 state["page"] = 1
                 return await refresh()
-            table.rows = [workflow_row(w, permissions.workflow_refusal(principal, w)) for w in items]
+            table.rows = [workflow_row(w, permissions.workflow_refusal(principal, w), state["zone"]) for w in items]
             table.pagination = {**table.pagination, "page": state["page"], "rowsPerPage": state["rows_per_page"], "rowsNumber": total}
+            shown = {row["id"]: row for row in table.rows}
+            table.selected = [shown.get(row["id"], row) for row in table.selected or []]  # keep states (abortable) current
             table.update()
-            summary.set_text(f"{total} workflows")
+            selection_changed()
+            summary.set_text(f"{total:,} workflow{'' if total == 1 else 's'}")
 
         def remember_in_url() -> None:
             query = {"status": ",".join(status_filter.value or []), "user": user_filter.value or "", "dag": dag_filter.value or "",
@@ -125,7 +145,8 @@ def register() -> None:
             if problems:
                 ui.notify("; ".join(problems[:3]), type="warning", multi_line=True)
             else:
-                ui.notify(f"{action} done for {len(ids)} {noun}{'s' if len(ids) > 1 else ''}", type="positive")
+                done = {"abort": "Aborted", "restart": "Restarted", "delete": "Deleted"}.get(action, action.capitalize())
+                ui.notify(f"{done} {len(ids)} {noun}{'s' if len(ids) > 1 else ''}", type="positive")
             await refresh()
 
         async def act_on_selection(action: str) -> None:
@@ -135,10 +156,17 @@ def register() -> None:
                 return
             await act("workflow", ids, action)
             table.selected = []
+            selection_changed()
 
         table.on("workflow_action", lambda e: act("workflow", [e.args["id"]], e.args["action"]))
         table.on("job_action", lambda e: act("job", [e.args["id"]], e.args["action"]))
         table.on("job_details", lambda e: open_job_details(int(e.args), dialogs))
+
+        def copy_uuid(uuid: str) -> None:
+            ui.clipboard.write(uuid)
+            ui.notify("UUID copied", timeout=1200)
+
+        table.on("copy_uuid", lambda e: copy_uuid(str(e.args)))
 
         await refresh()
         _refresh_on_events(refresh)

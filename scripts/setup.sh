@@ -41,3 +41,9 @@ if [ ! -f "$stamp$extras" ] || [ pyproject.toml -nt "$stamp$extras" ]; then
   .venv/bin/python -m pip install -q -e ".$extras"
   touch "$stamp$extras"
 fi
+# OHIF Viewer v3 (served under /ohif): fetched with npm, integrity-checked, outside the wheel.
+# Returns at once when installed; without npm or network Vireo still runs and says how to add it.
+if ! .venv/bin/python -m app.ohif install; then
+  echo "setup: OHIF Viewer not installed (Vireo runs without it; see README, 'OHIF Viewer')" >&2
+  [ "$want_tests" = 1 ] && exit 1
+fi

@@ -35,7 +35,9 @@ def dcmsend(vireo: VireoProcess, directory: Path, called: str) -> None:
 @pytest.fixture(scope="module")
 def vireo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VireoProcess]:
     """This module's Vireo knows an OHIF viewer, so the detail view offers "Open in OHIF"."""
-    process = VireoProcess(tmp_path_factory.mktemp("vireo") / "data", VIREO_OHIF_URL="https://ohif.example/").start()
+    # Without Vireo's own OHIF (an empty VIREO_OHIF_DIR), which would take the link over (app/viewers.py).
+    process = VireoProcess(tmp_path_factory.mktemp("vireo") / "data", VIREO_OHIF_URL="https://ohif.example/",
+                           VIREO_OHIF_DIR=str(tmp_path_factory.mktemp("no-ohif"))).start()
     yield process
     process.stop()
 
@@ -318,7 +320,9 @@ def test_settings_follow_the_user_and_not_another(vireo: VireoProcess, corpus: d
     first = chromium_browser.new_context(viewport={"width": 1400, "height": 900})
     try:
         page = first.new_page()
-        log_in(page, vireo, target="/settings")
+        log_in(page, vireo)
+        page.get_by_role("button", name="admin").click()
+        page.get_by_test_id("menu-settings").click()  # the Datasets page's Settings dialog
         page.get_by_test_id("setting-view").get_by_text("Structured gallery").click()
         page.get_by_test_id("setting-PatientID-patient_view").click()
         page.get_by_test_id("save-gallery-settings").click()
@@ -344,7 +348,8 @@ def test_settings_follow_the_user_and_not_another(vireo: VireoProcess, corpus: d
         log_in(page, vireo, "bob", "bob-password-1")
         cards(page).nth(3).wait_for()
         assert page.get_by_test_id("patient-card").count() == 0  # bob still has the default gallery
-        page.goto(f"{vireo.url}/settings")
+        page.get_by_role("button", name="bob").click()
+        page.get_by_test_id("menu-settings").click()
         assert page.get_by_test_id("setting-view").get_by_role("button", name="Gallery", exact=True).get_attribute("aria-pressed") == "true"
     finally:
         other.close()

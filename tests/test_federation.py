@@ -246,7 +246,7 @@ def test_runner_restart_keeps_statuses_and_runs_nothing_twice(sites: Sites) -> N
         assert outcome["site-b"]["ok"] is False and outcome["site-c"]["ok"] is True
         for _ in range(2):
             sites.sync("site-a")
-        assert a.get("/api/instances/site-b").json()["health"] == "offline"  # seen before, now missed 3 syncs
+        assert a.get("/api/instances/site-b").json()["health"] == "unreachable"  # seen before, now missed 3 syncs
     finally:
         sites.b.start()
     assert wait_job(a, waiting["id"], ENDED, timeout=30)["status"] == "finished"

@@ -64,7 +64,7 @@ async def test_instance_overview_changes_settings_and_adds_remotes(user: User) -
     user.find(marker="add-remote").click()
     await until(lambda: any(r["name"] == "site-b" for r in element(user, "remote-table").rows))
     (row,) = element(user, "remote-table").rows
-    assert row["health"] == "never seen" and row["last_seen"] == "never"
+    assert row["health"] == "never synced" and row["last_seen"] == "never"
     element(user, "remote-definition").value = "{not json"
     user.find(marker="add-remote").click()
     await until(lambda: "not a JSON object" in element(user, "remote-message").text)

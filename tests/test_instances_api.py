@@ -127,7 +127,7 @@ def test_sync_with_an_unreachable_remote_records_its_health(vireo: VireoProcess)
             assert outcome["ok"] is False and outcome["error"] == "could not reach site-dead (the server log has the details)"
         dead = c.get("/api/instances/site-dead").json()
         # never reached is told apart from offline (reached once, then missed syncs)
-        assert dead["health"] == "never seen" and dead["last_seen"] is None and dead["missed_syncs"] == 3 and dead["last_error"]
+        assert dead["health"] == "unreachable" and dead["last_seen"] is None and dead["missed_syncs"] == 3 and dead["last_error"]
         assert "ConnectError" in vireo.log()  # what went wrong is in the server log, not in what the admin is shown
         c.delete("/api/instances/site-dead")
 

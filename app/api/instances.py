@@ -36,6 +36,7 @@ class LocalChanges(BaseModel):
     remote: Any = None
     public_key: Any = Field(None, description="read-only: comes from this instance's key file")
     key_fingerprint: Any = None
+    name_locked: Any = Field(None, description="read-only: why the name cannot change now (null: it can, until the first remote)")
 
 
 class RemoteDefinition(BaseModel):
@@ -88,7 +89,7 @@ def get_local() -> dict[str, Any]:
 
 @router.put("/local")
 def put_local(body: LocalChanges) -> dict[str, Any]:
-    changes = body.model_dump(exclude_unset=True, exclude={"created", "updated", "remote", "key_fingerprint"})
+    changes = body.model_dump(exclude_unset=True, exclude={"created", "updated", "remote", "key_fingerprint", "name_locked"})
     return _call(federation_actions.change_local, changes)  # type: ignore[no-any-return]
 
 

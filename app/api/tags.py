@@ -10,6 +10,7 @@ from app.auth import current_principal
 from app.runtime import current_services
 from core.accounts import Principal
 from core import tags
+from core.events import TAGS_CHANGED
 
 router = APIRouter(prefix="/api/tags", tags=["tags"])
 
@@ -38,11 +39,18 @@ def change_tags(body: TagChange) -> dict[str, list[str]]:
         raise HTTPException(400, "name tags to add or remove")
     try:
         with current_services().db.engine.begin() as conn:
-            return tags.change_tags(conn, body.series, body.add, body.remove)
+            result = tags.change_tags(conn, body.series, body.add, body.remove)
     except tags.TagError as exc:
         raise HTTPException(400, str(exc)) from exc
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc
+    _published(list(result))
+    return result
+
+
+def _published(series_uids: list[str] | None) -> None:
+    """Open Datasets pages show the change live (after the commit, so they read the new rows)."""
+    current_services().bus.publish(TAGS_CHANGED, series_uids=series_uids)
 
 
 @router.get("", response_model=list[TagCount])
@@ -62,6 +70,7 @@ def rename_tag(tag: str, body: TagRename, principal: Principal = Depends(current
         raise HTTPException(400, str(exc)) from exc
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc
+    _published(None)
     return {"tag": body.name.strip(), "series": count}
 
 
@@ -76,4 +85,5 @@ def delete_tag(tag: str, principal: Principal = Depends(current_principal)) -> d
         raise HTTPException(400, str(exc)) from exc
     except LookupError as exc:
         raise HTTPException(404, str(exc)) from exc
+    _published(None)
     return {"deleted": tag, "series": count}

@@ -7,10 +7,20 @@ are those of PS3.18.
 
 What a client is told when it cannot have what it asked for (every reason names the
 transfer syntax, never a server path):
-- instances, series, studies: 406 when no instance can be sent in an accepted syntax (e.g.
-  the default explicit VR little endian for a file no installed decoder reads); 206 with a
-  `Warning: 299` when only some can (PS3.18 6.5.3.2); `transfer-syntax=*` always works.
-- frames: 406 when the frames cannot be decoded into what was asked for.
+- instances, series, studies: a syntax asked for that an instance cannot be re-encoded in
+  (Vireo does not compress) falls back to the default, explicit VR little endian, and the
+  part's Content-Type says so (HTTP lets a server disregard Accept and send its default,
+  RFC 9110 12.5.1; PS3.18 8.7.3 makes explicit VR little endian that default). 406 stays
+  only when not even the default can be made (a file no installed decoder reads, asked for
+  without `transfer-syntax=*` or its stored syntax: a Part 10 file in a syntax the client
+  never named is not what it can parse), and when Accept names no DICOM media type at all;
+  206 with a `Warning: 299` when only some instances can be sent (PS3.18 6.5.3.2).
+- frames: never 406 for a syntax. What cannot be sent as asked comes decoded as
+  application/octet-stream (explicit VR little endian, the default of PS3.18 8.7.3.3.2), or,
+  when it does not decode here, as stored in its compressed media type (image/jpeg,
+  image/jls, …); each part's Content-Type names the transfer syntax it carries. A viewer
+  asking for one syntax for every image (OHIF's requestTransferSyntaxUID) then still gets
+  pixels it can decode instead of a black viewport.
 - rendered and thumbnails: 422 when the pixel data cannot be decoded or drawn; /rendered also 422 for an
   instance with no image at all (SR, ECG waveform), where a thumbnail is a labelled card.
 - 404 only for what does not exist (no such instance, frame or element).
@@ -23,6 +33,7 @@ from collections.abc import Iterator
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import Response, StreamingResponse
+from pydicom.uid import UID
 
 from app.api.dicomweb_common import DICOM_JSON, PREFIX, checked_uid, dicomweb_root
 from app.api.multipart import MediaRange, multipart_content_type, multipart_stream, new_boundary, parse_accept
@@ -120,6 +131,19 @@ def _instance_syntaxes(request: Request, one_instance: bool) -> tuple[bool, list
     return bool(single), syntaxes
 
 
+def _instance_syntax(stored: str, syntaxes: list[str]) -> str:
+    """The first acceptable syntax an instance can be sent in, else the default (explicit VR little endian) if it can be made.
+
+    NotAcceptable only when neither can: see the module docstring for why that stays a 406.
+    """
+    try:
+        return wado.choose_syntax(stored, syntaxes)
+    except wado.NotAcceptable:
+        if wado.transcode_refusal(stored, wado.ExplicitVRLittleEndian) is None:
+            return wado.ExplicitVRLittleEndian
+        raise
+
+
 def _part(item: wado.StoredInstance, syntax: str, syntaxes: list[str], left_out: list[str]) -> tuple[str, bytes] | None:
     """One instance's part, fully made; None (with the reason added to `left_out`) when it cannot be sent.
 
@@ -155,7 +179,7 @@ def _retrieve(request: Request, study: str, series: str | None = None, instance:
     plan: list[tuple[wado.StoredInstance, str]] = []
     for item in items:
         try:
-            plan.append((item, wado.choose_syntax(item.transfer_syntax_uid, syntaxes)))
+            plan.append((item, _instance_syntax(item.transfer_syntax_uid, syntaxes)))
         except wado.NotAcceptable as exc:
             left_out.append(str(exc))
     pending = iter(plan)
@@ -224,6 +248,13 @@ def _frame_numbers(text: str) -> list[int]:
     return numbers
 
 
+def _default_frame_syntax(stored: str) -> str:
+    """Frames' fallback when nothing acceptable fits: decoded (explicit VR little endian) if a decoder is here, else as stored."""
+    if not UID(stored).is_compressed or wado.transcode_refusal(stored, wado.ExplicitVRLittleEndian) is None:
+        return wado.ExplicitVRLittleEndian
+    return stored
+
+
 @router.get("/studies/{study}/series/{series}/instances/{instance}/frames/{frame_list}", summary="WADO-RS: frames of an instance")
 def retrieve_frames(study: str, series: str, instance: str, frame_list: str, request: Request) -> Response:
     numbers = _frame_numbers(frame_list)
@@ -236,11 +267,20 @@ def retrieve_frames(study: str, series: str, instance: str, frame_list: str, req
             accepted.append(("*/*", wado.ANY))
         elif media.media_type == "application/octet-stream" or media.media_type.startswith("image/"):
             accepted.append((media.media_type, media.transfer_syntax))
+    stored = item.transfer_syntax_uid
     try:
-        syntax = wado.frame_syntax(item.transfer_syntax_uid, accepted)
-        frames = wado.frames(item, numbers, syntax)
-    except (wado.NotAcceptable, wado.CannotTranscode) as exc:
-        raise HTTPException(406, str(exc)) from exc
+        try:
+            syntax = wado.frame_syntax(stored, accepted)
+        except wado.NotAcceptable:
+            syntax = _default_frame_syntax(stored)
+        try:
+            frames = wado.frames(item, numbers, syntax)
+        except wado.CannotTranscode:
+            if syntax == stored:
+                raise
+            frames = wado.frames(item, numbers, stored)  # does not decode here: as stored, in its own media type
+    except wado.CannotTranscode as exc:  # not even as stored (a damaged file): nothing to send
+        raise HTTPException(422, str(exc)) from exc
     except wado.NotFound as exc:
         raise HTTPException(404, str(exc)) from exc
     boundary = new_boundary()

@@ -325,6 +325,8 @@ def write_seg(source: list[Path], volume: Volume, spec: SeriesSpec, number: int,
     from pydicom.sr.codedict import codes
     from pydicom.sr.coding import Code
 
+    from ingest.segment_colours import segment_colour
+
     images = [dcmread(p) for p in source]
     names = [n for n in volume.labels if volume.labels[n].any()]
     mask = np.stack([volume.labels[n] for n in names], axis=-1).astype(np.uint8)
@@ -337,6 +339,7 @@ def write_seg(source: list[Path], volume: Volume, spec: SeriesSpec, number: int,
             segmented_property_type=Code(SEGMENT_CODES[name][0], "SCT", SEGMENT_CODES[name][1]),
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
+            display_color=segment_colour(i + 1),  # viewers draw each segment in its own, stable colour
         )
         for i, name in enumerate(names)
     ]

@@ -78,6 +78,8 @@ class Dag:
     timeout: float | None = field(default=None, metadata={"help": "seconds a job may run before it is failed"})
     destructive: bool = field(default=False, metadata={"help": "deletes data (e.g. series from the PACS): only administrators may start it"})
     source: str = ""  # the module name or file that defines it (set by the registry)
+    # Why the DAG cannot run here (an optional extra not installed, no model), asked each time it is listed; None: it can.
+    unavailable: Callable[[], str | None] | None = None
 
     def __post_init__(self) -> None:
         if not _DAG_ID.match(self.dag_id):
@@ -117,4 +119,8 @@ class Dag:
             "destructive": self.destructive,
             "steps": [s.name for s in self.steps],
             "error": None,
+            "unavailable": self.unavailable_reason(),
         }
+
+    def unavailable_reason(self) -> str | None:
+        return self.unavailable() if self.unavailable is not None else None

@@ -57,7 +57,7 @@ def test_every_failure_to_reach_reads_the_same(tmp_path_factory: pytest.TempPath
                 expected = f"could not reach {name} (the server log has the details)"
                 assert outcome[name] == {"ok": False, "error": expected}, outcome
                 doc = c.get(f"/api/instances/{name}").json()
-                assert doc["last_error"] == expected and doc["health"] == "never seen", doc
+                assert doc["last_error"] == expected and doc["health"] == "unreachable", doc
             shown = " ".join(str(d["last_error"]) for d in c.get("/api/instances").json()[1:]) + str(outcome)
             assert "secret-banner" not in shown and "404" not in shown and "refused" not in shown.lower()
         log = vireo.log()

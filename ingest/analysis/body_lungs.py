@@ -1,0 +1,111 @@
+"""Body contour and lungs from a CT by HU thresholds, connected components and morphology; a head mask from an MR.
+
+Why classical image processing: it runs in seconds on two cores with no model weights, and
+on CT the physics does most of the work — air is −1000 HU, lung parenchyma about −850,
+every other tissue above −200 — so thresholds plus topology (largest component, holes
+filled slice by slice, air that touches the outside is not lung) are robust. MR has no
+absolute scale, so the head is the largest Otsu foreground component with its holes filled.
+
+All functions take and return SimpleITK images in patient geometry (from
+`ingest.results_writeback.load_series_volume`); masks are UInt8 0/1 images on the same grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+
+BODY_HU = -500.0  # above: the patient (and the table); below: air (lung is inside, filled in)
+LUNG_HU = -400.0  # below, inside the body: air-filled tissue (lungs, airways, bowel gas)
+MIN_LUNG_ML = 10.0  # smaller air pockets (bowel gas, a slice of trachea) are not a lung
+
+
+@dataclass(frozen=True)
+class CtMasks:
+    body: sitk.Image
+    right_lung: sitk.Image
+    left_lung: sitk.Image
+
+
+def _largest_component(mask: sitk.Image) -> sitk.Image:
+    labels = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
+    return sitk.Cast(labels == 1, sitk.sitkUInt8)
+
+
+def fill_holes_per_slice(mask: sitk.Image) -> sitk.Image:
+    """Holes filled in each axial slice: a lung open to the volume's top or bottom is still inside the body."""
+    slices = [sitk.BinaryFillhole(mask[:, :, k], fullyConnected=False, foregroundValue=1) for k in range(mask.GetSize()[2])]
+    filled = sitk.JoinSeries(slices)
+    filled.CopyInformation(mask)
+    return sitk.Cast(filled, sitk.sitkUInt8)
+
+
+def body_mask(ct: sitk.Image) -> sitk.Image:
+    """The patient's body: tissue above −500 HU, opened to drop noise and thin table parts, largest component, holes filled."""
+    tissue = sitk.Cast(ct > BODY_HU, sitk.sitkUInt8)
+    tissue = sitk.BinaryMorphologicalOpening(tissue, [1, 1, 0], sitk.sitkBall, 0, 1)
+    return fill_holes_per_slice(_largest_component(tissue))
+
+
+def lung_masks(ct: sitk.Image, body: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
+    """Right and left lung: air inside the body, the two largest components big enough to be lungs, split by side.
+
+    Patient right is −x in LPS. When both lungs form one component (touching at the
+    mediastinum), it is split at the body's midline.
+    """
+    air = sitk.Cast((ct < LUNG_HU) & (body > 0), sitk.sitkUInt8)
+    labels = sitk.RelabelComponent(sitk.ConnectedComponent(air), sortByObjectSize=True)
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(labels)
+    voxel_ml = float(np.prod(ct.GetSpacing())) / 1000.0
+    big = [label for label in stats.GetLabels() if stats.GetNumberOfPixels(label) * voxel_ml >= MIN_LUNG_ML][:2]
+    array = sitk.GetArrayViewFromImage(labels)
+    right = np.zeros(array.shape, dtype=np.uint8)
+    left = np.zeros(array.shape, dtype=np.uint8)
+    if len(big) == 2:
+        first, second = sorted(big, key=lambda label: stats.GetCentroid(label)[0])
+        right[array == first], left[array == second] = 1, 1
+    elif len(big) == 1:
+        midline = _midline_index(body)
+        component = array == big[0]
+        right[:, :, :midline][component[:, :, :midline]] = 1
+        left[:, :, midline:][component[:, :, midline:]] = 1
+    return _as_mask(right, ct), _as_mask(left, ct)
+
+
+def _midline_index(body: sitk.Image) -> int:
+    """The column index of the body's centroid (where a single air component is split into two lungs)."""
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(body)
+    if 1 not in stats.GetLabels():
+        return body.GetSize()[0] // 2
+    return int(round(body.TransformPhysicalPointToContinuousIndex(stats.GetCentroid(1))[0]))
+
+
+def _as_mask(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
+
+
+def segment_ct(ct: sitk.Image) -> CtMasks:
+    body = body_mask(ct)
+    right, left = lung_masks(ct, body)
+    return CtMasks(body, right, left)
+
+
+def head_mask(mr: sitk.Image) -> sitk.Image:
+    """An MR's foreground: Otsu threshold of the log signal, largest component, holes filled slice by slice (the skull's dark rim is inside)."""
+    smooth = sitk.SmoothingRecursiveGaussian(mr, float(min(mr.GetSpacing()[:2])))
+    # Otsu on the log signal: background noise sits decades below every tissue, while on the linear scale
+    # Otsu splits bright from dark tissue (T1: fat and white matter from skull and CSF) instead.
+    logged = sitk.Log(sitk.Cast(smooth, sitk.sitkFloat32) + 1.0)
+    foreground = sitk.OtsuThreshold(logged, 0, 1, 256)
+    return fill_holes_per_slice(_largest_component(foreground))
+
+
+def as_array(mask: sitk.Image) -> np.ndarray:
+    """A mask as a bool (slices, rows, columns) array, the layout SEG frames use."""
+    return sitk.GetArrayFromImage(mask).astype(bool)
