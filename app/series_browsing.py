@@ -56,7 +56,12 @@ def field_values(field: str, prefix: str, selection: Selection | None = None, li
 
 
 def values_in_search(field: str, prefix: str, dataset: str | None, q: str, filters: list[str], limit: int = 30) -> list[dict[str, Any]]:
-    """A filter field's values with counts among the series the page shows now (dataset + query + other filters).
+    """A filter field's values with counts among the series the page shows now (see `values_matching`)."""
+    return values_matching(current_services().search, field, prefix, dataset, q, filters, limit)
+
+
+def values_matching(search: Any, field: str, prefix: str, dataset: str | None, q: str, filters: list[str], limit: int = 30) -> list[dict[str, Any]]:
+    """Values of `field` with their series counts within dataset + query + the other filters.
 
     The field's own filters are left out, so that the picker still offers the values one could
     add to them; a query that does not parse counts as no query (the page shows its error).
@@ -64,12 +69,12 @@ def values_in_search(field: str, prefix: str, dataset: str | None, q: str, filte
     others = [f for f in filters if not _filters_field(f, field)]
     for selection in (Selection.of(q, others, dataset), Selection.of(None, others, dataset)):
         try:
-            return field_values(field, prefix, selection, limit)
+            return search.values(field, prefix, limit, selection)  # type: ignore[no-any-return]
         except QueryError:
             continue
         except LookupError:  # the dataset was deleted meanwhile
             break
-    return field_values(field, prefix, None, limit)
+    return search.values(field, prefix, limit, None)  # type: ignore[no-any-return]
 
 
 def _filters_field(filter_text: str, field: str) -> bool:

@@ -1,7 +1,7 @@
 """`DetailPanel`: the Datasets page's detail view, a resizable split beside the gallery.
 
 Kaapana opens the detail view (viewer + searchable metadata table) over the page; here it takes
-a column of its own, so the gallery, the dashboard's row of actions and the selection stay
+a column of its own (the metadata dashboard's, while open), so the gallery, the action row and the selection stay
 usable beside it (the gallery reflows into fewer columns). The split's width is dragged with a
 handle and remembered per user (app.gallery_settings `panel_width`), not per browser.
 

@@ -49,7 +49,8 @@ def job_result(job: dict[str, Any]) -> None:
     if isinstance(aggregate, dict):
         analysis_tables(aggregate)
     if aggregate is not None:
-        ui.label("Merged result" if job.get("role") == "orchestrator" else "Result (what this runner handed back)").classes("text-subtitle2 mt-2")
+        title = {"orchestrator": "Merged result", "runner": "Result (what this runner handed back)"}.get(job.get("role") or "", "Result as JSON")
+        ui.label(title).classes("text-subtitle2 mt-2")
         ui.json_editor({"content": {"json": aggregate}, "readOnly": True, "mainMenuBar": False}).classes("w-full").mark("job-result")
 
 
@@ -131,6 +132,6 @@ def analysis_tables(result: dict[str, Any]) -> None:
                 for s in chart.get("series") or [] if isinstance(s, dict)]
         if not data:
             continue
-        ui.plotly({"data": data, "layout": {"title": {"text": str(chart.get("title") or "")}, "barmode": "group", "height": 320,
+        ui.plotly({"data": data, "layout": {"title": {"text": str(chart.get("title") or "")}, "barmode": "group", "height": 320, "yaxis": {"rangemode": "tozero"},
                                             "margin": {"l": 50, "r": 20, "t": 40, "b": 80}, "legend": {"orientation": "h"}},
                    "config": {"displaylogo": False, "responsive": True}}).classes("w-full").mark(f"analysis-chart-{number}")

@@ -120,6 +120,7 @@ class SearchRow:
     async def _search(self) -> None:
         self.state.q = (self.query.value or "").strip()
         await self.on_change()
+        await self._values_for("")  # the value counts follow the new search
 
     async def _sorted(self, event: Any) -> None:
         if (event.value or "") != self.state.sort:
@@ -148,12 +149,14 @@ class SearchRow:
         self.values.set_value([])
         self._draw_chips()
         await self.on_change()
+        await self._values_for("")
 
     async def _remove(self, text: str) -> None:
         if text in self.state.filters:
             self.state.filters.remove(text)
         self._draw_chips()
         await self.on_change()
+        await self._values_for("")
 
     def _draw_chips(self) -> None:
         self.chips.clear()

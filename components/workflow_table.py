@@ -1,18 +1,19 @@
 """The Workflow List's table: one row per workflow, expandable to its jobs, paged on the server.
 
 Rows are plain data (what `workflow_row` makes of a workflow document); buttons inside the
-rows emit events (`workflow_action`, `job_action`, `job_details`) the page handles.
+rows emit events (`workflow_action`, `job_action`, `job_details`, `copy_uuid`) the page handles.
+What matters comes first (status counts, actions); the UUID is shortened with a copy button, a
+job's configuration is folded behind a button, and low-value columns show on wide screens
+only, so the table fits 1280 px without sideways scrolling (tests/test_page_fit.py).
 """
 
 from __future__ import annotations
 
 import json
-from datetime import UTC
+from datetime import UTC, tzinfo
 from typing import Any
 
 from nicegui import ui
-
-from datetime import tzinfo
 
 from components.status import STATUS_ORDER, colour, duration, short_time, utc_tooltip
 from core.selection import Selection
@@ -53,7 +54,8 @@ _BODY = r"""
   </q-td>
   <q-td key="actions" :props="props" auto-width class="whitespace-nowrap">
     <span v-for="a in ACTIONS" :key="a[0]" :title="props.row.why_not || (a[0] == 'abort' && !props.row.abortable ? 'Nothing left to abort: every job has ended' : a[2])">
-      <q-btn flat dense round size="sm" :icon="a[1]" :class="'workflow-' + a[0]"
+      <q-btn flat dense round size="sm" :icon="a[1]"
+             :class="['workflow-' + a[0], (props.row.why_not || (a[0] == 'abort' && !props.row.abortable)) ? 'text-grey-5' : '']"
              :disable="!!props.row.why_not || (a[0] == 'abort' && !props.row.abortable)"
              :data-disabled="(props.row.why_not || (a[0] == 'abort' && !props.row.abortable)) ? 'true' : null"
              @click="$parent.$emit('workflow_action', {id: props.row.id, action: a[0]})" />
@@ -87,7 +89,8 @@ _BODY = r"""
               <q-menu><pre class="text-caption q-pa-sm q-ma-none job-conf-text" style="max-width: 480px; white-space: pre-wrap; word-break: break-word">{{ job.conf_text }}</pre></q-menu>
             </q-btn>
             <span v-for="a in ACTIONS" :key="a[0]" :title="props.row.why_not || (a[0] == 'abort' && !job.abortable ? 'This job has ended: nothing to abort' : a[2])">
-              <q-btn flat dense round size="sm" :icon="a[1]" :class="'job-' + a[0]" :disable="!!props.row.why_not || (a[0] == 'abort' && !job.abortable)"
+              <q-btn flat dense round size="sm" :icon="a[1]" :disable="!!props.row.why_not || (a[0] == 'abort' && !job.abortable)"
+                     :class="['job-' + a[0], (props.row.why_not || (a[0] == 'abort' && !job.abortable)) ? 'text-grey-5' : '']"
                      @click="$parent.$emit('job_action', {id: job.id, action: a[0]})" />
             </span>
           </td>

@@ -33,6 +33,7 @@ Public API (all take the step's `JobContext` where they need the database or the
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -199,6 +200,31 @@ def derived_uid(*parts: object) -> str:
     return str(generate_uid(entropy_srcs=[str(p) for p in parts]))
 
 
+@functools.cache
+def _segmentation_class() -> type:
+    """highdicom's Segmentation with a faster overlap check for stacks of bool masks.
+
+    Why: highdicom decides SegmentsOverlap by summing the (frames, rows, columns, segments)
+    stack along its last axis, which costs about 15 s for a 512×512×300 CT with three
+    segments on two cores; pairwise `logical_and(...).any()` gives the same answer in a
+    fraction of that. Anything but a BINARY bool stack goes to highdicom's own check.
+    """
+    import highdicom as hd
+
+    class FastOverlapSegmentation(hd.seg.Segmentation):  # type: ignore[misc]
+        @classmethod
+        def _check_and_cast_pixel_array(cls, pixel_array: Any, segment_numbers: Any, segmentation_type: Any, dtype: type) -> Any:
+            if (isinstance(pixel_array, np.ndarray) and pixel_array.dtype == np.bool_ and pixel_array.ndim == 4
+                    and hd.seg.SegmentationTypeValues(segmentation_type) == hd.seg.SegmentationTypeValues.BINARY
+                    and pixel_array.shape[-1] == len(segment_numbers) > 1):
+                count = pixel_array.shape[-1]
+                overlap = any(np.logical_and(pixel_array[..., i], pixel_array[..., j]).any() for i in range(count) for j in range(i + 1, count))
+                return pixel_array, hd.seg.SegmentsOverlapValues.YES if overlap else hd.seg.SegmentsOverlapValues.NO
+            return super()._check_and_cast_pixel_array(pixel_array, segment_numbers, segmentation_type, dtype)
+
+    return FastOverlapSegmentation
+
+
 def build_seg(
     source_images: Sequence[Dataset],
     segments: Sequence[Segment],
@@ -235,7 +261,7 @@ def build_seg(
             display_color=hd.color.CIELabColor.from_rgb(*color),  # RecommendedDisplayCIELabValue
         ))
     seed = uid_seed or derived_uid(*(ds.SOPInstanceUID for ds in source_images[:1]), np.random.random())
-    seg = hd.seg.Segmentation(
+    seg = _segmentation_class()(
         source_images=list(source_images),
         pixel_array=stack,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,

@@ -8,7 +8,8 @@ is the byte order of binary values it keeps as bytes (OW, OF, OD, OL, OV and nat
 Data), which is swapped here.
 
 Whether a re-encoding is possible is decided up front (`transcode_refusal`), so an answer
-is refused with 406 before its first byte rather than cut off in the middle.
+falls back to another syntax (app/api/wado_rs.py says which), or is refused with 406, before
+its first byte rather than cut off in the middle.
 """
 
 from __future__ import annotations

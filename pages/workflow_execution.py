@@ -22,6 +22,15 @@ from core.selection import Selection
 from core.workflows.engine import WorkflowError
 
 
+def _refusal(meta: dict[str, Any] | None) -> str | None:
+    """Why this user cannot start this DAG here: a permission, or what the DAG lacks (an optional extra, a model)."""
+    return permissions.start_refusal(current_principal(), meta) or (meta or {}).get("unavailable")
+
+
+def _dag_label(meta: dict[str, Any]) -> str:
+    return f"{meta['dag_id']} (cannot run here)" if meta.get("unavailable") else meta["dag_id"]
+
+
 async def _search_count(selection: Selection) -> int | str:
     """How many series the search matches now, or why it cannot be run."""
     try:
@@ -48,7 +57,7 @@ def register() -> None:
             with ui.card().classes("w-full max-w-3xl"):
                 runner_options = {local: f"{local} (this instance)", **{name: f"{name} (remote)" for name in sorted(remotes)}}
                 runners = ui.select(runner_options, value=[local], multiple=True, label="Runner instances").classes("w-96 max-w-full").mark("runners")
-                chooser = ui.select({d: d for d in sorted(dags)}, value=state["dag"], label="DAG", with_input=True).classes("w-96 max-w-full").mark("dag-select").props("data-testid=dag-select")
+                chooser = ui.select({d: _dag_label(dags[d]) for d in sorted(dags)}, value=state["dag"], label="DAG", with_input=True).classes("w-96 max-w-full").mark("dag-select").props("data-testid=dag-select")
                 description = ui.label("").classes("text-grey-8").mark("dag-description")
                 name = ui.input("Workflow name").classes("w-96 max-w-full").mark("workflow-name")
                 input_area = ui.column().classes("w-full gap-1")
@@ -134,18 +143,18 @@ def register() -> None:
                 allowed &= set(remotes[r]["dags"])
             dags.clear()
             dags.update({d: all_dags[d] for d in sorted(allowed)})
-            chooser.set_options({d: d for d in sorted(dags)}, value=state["dag"] if state["dag"] in dags else None)
+            chooser.set_options({d: _dag_label(dags[d]) for d in sorted(dags)}, value=state["dag"] if state["dag"] in dags else None)
             choose(chooser.value)
 
         def choose(dag_id: str | None) -> None:
             state["dag"] = dag_id
             meta = dags.get(dag_id or "")
             description.set_text(meta["description"] if meta else "Choose a DAG.")
-            why_not = permissions.start_refusal(current_principal(), meta)
+            why_not = _refusal(meta)
             start.set_enabled(not why_not)
             start_wrapper._props["title"] = why_not or ""
             start_wrapper.update()
-            not_permitted.set_text(f"{why_not[0].upper()}{why_not[1:]}." if why_not else "")
+            not_permitted.set_text(f"{why_not[0].upper()}{why_not[1:].rstrip('.')}." if why_not else "")
             draw_input(meta)
             show_default_name()
             form_area.clear()
@@ -164,7 +173,7 @@ def register() -> None:
             if meta is None:
                 message.set_text("Choose a DAG first.")
                 return
-            if why_not := permissions.start_refusal(current_principal(), meta):
+            if why_not := _refusal(meta):
                 message.set_text(why_not)
                 return
             form: SchemaForm = state["form"]

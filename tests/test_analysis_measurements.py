@@ -26,7 +26,8 @@ from ingest.analysis.segment_evaluation import evaluate, surface
 from ingest.analysis.segment_measurements import Geometry, measure, surface_area_mm2
 from ingest.results_writeback import Algorithm, Segment, build_seg, sort_spatially
 from tests.factories import write_series
-from tests.support.vireo import VireoProcess
+from tests.support.browser import ARTIFACTS_DIR, browser_page, chromium_browser, playwright_sync  # noqa: F401
+from tests.support.vireo import ADMIN_PASSWORD, VireoProcess
 from tests.support.workflows import ENDED, create, wait_job
 
 pytestmark = pytest.mark.timeout(240)
@@ -57,6 +58,7 @@ class Case:
     def __init__(self, process: VireoProcess, images: list[pydicom.Dataset], truth_uid: str, auto_uid: str) -> None:
         self.process, self.images, self.truth_uid, self.auto_uid = process, images, truth_uid, auto_uid
         self.api = process.client()
+        self.done: dict[str, dict[str, Any]] = {}  # dag id -> a finished job of it (for the page test)
 
     def files(self, series_uid: str) -> list[Path]:
         (folder,) = (self.process.data_dir / "pacs").glob(f"*/{series_uid}")
@@ -67,6 +69,7 @@ class Case:
         jobs = [wait_job(self.api, job["id"], ENDED, timeout=timeout) for job in workflow["jobs"]]
         for job in jobs:
             assert job["status"] == "finished", self.api.get(f"/api/jobs/{job['id']}/logs").text
+        self.done[dag_id] = {**jobs[0], "workflow_id": workflow["id"]}
         return jobs[0]
 
 
@@ -233,3 +236,38 @@ def test_evaluate_explains_when_nothing_pairs(case: Case) -> None:
     job = wait_job(case.api, workflow["jobs"][0]["id"], ENDED, timeout=120)
     assert job["status"] == "failed"
     assert "no image has both a reference SEG" in case.api.get(f"/api/jobs/{job['id']}/logs").text
+
+
+def test_the_result_tab_shows_the_table_and_the_chart(case: Case, browser_page) -> None:  # type: ignore[no-untyped-def]
+    job = case.done.get("evaluate-segmentations") or case.run("evaluate-segmentations", dataset="lesions", conf={"label_map": LABEL_MAP})
+    page = browser_page
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(f"{case.process.url}/login?next=%2Fworkflows")
+    page.get_by_label("User name").fill("admin")
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{case.process.url}/workflows", timeout=30000)
+    row = page.locator(f"tr[data-workflow='{job['workflow_id']}']")
+    row.wait_for(timeout=30000)
+    row.locator(".expand-workflow").click()
+    page.locator(f"tr[data-job='{job['id']}'] .job-details").click(timeout=30000)
+    page.get_by_role("tab", name="Result").click(timeout=30000)
+    table = page.locator(".q-table").filter(has_text="Dice")
+    table.wait_for(timeout=30000)
+    assert table.get_by_text("Hausdorff 95 (mm)").count() == 1 and table.get_by_text("lesion auto").count() == 1
+    page.locator(".js-plotly-plot .bars").first.wait_for(timeout=30000)  # plotly drew its bars
+    ARTIFACTS_DIR.mkdir(parents=True, exist_ok=True)
+    for width, height in ((1280, 800), (1920, 1080)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(300)  # a resize reflows; nothing to wait on but the layout
+        page.screenshot(path=str(ARTIFACTS_DIR / f"evaluation-result-{width}.png"))
+        assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth"), width
+    # the measurements' wider table scrolls inside itself, the page does not
+    measured = case.done.get("measure-segments") or case.run("measure-segments", series=[case.truth_uid])
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(f"{case.process.url}/workflows?workflow={measured['workflow_id']}")
+    page.locator(f"tr[data-job='{measured['id']}'] .job-details").click(timeout=30000)
+    page.get_by_role("tab", name="Result").click(timeout=30000)
+    page.locator(".q-table").filter(has_text="Volume (mL)").wait_for(timeout=30000)
+    page.screenshot(path=str(ARTIFACTS_DIR / "measurement-result-1280.png"))
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")

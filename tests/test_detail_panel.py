@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,6 +108,7 @@ def _widths(page: Any) -> dict[str, float]:
     }""")
 
 
+@pytest.mark.slow  # two sizes, the CT and the SEG each opened: ~7 s idle, more under load
 def test_panel_shares_the_screen_and_its_table_fits(vireo: VireoProcess, corpus: dict[str, Any], browser_page: Any) -> None:
     page = browser_page
     for width, height in SIZES:
@@ -159,6 +159,7 @@ def test_panel_shares_the_screen_and_its_table_fits(vireo: VireoProcess, corpus:
         page.wait_for_function("document.scrollingElement.scrollWidth <= document.scrollingElement.clientWidth")  # charts fit again
 
 
+@pytest.mark.slow  # a reload and two drags: ~10 s under load
 def test_dragged_width_is_remembered_for_the_user(vireo: VireoProcess, corpus: dict[str, Any], browser_page: Any) -> None:
     page = browser_page
     page.set_viewport_size({"width": 1280, "height": 800})
@@ -194,6 +195,7 @@ def test_dragged_width_is_remembered_for_the_user(vireo: VireoProcess, corpus: d
     assert abs(_widths(page)["panel"] - widest) <= 2
 
 
+@pytest.mark.slow  # the dialog three times, two pages: ~11 s
 def test_hotkeys_type_in_text_fields_and_settings_dialog_applies_in_place(vireo: VireoProcess, corpus: dict[str, Any], browser_page: Any) -> None:
     page = browser_page
     with vireo.client() as client:
@@ -253,6 +255,13 @@ def test_hotkeys_type_in_text_fields_and_settings_dialog_applies_in_place(vireo:
     page.wait_for_function(f"document.querySelector(\"[data-uid='{corpus['ct']}']\").innerText.includes('Abdomen')")
     # from another page "Settings" goes to the Datasets page with the dialog open
     page.goto(f"{vireo.url}/settings")
+    page.get_by_text("API tokens").wait_for()
+    page.get_by_test_id("datasets-settings-note").wait_for()  # the gallery settings moved into the dialog
+    assert page.get_by_test_id("setting-view").count() == 0
+    for size in SIZES:  # the account page (password, sessions, tokens, users) fits at both sizes
+        page.set_viewport_size({"width": size[0], "height": size[1]})
+        page.wait_for_function("document.scrollingElement.scrollWidth <= document.scrollingElement.clientWidth")
+        _shot(page, f"account-page-{size[0]}x{size[1]}")
     page.get_by_role("button", name="admin").click()
     page.get_by_test_id("menu-settings").click()
     dialog.wait_for()

@@ -90,7 +90,7 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]
     processes = {name: VireoProcess(root / name, VIREO_INSTANCE_NAME=name) for name in SITES}
     try:
         with ThreadPoolExecutor(3) as pool:  # three start-ups side by side
-            list(pool.map(VireoProcess.start, processes.values()))
+            list(pool.map(lambda p: p.start(timeout=180), processes.values()))  # generous: three start-ups share 2 cores
         s = Federation(processes, {})
         all_rows, all_labels, secrets = [], [], []
         for i, name in enumerate(SITES):

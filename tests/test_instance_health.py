@@ -93,8 +93,9 @@ async def test_the_local_name_changes_until_the_first_remote_is_registered(user:
 
     federation_actions.add_remote({"name": "site-b", "protocol": "http", "host": "127.0.0.1", "port": free_port(),
                                    "token": str(uuid.uuid4()), "fernet_key": None, "ssl_verify": True})
-    await until(lambda: not element(user, "rename-local").enabled, timeout=15)
-    await user.should_see("the name is locked because remote instances are registered (site-b)")
+    await user.open("/instances")  # (an open page sees the lock within 5 s, on its own)
+    await user.should_see("the name is locked because remote instances are registered (site-b)", retries=50)
+    assert not element(user, "rename-local").enabled and not element(user, "local-rename").enabled
     with pytest.raises(InstanceError, match="locked"):
         federation_actions.change_local({"name": "site-other"})
     assert federation_actions.local_instance()["name_locked"]

@@ -56,7 +56,7 @@ def test_change_local_settings_and_keys(vireo: VireoProcess) -> None:
         ({"protocol": "ftp"}, "protocol"),
         ({"token": "not-a-uuid"}, "UUID"),
         ({"fernet_key": "short"}, "Fernet key"),
-        ({"name": "another-name"}, "VIREO_INSTANCE_NAME"),
+        ({"name": "sync"}, "reserved"),  # a new name is taken until the first remote (tests/test_instance_health.py)
     ],
 )
 def test_bad_local_settings_get_reasons(vireo: VireoProcess, body: dict, reason: str) -> None:
@@ -78,7 +78,7 @@ def test_register_edit_and_remove_remotes(vireo: VireoProcess) -> None:
         created = c.post("/api/instances", json=definition)
         assert created.status_code == 201, created.text
         doc = created.json()
-        assert {k: doc[k] for k in definition} == definition and doc["remote"] is True and doc["health"] == "never seen"
+        assert {k: doc[k] for k in definition} == definition and doc["remote"] is True and doc["health"] == "never synced"
         assert c.post("/api/instances", json=definition).status_code == 409
         # Kaapana's field names, as its "copy instance definition" gives them
         kaapana = {"instance_name": "site-k", "host": "10.0.0.9", "port": 443, "protocol": "https", "token": str(uuid.uuid4()), "ssl_check": False}

@@ -66,6 +66,7 @@ class CookieBursts:
     refused: list[tuple[float, str, int]] = field(default_factory=list)
     bursts: int = 0
     started: float = 0.0
+    ended: float = 0.0
     stop: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
 
@@ -79,6 +80,7 @@ class CookieBursts:
                     self.refused += [(round(time.monotonic() - self.started, 1), a.request.url.path, a.status_code) for a in answers if a.status_code != 200]
                     time.sleep(0.4)  # a pause without requests: the prune only takes storages no request is using
         finally:
+            self.ended = time.monotonic()
             self.done.set()
 
 
@@ -332,5 +334,6 @@ def test_segs_vireo_writes_carry_stable_distinct_colours(tmp_path: Path) -> None
 @pytest.mark.slow
 def test_a_session_cookie_works_in_parallel_while_the_browser_storage_reloads(cookie_bursts: CookieBursts) -> None:
     assert cookie_bursts.done.wait(STORAGE_RELOAD_WINDOW + 60), "the bursts did not finish"
-    assert cookie_bursts.bursts >= 20
+    # bursts with pauses between them until past the window (their number depends on the machine's load)
+    assert cookie_bursts.bursts >= 5 and cookie_bursts.ended - cookie_bursts.started >= STORAGE_RELOAD_WINDOW
     assert cookie_bursts.refused == []

@@ -12,9 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import pydicom
 import pytest
+from playwright.sync_api import Error as PlaywrightError
 
+from core.timeutil import exact_utc, parse_time, readable_time
 from tests.factories import write_series
 from tests.support.vireo import ADMIN_PASSWORD, VireoProcess
 from tests.support.workflows import create, dags_folder, wait_job
@@ -48,9 +52,14 @@ def fit_vireo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VireoProcess
     process = VireoProcess(root / "data", VIREO_DAGS_DIR=str(dags_folder(root / "dags")), VIREO_WORKERS="2").start()
     try:
         out = root / "series"
-        for n, modality in enumerate(["CT", "CT", "MR", "MR"]):
-            write_series(out / "cohort", modality=modality, slices=1, rows=16, columns=16, patient_id=f"FIT{n}", seed=500 + n,
-                         series_description=f"{modality} series {n} with a long description that has to wrap somewhere")
+        for n, modality in enumerate(["CT", "CT", "MR", "OT"]):
+            written = write_series(out / "cohort", modality="MR" if modality == "OT" else modality, slices=1, rows=16, columns=16,
+                                   patient_id=f"FIT{n}", seed=500 + n,
+                                   series_description=f"{modality} series {n} with a long description that has to wrap somewhere")
+            for path in written.paths if modality == "OT" else []:  # a secondary capture, as the demo's single OT series
+                ds = pydicom.dcmread(path)
+                ds.Modality = "OT"
+                ds.save_as(path)
         dcmsend(process, out / "cohort", "cohort")
         process.wait_for_instances(4)
         with process.client() as api:
@@ -78,10 +87,19 @@ def test_every_page_fits_at_both_sizes(fit_vireo: VireoProcess, chromium_browser
         misfits.extend(f"{name} at {width}×{height}: {problem}" for problem in page.evaluate(OVERFLOW_JS))
         page.screenshot(path=str(SCREENSHOTS / f"{name}-{width}x{height}.png"))
 
+    def goto(path: str) -> None:
+        """Open `path`; a navigation the previous page still had under way (NiceGUI's URL updates) may abort the first try."""
+        try:
+            page.goto(url + path)
+        except PlaywrightError as exc:
+            if "ERR_ABORTED" not in str(exc):
+                raise
+            page.goto(url + path)
+
     def visit(name: str, path: str, ready: Callable[[], None]) -> None:
         for width, height in SIZES:
             page.set_viewport_size({"width": width, "height": height})
-            page.goto(url + path)
+            goto(path)
             ready()
             check(name)
 
@@ -107,7 +125,7 @@ def test_every_page_fits_at_both_sizes(fit_vireo: VireoProcess, chromium_browser
         visit("datasets", "/", datasets_ready)
         for width, height in SIZES:
             page.set_viewport_size({"width": width, "height": height})
-            page.goto(url + "/")
+            goto("/")
             datasets_ready()
             card = page.locator("[data-testid=series-card]").first
             card.hover()
@@ -115,12 +133,37 @@ def test_every_page_fits_at_both_sizes(fit_vireo: VireoProcess, chromium_browser
             page.get_by_test_id("detail-panel").wait_for()
             check("datasets-detail")
 
+        # a dashboard of a single OT series draws its one bar (it once drew an empty chart), with its count
+        goto("/?q=Modality:OT")
+        wait_until_live(page)
+        chart = page.get_by_test_id("chart-Modality")
+        chart.locator(".bars path").first.wait_for()
+        assert chart.locator(".bars path").first.bounding_box()["width"] > 20
+        assert chart.locator(".bars text, .textpoint text").first.text_content() == "1"
+
+        # a search that matches nothing leaves nothing to act on: the action row's buttons are disabled
+        goto("/?q=PatientID:NOBODY")
+        page.get_by_test_id("selection-count").filter(has_text="all 0 matching").wait_for()
+        for action in ("action-create-dataset", "action-add", "action-remove", "action-workflow", "action-download"):
+            assert page.get_by_test_id(action).is_disabled(), action
+
         expanded = fit_vireo.expanded_workflow  # type: ignore[attr-defined]
+
+        with fit_vireo.client() as api:
+            created = parse_time(api.get(f"/api/workflows/{expanded}").json()["created"])
+        assert created is not None
+        local_created = readable_time(created, ZoneInfo("Europe/Berlin"))  # the browser's zone, not the server's UTC
 
         def workflows_ready() -> None:  # every workflow listed, the long-named one opened to its jobs
             page.locator("tr[data-workflow]").nth(1).wait_for()
+            created_cell = page.locator(f"tr[data-workflow='{expanded}'] td[title$=' UTC']").first
+            created_cell.filter(has_text=local_created).wait_for()
+            assert created_cell.get_attribute("title") == exact_utc(created)
             page.locator(f"tr[data-workflow='{expanded}'] .expand-workflow").click()
             page.locator(f"tr[data-workflow='{expanded}'] + tr .jobs-of-workflow").wait_for()
+            # nothing left to abort in a finished workflow: its Abort is disabled (not "abort done")
+            assert page.locator(f"tr[data-workflow='{expanded}'] .workflow-abort").is_disabled()
+            assert page.locator(f"tr[data-workflow='{expanded}'] .workflow-restart").is_enabled()
 
         visit("workflows", "/workflows", workflows_ready)
         visit("workflow-execution", "/workflows/execute?dag=collect-metadata&dataset=cohort",

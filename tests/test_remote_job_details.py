@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -193,8 +192,11 @@ def test_the_job_dialog_shows_the_runner_the_reason_first_and_the_full_log_on_de
             dialog.get_by_role("tab", name="Steps").click()
             dialog.get_by_text("boom").first.wait_for()
         else:
-            dialog.get_by_text("of 1", exact=False).first.wait_for(timeout=10000)  # "The last 16 KB of 1xx KB, as site-b reported them"
+            note = dialog.get_by_text("The last 16 KB of", exact=False)  # "… of 1xx KB, as site-b reported them"
+            note.wait_for(timeout=10000)
+            assert "as site-b reported them" in note.inner_text()
             assert "line 0000" not in dialog.locator(".nicegui-log").inner_text()
+            page.screenshot(path=str(ARTIFACTS_DIR / "remote-job-log-tail.png"))
             dialog.get_by_role("button", name="Load the full log").click()
             dialog.get_by_text("The whole log, fetched from site-b").wait_for(timeout=30000)
             page.wait_for_function("document.querySelector('.nicegui-log').innerText.includes('line 0000')", timeout=30000)

@@ -106,6 +106,7 @@ async def test_the_datasets_page_opens_the_execution_page_with_its_dataset(user:
     from app.runtime import current_services
     from core import datasets
     from core.models import Patient, Series, Study
+    from core.search.indexing import index_series
     from core.timeutil import utcnow
 
     await log_in(user)
@@ -121,6 +122,7 @@ async def test_the_datasets_page_opens_the_execution_page_with_its_dataset(user:
         session.add_all([Series(series_uid=f"1.2.3.{i}", study_uid="1.2.3", modality="CT") for i in (1, 2)])
         session.flush()
         datasets.create_dataset(session, "cohort", ["1.2.3.1", "1.2.3.2"], "admin")
+        index_series(session.connection(), ["1.2.3.1", "1.2.3.2"])  # searchable, as received series are: the action row acts on matches
 
     await user.open("/?dataset=cohort")
     await user.should_see(marker="action-workflow", retries=50)

@@ -10,17 +10,17 @@ transfer syntax, never a server path):
 - instances, series, studies: a syntax asked for that an instance cannot be re-encoded in
   (Vireo does not compress) falls back to the default, explicit VR little endian, and the
   part's Content-Type says so (HTTP lets a server disregard Accept and send its default,
-  RFC 9110 12.5.1; PS3.18 8.7.3 makes explicit VR little endian that default). 406 stays
+  RFC 9110 12.5.1; explicit VR little endian is PS3.18's default transfer syntax). 406 stays
   only when not even the default can be made (a file no installed decoder reads, asked for
   without `transfer-syntax=*` or its stored syntax: a Part 10 file in a syntax the client
   never named is not what it can parse), and when Accept names no DICOM media type at all;
   206 with a `Warning: 299` when only some instances can be sent (PS3.18 6.5.3.2).
 - frames: never 406 for a syntax. What cannot be sent as asked comes decoded as
-  application/octet-stream (explicit VR little endian, the default of PS3.18 8.7.3.3.2), or,
+  application/octet-stream (explicit VR little endian, PS3.18's default for pixel data), or,
   when it does not decode here, as stored in its compressed media type (image/jpeg,
   image/jls, …); each part's Content-Type names the transfer syntax it carries. A viewer
   asking for one syntax for every image (OHIF's requestTransferSyntaxUID) then still gets
-  pixels it can decode instead of a black viewport.
+  pixels it can decode instead of a black viewport. 422 when a frame cannot be read at all.
 - rendered and thumbnails: 422 when the pixel data cannot be decoded or drawn; /rendered also 422 for an
   instance with no image at all (SR, ECG waveform), where a thumbnail is a labelled card.
 - 404 only for what does not exist (no such instance, frame or element).

@@ -35,18 +35,50 @@ def _largest_component(mask: sitk.Image) -> sitk.Image:
 
 
 def fill_holes_per_slice(mask: sitk.Image) -> sitk.Image:
-    """Holes filled in each axial slice: a lung open to the volume's top or bottom is still inside the body."""
-    slices = [sitk.BinaryFillhole(mask[:, :, k], fullyConnected=False, foregroundValue=1) for k in range(mask.GetSize()[2])]
-    filled = sitk.JoinSeries(slices)
-    filled.CopyInformation(mask)
-    return sitk.Cast(filled, sitk.sitkUInt8)
+    """Holes filled in each axial slice: a lung open to the volume's top or bottom is still inside the body.
+
+    The slices are laid out as one tall 2-D mosaic, each followed by a background row that
+    touches the image's left and right edges, so one 2-D fill (half the time of one call per
+    slice) cannot connect a hole of one slice to another slice.
+    """
+    array = sitk.GetArrayViewFromImage(mask)
+    slices, rows, columns = array.shape
+    mosaic = np.zeros((slices, rows + 1, columns), dtype=np.uint8)
+    mosaic[:, :rows] = array > 0
+    filled = sitk.BinaryFillhole(sitk.GetImageFromArray(mosaic.reshape(slices * (rows + 1), columns)), fullyConnected=False, foregroundValue=1)
+    result = np.ascontiguousarray(sitk.GetArrayViewFromImage(filled).reshape(slices, rows + 1, columns)[:, :rows])
+    return _as_mask(result, mask)
+
+
+def open_in_plane(mask: np.ndarray) -> np.ndarray:
+    """A 3×3 in-plane binary opening (erosion then dilation) of a (slices, rows, columns) mask.
+
+    Written with shifted array views because ITK's binary morphology takes several seconds
+    per 100 slices of 512² on two cores, and this is a few array operations.
+    """
+    eroded = mask.copy()
+    eroded[:, :1, :] = False
+    eroded[:, -1:, :] = False
+    eroded[:, :, :1] = False
+    eroded[:, :, -1:] = False
+    inner = eroded[:, 1:-1, 1:-1]
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                inner &= mask[:, 1 + dy : mask.shape[1] - 1 + dy, 1 + dx : mask.shape[2] - 1 + dx]
+    dilated = eroded.copy()
+    core = dilated[:, 1:-1, 1:-1]
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                core |= eroded[:, 1 + dy : mask.shape[1] - 1 + dy, 1 + dx : mask.shape[2] - 1 + dx]
+    return dilated
 
 
 def body_mask(ct: sitk.Image) -> sitk.Image:
     """The patient's body: tissue above −500 HU, opened to drop noise and thin table parts, largest component, holes filled."""
-    tissue = sitk.Cast(ct > BODY_HU, sitk.sitkUInt8)
-    tissue = sitk.BinaryMorphologicalOpening(tissue, [1, 1, 0], sitk.sitkBall, 0, 1)
-    return fill_holes_per_slice(_largest_component(tissue))
+    tissue = open_in_plane(sitk.GetArrayViewFromImage(ct) > BODY_HU)
+    return fill_holes_per_slice(_largest_component(_as_mask(tissue.view(np.uint8), ct)))
 
 
 def lung_masks(ct: sitk.Image, body: sitk.Image) -> tuple[sitk.Image, sitk.Image]:
@@ -58,6 +90,7 @@ def lung_masks(ct: sitk.Image, body: sitk.Image) -> tuple[sitk.Image, sitk.Image
     air = sitk.Cast((ct < LUNG_HU) & (body > 0), sitk.sitkUInt8)
     labels = sitk.RelabelComponent(sitk.ConnectedComponent(air), sortByObjectSize=True)
     stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.SetComputePerimeter(False)
     stats.Execute(labels)
     voxel_ml = float(np.prod(ct.GetSpacing())) / 1000.0
     big = [label for label in stats.GetLabels() if stats.GetNumberOfPixels(label) * voxel_ml >= MIN_LUNG_ML][:2]
@@ -78,6 +111,7 @@ def lung_masks(ct: sitk.Image, body: sitk.Image) -> tuple[sitk.Image, sitk.Image
 def _midline_index(body: sitk.Image) -> int:
     """The column index of the body's centroid (where a single air component is split into two lungs)."""
     stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.SetComputePerimeter(False)
     stats.Execute(body)
     if 1 not in stats.GetLabels():
         return body.GetSize()[0] // 2

@@ -19,10 +19,11 @@ renders generically: `{"analysis": dag_id, "tables": [{"title", "rows"}], "chart
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from core.workflows.context import JobContext
 from core.workflows.dag import Dag, DagInput, Step
@@ -65,6 +66,7 @@ def segment_labels(seg: Any) -> dict[int, str]:
 def measure_one(ctx: JobContext, seg_uid: str, results_dataset: str | None) -> tuple[list[dict[str, Any]], str | None, float]:
     """Measure every segment of one SEG, store its SR; the rows, the SR's series UID and the seconds taken."""
     import highdicom as hd
+    import SimpleITK as sitk
 
     from ingest.analysis.segment_measurements import Geometry, measure, sr_measurements, table_row
     from ingest.results_writeback import Algorithm, build_measurement_sr, load_series_volume, seg_masks, store_derived
@@ -72,8 +74,6 @@ def measure_one(ctx: JobContext, seg_uid: str, results_dataset: str | None) -> t
     started = time.perf_counter()
     seg, source_uid = seg_and_source(ctx, seg_uid)
     image, datasets = load_series_volume(ctx, source_uid)
-    import SimpleITK as sitk
-
     values = sitk.GetArrayViewFromImage(image)
     geometry = Geometry.of(image)
     masks = seg_masks(seg, datasets)
@@ -88,7 +88,9 @@ def measure_one(ctx: JobContext, seg_uid: str, results_dataset: str | None) -> t
     elapsed = time.perf_counter() - started
     sr_uid = None
     if report:
-        sr = build_measurement_sr(datasets, report, algorithm=Algorithm(MEASURE_ALGORITHM, VERSION), seg=hd.seg.Segmentation.from_dataset(seg),
+        # seg_masks above may have made it a highdicom Segmentation in place already (no copy of a large SEG)
+        segmentation = seg if isinstance(seg, hd.seg.Segmentation) else hd.seg.Segmentation.from_dataset(seg, copy=False)
+        sr = build_measurement_sr(datasets, report, algorithm=Algorithm(MEASURE_ALGORITHM, VERSION), seg=segmentation,
                                   series_description=f"Measurements of {str(seg.get('SeriesDescription', '') or 'SEG')}"[:64],
                                   uid_seed=f"measure-segments/{VERSION}/{seg_uid}")
         sr_uid = store_derived(ctx, [sr], dataset_name=results_dataset, source_series_uid=source_uid)[0]
@@ -133,7 +135,22 @@ class EvaluationConfig(BaseModel):
     test_description: str = Field("", max_length=64, title="Test SEG description",
                                   description="SEGs compared with the reference must contain this (empty: every other SEG)")
     label_map: dict[str, str] = Field(default_factory=dict, title="Segment label map",
-                                      description="reference label → test label (empty: segments with the same label pair up)")
+                                      description='reference label → test label, e.g. {"lesion": "lesion auto"} or lesion=lesion auto; organ=organ auto '
+                                                  "(empty: segments with the same label pair up)")
+
+    @field_validator("label_map", mode="before")
+    @classmethod
+    def _pairs_text(cls, value: Any) -> Any:
+        """The form's text: `a=b; c=d` (or commas), as well as a JSON object."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("{"):
+                return json.loads(text)
+            pairs = [p for p in text.replace(",", ";").split(";") if p.strip()]
+            if any("=" not in p for p in pairs):
+                raise ValueError("write the label map as reference=test pairs separated by ';'")
+            return {k.strip(): v.strip() for k, v in (p.split("=", 1) for p in pairs)}
+        return value
 
 
 def _pairs(reference_labels: dict[int, str], test_labels: dict[int, str], label_map: dict[str, str]) -> list[tuple[int, int, str, str]]:

@@ -24,9 +24,9 @@ SUMMARY_JSON = "segments.json"
 SUMMARY_CSV = "segments.csv"
 
 
+# What every analysis DAG that stores results asks: where they go. (A comment, not a docstring: pydantic would
+# publish a docstring as the form's description.)
 class ResultsConfig(BaseModel):
-    """What every analysis DAG that stores results asks: where they go."""
-
     model_config = ConfigDict(extra="forbid")
 
     results_dataset: str | None = Field(None, max_length=64, title="Results dataset",
