@@ -29,6 +29,7 @@ from components.slice_viewer import SliceViewer
 GALLERY_MIN_WIDTH = 220  # the gallery keeps at least one column of cards beside the panel
 LONG_VALUE = 120  # characters: longer values fold to three lines until clicked
 TAB_QUICK, TAB_OHIF = "quick", "ohif"
+OHIF_MIN_WIDTH = 760  # px: OHIF's toolbar fits from about 700 px (measured in its stock layout)
 
 CSS = """
 .vireo-split-handle { flex: 0 0 10px; align-self: stretch; cursor: col-resize; position: sticky; top: 64px;
@@ -174,6 +175,7 @@ class DetailPanel:
         self.viewer.show(plan)
         self.attribute_table.rows = table_rows(rows)
         self.attribute_table.update()
+        self._fit_width(self.tabs.value)
         if self.tabs.value == TAB_OHIF:
             self._draw_ohif()
 
@@ -214,8 +216,14 @@ class DetailPanel:
             .props("dense outline clickable").tooltip(f"Show series {found['series_uid']}").props("data-testid=related-chip")
 
     async def _tab_changed(self, event: Any) -> None:
+        self._fit_width(event.value)
         if event.value == TAB_OHIF and self.series_uid is not None:
             self._draw_ohif()
+
+    def _fit_width(self, tab: str | None) -> None:
+        """OHIF's toolbar overlaps below ~700 px, so its tab widens the panel (capped by the page, not remembered)."""
+        shown = max(self.width, OHIF_MIN_WIDTH) if tab == TAB_OHIF else self.width
+        self.panel.style(f"width: {shown}px")
 
     def _draw_ohif(self) -> None:
         """OHIF on this series; a SEG is drawn over the series it annotates, an image series with its SEGs."""
@@ -234,7 +242,7 @@ class DetailPanel:
     async def _resized(self, event: Any) -> None:
         width = max(MIN_PANEL_WIDTH, int(event.args.get("width") or self.width))
         self.width = width
-        self.panel.style(f"width: {width}px")
+        self._fit_width(self.tabs.value)
         await run.io_bound(gallery_settings.update, self.username, panel_width=width)
 
 

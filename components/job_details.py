@@ -10,6 +10,7 @@ from the runner on demand.
 
 from __future__ import annotations
 
+from datetime import UTC, tzinfo
 from typing import Any
 from urllib.parse import quote
 
@@ -34,7 +35,7 @@ STEP_COLUMNS = [
 ]
 
 
-def _step_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _step_rows(steps: list[dict[str, Any]], zone: tzinfo = UTC) -> list[dict[str, Any]]:
     from datetime import datetime
 
     rows = []
@@ -44,7 +45,7 @@ def _step_rows(steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
             start = datetime.fromisoformat(step["started"].replace("Z", "+00:00"))
             end = datetime.fromisoformat(step["ended"].replace("Z", "+00:00")) if step.get("ended") else datetime.now(start.tzinfo)
             seconds = (end - start).total_seconds()
-        rows.append({**step, "number": index + 1, "started_text": short_time(step.get("started")), "duration": duration(seconds)})
+        rows.append({**step, "number": index + 1, "started_text": short_time(step.get("started"), zone), "duration": duration(seconds)})
     return rows
 
 
@@ -174,7 +175,7 @@ def _build(job: dict[str, Any], files: list[dict[str, Any]], remote: dict[str, A
                         full_button = ui.button("Load the full log", icon="download", on_click=lambda: load_full()).props("flat dense").mark("load-full-log")
                 viewer = ui.log(max_lines=20000).classes("w-full h-96 font-mono text-xs").mark("log-viewer")
             with ui.tab_panel(steps_tab):
-                steps_table = ui.table(columns=STEP_COLUMNS, rows=_step_rows(job["steps"]), row_key="number").classes("w-full").mark("step-table")
+                steps_table = ui.table(columns=STEP_COLUMNS, rows=_step_rows(job["steps"], zone or UTC), row_key="number").classes("w-full").mark("step-table")
             with ui.tab_panel(conf_tab):
                 ui.json_editor({"content": {"json": job["conf"]}, "readOnly": True, "mainMenuBar": False}).classes("w-full").mark("job-conf")
             with ui.tab_panel(files_tab):
@@ -259,7 +260,7 @@ def _build(job: dict[str, Any], files: list[dict[str, Any]], remote: dict[str, A
             with failure:
                 if fresh["error"]:
                     _failure(fresh)
-        steps_table.rows = _step_rows(fresh["steps"])
+        steps_table.rows = _step_rows(fresh["steps"], zone or UTC)
         steps_table.update()
         if state["step"] is None and fresh["steps"]:
             state["step"] = initial_step(fresh["steps"])

@@ -55,6 +55,7 @@ _BODY = r"""
   <q-td key="actions" :props="props" auto-width class="whitespace-nowrap">
     <span v-for="a in ACTIONS" :key="a[0]" :title="props.row.why_not || (a[0] == 'abort' && !props.row.abortable ? 'Nothing left to abort: every job has ended' : a[2])">
       <q-btn flat dense round size="sm" :icon="a[1]"
+             :title="props.row.why_not || (a[0] == 'abort' && !props.row.abortable ? 'Nothing left to abort: every job has ended' : a[2])"
              :class="['workflow-' + a[0], (props.row.why_not || (a[0] == 'abort' && !props.row.abortable)) ? 'text-grey-5' : '']"
              :disable="!!props.row.why_not || (a[0] == 'abort' && !props.row.abortable)"
              :data-disabled="(props.row.why_not || (a[0] == 'abort' && !props.row.abortable)) ? 'true' : null"
@@ -90,6 +91,7 @@ _BODY = r"""
             </q-btn>
             <span v-for="a in ACTIONS" :key="a[0]" :title="props.row.why_not || (a[0] == 'abort' && !job.abortable ? 'This job has ended: nothing to abort' : a[2])">
               <q-btn flat dense round size="sm" :icon="a[1]" :disable="!!props.row.why_not || (a[0] == 'abort' && !job.abortable)"
+                     :title="props.row.why_not || (a[0] == 'abort' && !job.abortable ? 'This job has ended: nothing to abort' : a[2])"
                      :class="['job-' + a[0], (props.row.why_not || (a[0] == 'abort' && !job.abortable)) ? 'text-grey-5' : '']"
                      @click="$parent.$emit('job_action', {id: job.id, action: a[0]})" />
             </span>

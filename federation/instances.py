@@ -167,12 +167,14 @@ HEALTH_STATES = ("online", "failing", "unreachable", "never synced")
 def health(row: FederationInstance) -> str:
     """What the last sync attempts say: `online` (the last one worked), `failing` (it answered but refused us or we refused
     its answer, or one or two syncs were missed; `last_error` says why in plain words), `unreachable` (no answer a few times
-    in a row, or never once) or `never synced` (not tried yet)."""
+    in a row, or never once) or `never synced` (neither side has reached the other yet). A remote that polls us and
+    that we never poll (a runner of our jobs) is `online` while its signed requests arrive (`last_seen`)."""
+    reached = row.last_success is not None or row.last_seen is not None
     if row.missed_syncs == 0:
-        return "online" if row.last_success is not None else "never synced"
+        return "online" if reached else "never synced"
     if row.failure_kind == "refused":
         return "failing"
-    if row.last_success is None or row.missed_syncs >= OFFLINE_AFTER_MISSED:
+    if not reached or row.missed_syncs >= OFFLINE_AFTER_MISSED:
         return "unreachable"
     return "failing"
 

@@ -5,13 +5,21 @@ The Datasets page's own settings are its Settings dialog (components.settings_di
 
 from __future__ import annotations
 
+from datetime import tzinfo
 from typing import Any
 
 from nicegui import run, ui
 
 from app import account_actions, browser_session
 from app.account_actions import AccountError, Principal
-from components.frame import SETTINGS_DIALOG_URL, current_principal, frame, logout_everywhere
+from components.frame import (
+    SETTINGS_DIALOG_URL,
+    current_principal,
+    frame,
+    logout_everywhere,
+)
+from components.local_time import browser_zone, time_text
+from core.timeutil import parse_time
 
 
 def register() -> None:
@@ -56,6 +64,19 @@ async def _sessions_card(principal: Principal) -> None:
         ui.button("Log out everywhere", icon="logout", on_click=logout_everywhere).props("outline").mark("logout-everywhere")
 
 
+def _readable(rows: list[dict[str, Any]], fields: tuple[str, ...], zone: tzinfo) -> list[dict[str, Any]]:
+    """ISO times in these rows as people read them ("3 min ago · 2 Dec 2026, 11:16", local); other values stay."""
+    out = []
+    for row in rows:
+        row = dict(row)
+        for field in fields:
+            when = parse_time(row.get(field)) if row.get(field) not in (None, "never") else None
+            if when is not None:
+                row[field] = time_text(when, zone)
+        out.append(row)
+    return out
+
+
 async def _tokens_card(principal: Principal) -> None:
     with ui.card().classes("w-full max-w-3xl"):
         ui.label("API tokens").classes("text-lg")
@@ -63,10 +84,12 @@ async def _tokens_card(principal: Principal) -> None:
         columns = [{"name": c, "label": c.replace("_", " ").capitalize(), "field": c, "align": "left"} for c in ("name", "prefix", "created", "last_used")]
         columns.append({"name": "actions", "label": "", "field": "id"})
         table = ui.table(columns=columns, rows=[], row_key="id").classes("w-full").mark("token-table").props('data-testid=token-table')
+        table.add_slot("no-data", '<div class="text-grey-7 q-pa-sm">No tokens yet: name one below and create it to let a script '
+                       'or another tool call Vireo\'s API as you.</div>')
         table.add_slot("body-cell-actions", '<q-td :props="props"><q-btn flat dense color="negative" label="Revoke" @click="$parent.$emit(\'revoke\', props.row)"/></q-td>')
 
         async def reload() -> None:
-            table.rows = await run.io_bound(account_actions.token_rows, principal) or []
+            table.rows = _readable(await run.io_bound(account_actions.token_rows, principal) or [], ("created", "last_used"), await browser_zone())
             table.update()
 
         async def revoke(event: Any) -> None:
@@ -113,7 +136,7 @@ async def _users_card(principal: Principal) -> None:
             </q-td>''')
 
         async def reload() -> None:
-            table.rows = await run.io_bound(account_actions.user_rows) or []
+            table.rows = _readable(await run.io_bound(account_actions.user_rows) or [], ("last_login",), await browser_zone())
             table.update()
 
         async def act(action: str, username: str, password: str = "", is_admin: bool = False) -> bool:

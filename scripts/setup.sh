@@ -18,6 +18,8 @@ packages=("${run_packages[@]}")
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
+# npm fetches OHIF Viewer (npm pack); Debian's npm package, unless an npm (e.g. with Node.js from elsewhere) is there.
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 if ! "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null; then
   missing+=(python3-venv)
