@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
+import time
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from sqlalchemy import select
 
 from app.ohif import location
 from app.runtime import current_services
 from core import user_settings
+from core.models import Series
 
 
 def ohif_study_url(ohif_url: str, study_uid: str) -> str | None:
@@ -62,3 +67,84 @@ def set_preferred_viewer(username: str, choice: str) -> None:
         raise ValueError(f"the viewer is 'quick' or 'ohif', not {choice!r}")
     with current_services().db.session() as session:
         user_settings.write_viewer_choice(session, username, choice)
+
+
+# --- "Open in OHIF" links on cards, study headers and job results ---------------------------
+
+_OWN_CHECK_SECONDS = 10.0  # installing OHIF needs a restart anyway; don't stat its marker for every card
+_own_checked: tuple[float, bool] = (float("-inf"), False)
+
+
+def own_ohif_installed() -> bool:
+    """Whether Vireo's own OHIF is served under /ohif (checked at most every few seconds: a page lists many cards)."""
+    global _own_checked
+    now = time.monotonic()
+    if now - _own_checked[0] > _OWN_CHECK_SECONDS:
+        _own_checked = (now, location.installed() is not None)
+    return _own_checked[1]
+
+
+def series_ohif_url(study_uid: str, series_uid: str, *, modality: str = "", referenced_series_uid: str | None = None,
+                    external_url: str | None = None) -> str | None:
+    """'Open in OHIF' for one series: a SEG is opened over the image series it annotates.
+
+    Vireo's own OHIF when installed, else the viewer `external_url` (VIREO_OHIF_URL; read from
+    the settings when None) names, else None (the link is hidden). UIDs are percent-encoded:
+    they come from untrusted metadata.
+    """
+    if not study_uid or not series_uid:
+        return None
+    seg_over = modality == "SEG" and bool(referenced_series_uid)
+    if own_ohif_installed():
+        if seg_over:
+            return own_ohif_url(study_uid, referenced_series_uid, seg_series_uids=[series_uid])
+        return own_ohif_url(study_uid, series_uid)
+    base = current_services().settings.ohif_url if external_url is None else external_url
+    if not base:
+        return None
+    series = [referenced_series_uid, series_uid] if seg_over else [series_uid]
+    return (f"{base.rstrip('/')}/viewer?" +
+            urlencode({"StudyInstanceUIDs": study_uid, "SeriesInstanceUIDs": ",".join(s for s in series if s)}, safe=".,"))
+
+
+def card_links(doc: dict[str, Any]) -> dict[str, str | None]:
+    """The OHIF links a gallery card carries: its series (`series`) and its study (`study`, for the study header)."""
+    external = current_services().settings.ohif_url
+    study_uid = str(doc.get("StudyInstanceUID") or "")
+    series = series_ohif_url(study_uid, str(doc.get("SeriesInstanceUID") or ""), modality=str(doc.get("Modality") or ""),
+                             referenced_series_uid=doc.get("referenced_series"), external_url=external)
+    study = (own_ohif_url(study_uid) if own_ohif_installed() else ohif_study_url(external, study_uid)) if study_uid else None
+    return {"series": series, "study": study}
+
+
+def job_result_links(series_uids: list[str], limit: int = 20) -> list[dict[str, str]]:
+    """'Open in OHIF' for a job's series and the results (SEGs) derived from them: label and URL of each.
+
+    Jobs do not record which series they wrote; their results reference the input series
+    (ReferencedSeriesSequence), so each input series is opened with its SEGs drawn over it.
+    """
+    if not series_uids or not (own_ohif_installed() or current_services().settings.ohif_url):
+        return []
+    wanted = list(dict.fromkeys(series_uids))[:limit]
+    with current_services().db.engine.connect() as conn:
+        rows = conn.execute(select(Series.series_uid, Series.study_uid, Series.modality, Series.series_description,
+                                   Series.referenced_series_uid).where(Series.series_uid.in_(wanted))).all()  # type: ignore[attr-defined]
+        segs = conn.execute(select(Series.referenced_series_uid, Series.series_uid)
+                            .where(Series.referenced_series_uid.in_(wanted), Series.modality == "SEG")  # type: ignore[union-attr]
+                            .order_by(Series.series_number, Series.series_uid)).all()  # type: ignore[arg-type]
+    seg_map: dict[str, list[str]] = {}
+    for source, seg in segs:
+        seg_map.setdefault(source, []).append(seg)
+    links = []
+    for row in sorted(rows, key=lambda r: wanted.index(r.series_uid)):
+        found = seg_map.get(row.series_uid, [])
+        if own_ohif_installed():
+            url = own_ohif_url(row.study_uid, row.series_uid, seg_series_uids=found or None)
+        else:
+            url = series_ohif_url(row.study_uid, row.series_uid, modality=row.modality or "", referenced_series_uid=row.referenced_series_uid)
+        if url is None:
+            continue
+        what = " · ".join(p for p in (row.modality, row.series_description) if p) or "series"
+        links.append({"label": f"{what}" + (f" with {len(found)} segmentation{'s' * (len(found) > 1)}" if found else ""),
+                      "url": url, "series_uid": row.series_uid})
+    return links

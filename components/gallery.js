@@ -1,6 +1,8 @@
 // The series gallery: cards (flat or patient → study → series), multiselect and infinite scroll.
 // Everything shown comes from DICOM metadata, which is untrusted: it is only ever bound as text
 // ({{ }}) or as attribute values, never as HTML.
+const CARD_MIN_WIDTH = 190;  // px: narrower, a card's text and tag chips stop being readable
+const GRID_GAP = 10;  // px between cards
 // One card, used by both views. Keys go to the card itself: a text field never sees them here.
 const CARD = `
   <div v-bind="cardAttrs(item)" @click="onClick($event, item)" @dblclick="open(item)" @keydown="onKey($event, item)" @focus="focusUid = item.uid">
@@ -9,6 +11,8 @@ const CARD = `
       <span class="vireo-modality">{{ item.modality }}</span>
       <span v-if="!item.complete" class="vireo-incomplete" title="instances are missing">incomplete</span>
       <button type="button" tabindex="-1" class="vireo-eye" title="details" aria-label="Open the details of this series" data-testid="open-detail" @click.stop="open(item)"><span class="material-icons">visibility</span></button>
+      <a v-if="item.ohif" :href="item.ohif" target="_blank" rel="noopener" tabindex="-1" class="vireo-eye" style="top: 36px; display: flex; align-items: center; justify-content: center; color: inherit; text-decoration: none"
+         title="Open in OHIF (new tab)" aria-label="Open this series in OHIF Viewer in a new tab" data-testid="open-ohif-card" @click.stop @dblclick.stop><span class="material-icons">open_in_new</span></a>
     </div>
     <div v-if="cardText" class="vireo-card-text">
       <div v-for="f in cardFields" :key="f.field" class="vireo-field" :class="{truncate: f.truncate}" :title="f.label + ': ' + (item.fields[f.field] || '')">{{ item.fields[f.field] || '—' }}</div>
@@ -46,6 +50,7 @@ export default {
           <div class="vireo-group-head vireo-study-head">
             <span class="material-icons vireo-group-icon">folder</span>
             <span v-for="f in study.fields" :key="f.field" class="vireo-group-field"><span class="vireo-field-name">{{ f.label }}</span> {{ f.value }}</span>
+            <a v-if="study.ohif" :href="study.ohif" target="_blank" rel="noopener" style="margin-left: auto; font-size: 12px" title="Open this study in OHIF Viewer (new tab)" data-testid="open-ohif-study">Open in OHIF</a>
           </div>
           <div class="vireo-grid" :style="gridStyle">
             <template v-for="item in study.items" :key="item.uid">${CARD}</template>
@@ -80,8 +85,12 @@ export default {
   },
   computed: {
     gridStyle() {
-      const cols = this.columns > 0 ? `repeat(${this.columns}, minmax(0, 1fr))` : "repeat(auto-fill, minmax(190px, 1fr))";
-      return { display: "grid", gridTemplateColumns: cols, gap: "10px" };
+      // A fixed "items per row" is a most, not a must: each column is at least 1/n of the row, so no more than n fit,
+      // and never narrower than a readable card, so beside an open panel (or on a small screen) columns drop instead.
+      const n = this.columns;
+      const cols = n > 0 ? `repeat(auto-fill, minmax(max(${CARD_MIN_WIDTH}px, calc((100% - ${(n - 1) * GRID_GAP}px) / ${n} - 0.5px)), 1fr))`
+        : `repeat(auto-fill, minmax(${CARD_MIN_WIDTH}px, 1fr))`;
+      return { display: "grid", gridTemplateColumns: cols, gap: `${GRID_GAP}px` };
     },
     groups() {
       // A header shows every value its series have (modalities "MR, SEG"), in the order they come.
@@ -102,7 +111,7 @@ export default {
         collect(patient.fields, item.patient.fields);
         let study = patient.studies.get(item.study.key);
         if (!study) {
-          study = { key: item.study.key, fields: [], items: [] };
+          study = { key: item.study.key, fields: [], items: [], ohif: item.study.ohif || null };
           patient.studies.set(item.study.key, study);
         }
         collect(study.fields, item.study.fields);

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from nicegui import run, ui
 
-from app import permissions, remote_jobs
+from app import permissions, remote_jobs, viewers
 from app import workflow_actions as actions
 from components.federated_result import job_result
 from components.local_time import browser_zone, time_text
@@ -136,11 +136,22 @@ async def open_job_details(job_id: int, container: ui.element) -> None:
     remote = await run.io_bound(remote_jobs.remote_view, job)
     files = remote["files"] if remote is not None else await run.io_bound(actions.job_files, job_id)
     zone = await browser_zone()
+    ohif_links = await run.io_bound(viewers.job_result_links, list(job.get("series") or []))
     with container:
-        _build(job, files, remote, zone)
+        _build(job, files, remote, zone, ohif_links=ohif_links)
 
 
-def _build(job: dict[str, Any], files: list[dict[str, Any]], remote: dict[str, Any] | None = None, zone: Any = None) -> None:
+def _ohif_links(links: list[dict[str, str]]) -> None:
+    """'Open in OHIF' for the job's series, each with the SEGs made from it drawn over it (app/viewers.py)."""
+    with ui.row().classes("items-center gap-2 w-full text-sm").mark("job-ohif-links"):
+        ui.label("Open in OHIF:").classes("text-grey-8")
+        for link in links:
+            shown = ui.link(link["label"], link["url"], new_tab=True).props("data-testid=job-open-ohif").mark("job-open-ohif")
+            shown._props["title"] = f"Series {link['series_uid']}"  # untrusted text: set as a value, not parsed as props
+
+
+def _build(job: dict[str, Any], files: list[dict[str, Any]], remote: dict[str, Any] | None = None, zone: Any = None,
+           ohif_links: list[dict[str, str]] | None = None) -> None:
     job_id = job["id"]
     state: dict[str, Any] = {"step": initial_step(job["steps"]), "offset": 0, "job": job, "full": False}
 
@@ -158,6 +169,8 @@ def _build(job: dict[str, Any], files: list[dict[str, Any]], remote: dict[str, A
                 _failure(job)
         if job["status"] == "pending" and job["owner_instance"] not in ("", actions.instance_name()):
             _confirmation(job, dialog)
+        if ohif_links:
+            _ohif_links(ohif_links)
         with ui.tabs() as tabs:
             logs_tab = ui.tab("Logs")
             steps_tab = ui.tab("Steps")

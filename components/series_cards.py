@@ -9,6 +9,7 @@ from urllib.parse import quote
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 from app.gallery_settings import GallerySettings
+from app.viewers import card_links
 from components.gallery import field_label
 from core.name_display import person_name
 
@@ -45,8 +46,10 @@ def card(doc: dict[str, Any], settings: GallerySettings) -> dict[str, Any]:
     shown = {f.field for f in settings.fields if f.series_card}
     patient_fields = settings.names("patient_view")
     study_fields = settings.names("study_view")
+    ohif = card_links(doc)  # "Open in OHIF" for the card and its study header (None: hidden)
     return {
         "uid": doc["SeriesInstanceUID"],
+        "ohif": ohif["series"],
         "thumb": thumbnail_url(doc),
         "modality": doc.get("Modality") or "?",
         "complete": bool(doc.get("is_complete", True)),
@@ -58,6 +61,7 @@ def card(doc: dict[str, Any], settings: GallerySettings) -> dict[str, Any]:
         },
         "study": {
             "key": doc.get("StudyInstanceUID", ""),
+            "ohif": ohif["study"],
             "fields": [{"field": f, "label": field_label(f), "value": display(doc, f)} for f in study_fields],
         },
     }

@@ -3,8 +3,9 @@ clicking a series card adds it or, if the series has it already, removes it.
 
 As in Kaapana, the field offers existing tags in a dropdown while you type (a Quasar select with
 an input, so the list filters as you type and Enter still takes a new tag); the list starts with
-this user's recent tags — the ones in their row, most recently used first — then every other tag,
-most used first. Chips have the tag's colour (components.tag_colours), the same as on the cards.
+this user's recent tags — the ones they picked or toggled last, on this visit or an earlier one
+(kept with the account, app.recent_tags), then the rest of their row — then every other tag, most
+used first. Chips have the tag's colour (components.tag_colours), the same as on the cards.
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from core.tags import TagError, check_tag
 
 
 class TagBar:
-    def __init__(self, tags: list[str], multiple: bool, on_change: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, tags: list[str], multiple: bool, on_change: Callable[[], Awaitable[None]], recent: list[str] | None = None) -> None:
+        """`recent`: the user's recent tags from earlier visits (app.recent_tags), most recent first."""
         self.tags: list[str] = list(dict.fromkeys(tags))
         self.active: list[str] = []
         self.multiple = multiple
         self.on_change = on_change
-        self.recent: list[str] = list(self.tags)  # most recently used first; starts in the row's order
+        # most recently used first: what earlier visits used, then the row's other tags in its order
+        self.recent: list[str] = list(dict.fromkeys([*(recent or []), *self.tags]))
         self.known: list[str] = []  # every tag in the PACS, most used first
         with ui.row().classes("w-full items-center gap-2").mark("tag-row").props('data-testid=tag-row'):
             ui.icon("sell", color="primary")

@@ -183,11 +183,38 @@ def workflow_row(workflow: dict[str, Any], why_not: str | None = None, zone: tzi
     }
 
 
-def workflow_table(rows_per_page: int) -> ui.table:
-    table = ui.table(
-        columns=COLUMNS, rows=[], row_key="id", selection="multiple",
-        pagination={"page": 1, "rowsPerPage": rows_per_page, "rowsNumber": 0},
-    ).classes("w-full").mark("workflow-table")
+class ServerPagedTable(ui.table):
+    """A table paged on the server, whose page, page size and row count only the server sets.
+
+    Quasar echoes its pagination back (`update:pagination`) when the table mounts, with the row
+    count it was drawn with; NiceGUI stores any such echo as the table's pagination. An echo that
+    arrives after the server has moved on (rows read meanwhile, a reconnect redrawing an old
+    state) put the stale count back: the footer read "1-0 of 0" over rows on screen. Page changes
+    come as `request` events here (server-side paging), so an echo never carries a user's wish and
+    the server's values always win over it.
+    """
+
+    def __init__(self, rows_per_page: int, **kwargs: Any) -> None:
+        self.server_pagination: dict[str, int] = {"page": 1, "rowsPerPage": rows_per_page, "rowsNumber": 0}
+        super().__init__(pagination=dict(self.server_pagination), **kwargs)
+
+    @property
+    def pagination(self) -> dict:
+        return self._props["pagination"]  # type: ignore[no-any-return]
+
+    @pagination.setter
+    def pagination(self, value: dict) -> None:
+        self._props["pagination"] = {**value, **self.server_pagination}
+
+    def show_page(self, page: int, rows_per_page: int, total: int) -> None:
+        """What the footer says: page `page` of `total` rows, `rows_per_page` to a page."""
+        self.server_pagination = {"page": page, "rowsPerPage": rows_per_page, "rowsNumber": total}
+        self.pagination = self.pagination
+
+
+def workflow_table(rows_per_page: int) -> ServerPagedTable:
+    table = ServerPagedTable(rows_per_page, columns=COLUMNS, rows=[], row_key="id", selection="multiple") \
+        .classes("w-full").mark("workflow-table")
     table.add_slot("body", _BODY)
     table.add_slot("no-data", _NO_DATA)
     table.props("binary-state-sort wrap-cells")

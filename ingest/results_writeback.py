@@ -323,6 +323,31 @@ def _unit(unit: str) -> Any:
                                                                             "mm": "millimeter", "[hnsf'U]": "Hounsfield unit", "ml": "milliliter"}.get(unit, unit))
 
 
+def _referenced_segment(seg: Dataset, segment_number: int, source_series_uid: str) -> Any:
+    """The SR's reference to one segment of `seg`: the images its frames derive from, else its source series.
+
+    Why not highdicom's `ReferencedSegment.from_segmentation`: it reads the segment number only
+    from the per-frame groups, so a SEG made elsewhere with one segment (whose number sits in the
+    shared functional groups, as highdicom itself writes it) breaks it, and a segment with no
+    frames (an empty label) has nothing to reference; TID 1500 then allows the source series.
+    """
+    import highdicom as hd
+
+    shared = (seg.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    sources: dict[str, str] = {}
+    for frame in seg.get("PerFrameFunctionalGroupsSequence", []):
+        identification = frame.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence") or []
+        if not identification or int(identification[0].ReferencedSegmentNumber) != segment_number:
+            continue
+        for derivation in frame.get("DerivationImageSequence", []):
+            for source in derivation.get("SourceImageSequence", []):
+                sources.setdefault(str(source.ReferencedSOPInstanceUID), str(source.ReferencedSOPClassUID))
+    common = {"sop_class_uid": str(seg.SOPClassUID), "sop_instance_uid": str(seg.SOPInstanceUID), "segment_number": segment_number}
+    if sources:
+        return hd.sr.ReferencedSegment(**common, source_images=[hd.sr.SourceImageForSegmentation(cls, uid) for uid, cls in sources.items()])
+    return hd.sr.ReferencedSegment(**common, source_series=hd.sr.SourceSeriesForSegmentation(source_series_uid))
+
+
 def build_measurement_sr(
     source_images: Sequence[Dataset],
     measurements: Sequence[dict[str, Any]],
@@ -357,7 +382,7 @@ def build_measurement_sr(
         ]
         tracking = hd.sr.TrackingIdentifier(uid=derived_uid(uid_seed or "", "tracking", label, item.get("segment_number")), identifier=label[:64])
         if seg is not None:
-            referenced = hd.sr.ReferencedSegment.from_segmentation(seg, segment_number=int(item["segment_number"]))
+            referenced = _referenced_segment(seg, int(item["segment_number"]), str(source_images[0].SeriesInstanceUID))
             groups.append(hd.sr.VolumetricROIMeasurementsAndQualitativeEvaluations(
                 tracking_identifier=tracking, referenced_segment=referenced, finding_type=_private_code(label), measurements=values,
                 algorithm_id=hd.sr.AlgorithmIdentification(name=algorithm.name[:64], version=algorithm.version[:64]),

@@ -18,7 +18,7 @@ from fastapi import Request
 from nicegui import background_tasks, run, ui
 
 from app import dataset_actions as actions
-from app import gallery_settings, permissions, series_browsing
+from app import gallery_settings, permissions, recent_tags, series_browsing
 from app.dataset_actions import ActionError
 from app.gallery_settings import GallerySettings
 from components import dashboard as dash
@@ -67,10 +67,11 @@ def state_url(state: SearchState) -> str:
 class DatasetsPage:
     """One open Datasets page: its search state, loaded cards, selection and tag bar."""
 
-    def __init__(self, state: SearchState, settings: GallerySettings, username: str) -> None:
+    def __init__(self, state: SearchState, settings: GallerySettings, username: str, recent: list[str] | None = None) -> None:
         self.state = state
         self.settings = settings
         self.username = username
+        self.saved_recent_tags = list(recent or [])  # the user's recent tags as stored (app.recent_tags)
         self.loaded_tags: dict[str, list[str]] = {}
         self.shown_total = 0
         self.cursor: str | None = None
@@ -95,7 +96,8 @@ class DatasetsPage:
                 self.live_banner = ui.button("", on_click=lambda: self.reload()).props("color=orange no-caps").mark("live-banner").props('data-testid=live-banner')
                 self.live_banner.set_visibility(False)
             self.search_row = SearchRow(self.state, on_change=self.search_changed)
-            self.tag_bar = TagBar(self.settings.tag_bar, self.settings.multiple_tags, on_change=self._tags_changed)
+            self.tag_bar = TagBar(self.settings.tag_bar, self.settings.multiple_tags, on_change=self._tags_changed,
+                                  recent=self.saved_recent_tags)
             with ui.row().classes("w-full items-center gap-2"):
                 self.selection_label = ui.label("").classes("text-sm").mark("selection-count").props('data-testid=selection-count')
                 ui.button("Select all matching", on_click=self._select_all).props("flat dense no-caps").mark("select-all").props('data-testid=select-all')
@@ -279,6 +281,9 @@ class DatasetsPage:
 
     async def _tags_changed(self) -> None:
         self.gallery.set_tag_mode(list(self.tag_bar.active))
+        recent = self.tag_bar.recent[:recent_tags.KEPT]
+        if recent != self.saved_recent_tags:  # the next visit's dropdown starts with them (stored first: the row's save says both are)
+            self.saved_recent_tags = await run.io_bound(recent_tags.save, self.username, recent)
         await run.io_bound(gallery_settings.update, self.username, tag_bar=list(self.tag_bar.tags), multiple_tags=self.tag_bar.multiple)
 
     async def _key(self, event: Any) -> None:
@@ -456,7 +461,8 @@ def register() -> None:
     async def datasets_page(request: Request) -> None:
         principal = current_principal()
         settings = await run.io_bound(gallery_settings.load, principal.username)
-        page = DatasetsPage(_state_from(request), settings, principal.username)
+        recent = await run.io_bound(recent_tags.load, principal.username)
+        page = DatasetsPage(_state_from(request), settings, principal.username, recent)
         page.build()
         client = ui.context.client
         if request.query_params.get("settings"):  # "Settings" chosen in the user menu of another page

@@ -82,7 +82,7 @@ def register() -> None:
                 state["page"] = 1
                 return await refresh()
             table.rows = [workflow_row(w, permissions.workflow_refusal(principal, w), state["zone"]) for w in items]
-            table.pagination = {**table.pagination, "page": state["page"], "rowsPerPage": state["rows_per_page"], "rowsNumber": total}
+            table.show_page(state["page"], state["rows_per_page"], total)
             shown = {row["id"]: row for row in table.rows}
             table.selected = [shown.get(row["id"], row) for row in table.selected or []]  # keep states (abortable) current
             table.update()

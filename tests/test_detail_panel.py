@@ -266,3 +266,29 @@ def test_hotkeys_type_in_text_fields_and_settings_dialog_applies_in_place(vireo:
     page.get_by_test_id("menu-settings").click()
     dialog.wait_for()
     assert page.url.rstrip("/") == vireo.url.rstrip("/")
+
+
+CARD_COLUMNS = """() => {
+  const boxes = [...document.querySelectorAll('[data-testid=series-card]')].map(c => c.getBoundingClientRect());
+  return {columns: new Set(boxes.map(b => Math.round(b.left))).size, narrowest: Math.min(...boxes.map(b => b.width))};
+}"""
+
+
+def test_fixed_items_per_row_drops_columns_beside_the_panel(vireo: VireoProcess, corpus: dict[str, Any], browser_page: Any) -> None:
+    """"3 per row" is a most: beside a wide panel the cards keep a readable width and fewer columns show."""
+    page = browser_page
+    with vireo.client() as client:
+        stored = client.get("/api/settings/datasets").json()
+        assert client.put("/api/settings/datasets", json={**stored, "items_per_row": 3, "panel_width": 900}).status_code == 200
+    try:
+        page.set_viewport_size({"width": 1280, "height": 800})
+        _log_in(page, vireo)
+        page.wait_for_function(f"({CARD_COLUMNS})().columns === 3")  # without the panel: the three asked for
+        _open(page, corpus["mr"], "MR")
+        page.wait_for_function(f"({CARD_COLUMNS})().columns < 3")
+        layout = page.evaluate(CARD_COLUMNS)
+        assert layout["narrowest"] >= 190, layout  # the gallery.js CARD_MIN_WIDTH
+        _no_sideways_scroll(page)
+    finally:
+        with vireo.client() as client:
+            client.put("/api/settings/datasets", json=stored).raise_for_status()

@@ -185,3 +185,48 @@ def test_ohif_draws_ct_scrolls_overlays_seg_and_notices_an_expired_login(vireo: 
     _shot(page, "session_expired")
 
     assert page.hosts <= {"127.0.0.1"}, f"requests left the machine: {page.hosts}"  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+def test_datasets_page_opens_ohif_on_the_series_with_its_seg_and_links_to_it(vireo: VireoProcess, study: CtWithSeg, webgl_page: Any) -> None:
+    """As a checker would: Datasets page → CT card → detail panel → OHIF tab, at 1280×800 and 1920×1080."""
+    page = webgl_page
+    failed: list[str] = []
+    page.context.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    _log_in(page, vireo, "/")
+    card = page.locator(f"[data-testid=series-card][data-uid='{study.ct_uid}']")
+    card.wait_for(timeout=LOAD_TIMEOUT_MS)
+    # "Open in OHIF" on the cards: the CT on its own, the SEG over the CT it annotates (a new tab each).
+    assert card.get_by_test_id("open-ohif-card").get_attribute("href") == viewers.own_ohif_url(study.study_uid, study.ct_uid)
+    seg_card = page.locator(f"[data-testid=series-card][data-uid='{study.seg_uid}']")
+    assert seg_card.get_by_test_id("open-ohif-card").get_attribute("href") == viewers.own_ohif_url(
+        study.study_uid, study.ct_uid, seg_series_uids=[study.seg_uid])
+    assert card.get_by_test_id("open-ohif-card").get_attribute("target") == "_blank"
+
+    card.hover()
+    card.get_by_test_id("open-detail").click()
+    page.get_by_test_id("viewer-tab-ohif").click()
+    page.wait_for_function("() => { const f = document.querySelector('[data-testid=ohif-frame]'); return f && f.contentWindow.document.querySelector('canvas'); }",
+                           timeout=LOAD_TIMEOUT_MS)
+    inner = next(f for f in page.frames if "/ohif/viewer" in f.url)
+    assert "hangingProtocolId=%40ohif%2Fseg" in inner.url  # the CT has a SEG: drawn over it
+    overlay = _wait_for_image(inner, "s.lit > 0.05 && s.coloured > 0.001")
+    assert overlay["coloured"] > 0.001 and overlay["width"] >= 600, overlay
+    full = page.get_by_test_id("ohif-full-screen")
+    assert full.get_attribute("target") == "_blank" and full.get_attribute("href") == inner.url.removeprefix(vireo.url)
+    for width, height in ((1280, 800), (1920, 1080)):
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_function("() => document.documentElement.scrollWidth <= window.innerWidth", timeout=10_000)
+        # OHIF's toolbar fits the panel: its buttons lie inside the frame, none on top of another.
+        _shot(page, f"datasets_panel_{width}x{height}")
+        boxes = inner.evaluate("""() => { const all = Array.from(document.querySelectorAll('[data-cy*="toolbar"] button, [data-tool], #Layout button'));
+            return all.filter(b => !all.some(o => o !== b && o.contains(b)))  // the outermost of nested ones
+              .map(b => b.getBoundingClientRect()).filter(r => r.width > 0).map(r => [r.left, r.top, r.right, r.bottom]); }""")
+        assert len(boxes) >= 5, boxes  # the toolbar is there
+        frame_width = inner.evaluate("() => window.innerWidth")
+        assert all(right <= frame_width + 1 for _l, _t, right, _b in boxes), (width, boxes)
+        overlaps = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:]
+                    if min(a[2], b[2]) - max(a[0], b[0]) > 2 and min(a[3], b[3]) - max(a[1], b[1]) > 2]
+        assert not overlaps, (width, overlaps)
+    assert page.hosts <= {"127.0.0.1"}, f"requests left the machine: {page.hosts}"  # type: ignore[attr-defined]
+    assert not failed, failed

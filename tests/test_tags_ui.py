@@ -150,6 +150,24 @@ def test_chips_colours_dropdown_and_chip_x(vireo: VireoProcess, corpus: dict[str
     page.locator(f"[data-uid='{corpus['mr']}'] [data-tag=artefact]").wait_for()
     assert {tag: values[0] for tag, values in chip_colours(page).items()} == shown
 
+    # recent tags outlive the visit: needs-review picked last leads the list on the next visit,
+    # ahead of the row's first tag (artefact) and of the most used one (reviewed)
+    field = page.get_by_label("Add a tag")
+    field.click()
+    field.press_sequentially("needs")
+    page.locator(".q-menu .q-item").filter(has_text="needs-review").click()
+    page.locator("[data-active=true]").filter(has_text="needs-review").wait_for()
+    with vireo.client() as client:  # stored with the account (recent tags first, then the row: pages/datasets.py)
+        deadline = time.monotonic() + 15
+        while "needs-review" not in client.get("/api/settings/datasets").json()["tag_bar"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+    page.reload()
+    page.get_by_test_id("tag-row").get_by_text("needs-review").wait_for()
+    field.click()
+    page.wait_for_function("document.querySelectorAll('.q-menu .q-item').length >= 3")
+    assert page.locator(".q-menu .q-item").all_inner_texts()[:3] == ["needs-review", "artefact", "reviewed"]
+    page.keyboard.press("Escape")
+
 
 @pytest.mark.slow
 def test_second_tab_sees_tag_changes_live(vireo: VireoProcess, corpus: dict[str, Any], chromium_browser: Any, context: Any) -> None:

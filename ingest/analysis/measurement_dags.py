@@ -49,6 +49,19 @@ def seg_and_source(ctx: JobContext, seg_uid: str) -> tuple[Any, str]:
     raise ValueError(f"SEG {seg_uid} names no referenced image series (ReferencedSeriesSequence)")
 
 
+def load_referenced_images(ctx: JobContext, seg_uid: str, image_uid: str) -> tuple[Any, list[Any]]:
+    """The image series a SEG references, as a volume; a plain-words failure when the PACS does not hold it.
+
+    Why its own message: a SEG made elsewhere often arrives without its images, and "series … has
+    no instances" does not tell the user which SEG needs which images sent first.
+    """
+    from ingest.results_writeback import load_series_volume, series_files
+
+    if not series_files(ctx, image_uid):
+        raise ValueError(f"the image series {image_uid} that SEG {seg_uid} was drawn on is not in the PACS: send those images, then run this again")
+    return load_series_volume(ctx, image_uid)
+
+
 def _segs_of(ctx: JobContext, series: Any) -> list[str]:
     """The SEG series to measure for one input series: itself, or the SEGs that reference it."""
     if series.modality == "SEG":
@@ -69,11 +82,11 @@ def measure_one(ctx: JobContext, seg_uid: str, results_dataset: str | None) -> t
     import SimpleITK as sitk
 
     from ingest.analysis.segment_measurements import Geometry, measure, sr_measurements, table_row
-    from ingest.results_writeback import Algorithm, build_measurement_sr, load_series_volume, seg_masks, store_derived
+    from ingest.results_writeback import Algorithm, build_measurement_sr, seg_masks, store_derived
 
     started = time.perf_counter()
     seg, source_uid = seg_and_source(ctx, seg_uid)
-    image, datasets = load_series_volume(ctx, source_uid)
+    image, datasets = load_referenced_images(ctx, seg_uid, source_uid)
     values = sitk.GetArrayViewFromImage(image)
     geometry = Geometry.of(image)
     masks = seg_masks(seg, datasets)
@@ -169,7 +182,7 @@ def _evaluate(ctx: JobContext) -> None:
     import pydicom
 
     from ingest.analysis.segment_evaluation import evaluate
-    from ingest.results_writeback import load_series_volume, seg_masks, write_csv, write_json
+    from ingest.results_writeback import seg_masks, write_csv, write_json
 
     conf: EvaluationConfig = ctx.conf  # type: ignore[assignment]
     by_image: dict[str, dict[str, list[Any]]] = {}
@@ -192,7 +205,7 @@ def _evaluate(ctx: JobContext) -> None:
     ctx.progress(0, len(work), force=True)
     for done, (image_uid, segs) in enumerate(sorted(work.items()), start=1):
         ctx.check_cancelled()
-        image, datasets = load_series_volume(ctx, image_uid)
+        image, datasets = load_referenced_images(ctx, str(segs["reference"][0].SeriesInstanceUID), image_uid)
         spacing = tuple(float(s) for s in image.GetSpacing())
         for reference in segs["reference"]:
             reference_masks, reference_labels = seg_masks(reference, datasets), segment_labels(reference)
