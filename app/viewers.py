@@ -84,6 +84,14 @@ def own_ohif_installed() -> bool:
     return _own_checked[1]
 
 
+def external_ohif_url() -> str:
+    """VIREO_OHIF_URL of the running Vireo ("" when unset, or when no Vireo runs: card data built in a test)."""
+    try:
+        return current_services().settings.ohif_url
+    except RuntimeError:
+        return ""
+
+
 def series_ohif_url(study_uid: str, series_uid: str, *, modality: str = "", referenced_series_uid: str | None = None,
                     external_url: str | None = None) -> str | None:
     """'Open in OHIF' for one series: a SEG is opened over the image series it annotates.
@@ -99,7 +107,7 @@ def series_ohif_url(study_uid: str, series_uid: str, *, modality: str = "", refe
         if seg_over:
             return own_ohif_url(study_uid, referenced_series_uid, seg_series_uids=[series_uid])
         return own_ohif_url(study_uid, series_uid)
-    base = current_services().settings.ohif_url if external_url is None else external_url
+    base = external_ohif_url() if external_url is None else external_url
     if not base:
         return None
     series = [referenced_series_uid, series_uid] if seg_over else [series_uid]
@@ -109,7 +117,7 @@ def series_ohif_url(study_uid: str, series_uid: str, *, modality: str = "", refe
 
 def card_links(doc: dict[str, Any]) -> dict[str, str | None]:
     """The OHIF links a gallery card carries: its series (`series`) and its study (`study`, for the study header)."""
-    external = current_services().settings.ohif_url
+    external = external_ohif_url()
     study_uid = str(doc.get("StudyInstanceUID") or "")
     series = series_ohif_url(study_uid, str(doc.get("SeriesInstanceUID") or ""), modality=str(doc.get("Modality") or ""),
                              referenced_series_uid=doc.get("referenced_series"), external_url=external)
@@ -123,7 +131,7 @@ def job_result_links(series_uids: list[str], limit: int = 20) -> list[dict[str, 
     Jobs do not record which series they wrote; their results reference the input series
     (ReferencedSeriesSequence), so each input series is opened with its SEGs drawn over it.
     """
-    if not series_uids or not (own_ohif_installed() or current_services().settings.ohif_url):
+    if not series_uids or not (own_ohif_installed() or external_ohif_url()):
         return []
     wanted = list(dict.fromkeys(series_uids))[:limit]
     with current_services().db.engine.connect() as conn:

@@ -98,7 +98,7 @@ class SeriesGallery(ui.element, component="gallery.js"):
         self._props["patientFields"] = settings.names("patient_view")
         self._props["studyFields"] = settings.names("study_view")
         self._props["structured"] = settings.view == "structured"
-        self._props["columns"] = settings.items_per_row
+        self._props["columns"] = settings.items_per_row  # at most that many: fewer where cards would get too narrow (gallery.js)
         self._props["cardText"] = settings.card_text
         self.update()
 

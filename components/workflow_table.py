@@ -4,7 +4,9 @@ Rows are plain data (what `workflow_row` makes of a workflow document); buttons 
 rows emit events (`workflow_action`, `job_action`, `job_details`, `copy_uuid`) the page handles.
 What matters comes first (status counts, actions); the UUID is shortened with a copy button, a
 job's configuration is folded behind a button, and low-value columns show on wide screens
-only, so the table fits 1280 px without sideways scrolling (tests/test_page_fit.py).
+only, so the table fits 1280 px without sideways scrolling (tests/test_page_fit.py). Names and
+inputs break anywhere when they must: a 200-character name without a space wraps instead of
+pushing the actions off the screen (bench/page_fit_sizes.py).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ _BODY = r"""
     <q-icon size="sm" :name="props.expand ? 'expand_less' : 'expand_more'" class="expand-workflow cursor-pointer"
             @click="props.expand = !props.expand" />
   </q-td>
-  <q-td key="name" :props="props" class="workflow-name-cell">{{ props.row.name }}<q-badge v-if="props.row.service" color="purple-3" class="q-ml-xs" label="service" /></q-td>
+  <q-td key="name" :props="props" class="workflow-name-cell" style="overflow-wrap: anywhere; min-width: 10rem">{{ props.row.name }}<q-badge v-if="props.row.service" color="purple-3" class="q-ml-xs" label="service" /></q-td>
   <q-td key="status" :props="props" class="workflow-counts-cell">
     <q-badge v-for="c in props.row.counts" :key="c.status" :color="c.color" class="q-mr-xs q-mb-xs workflow-count"
              :data-status="c.status" :label="c.status + ' ' + c.n" />
@@ -62,7 +64,7 @@ _BODY = r"""
              @click="$parent.$emit('workflow_action', {id: props.row.id, action: a[0]})" />
     </span>
   </q-td>
-  <q-td key="input" :props="props" class="workflow-input"><span v-if="props.row.input">{{ props.row.input }}</span><span v-else class="text-grey-6">no input series</span></q-td>
+  <q-td key="input" :props="props" class="workflow-input" style="overflow-wrap: anywhere; min-width: 7rem"><span v-if="props.row.input">{{ props.row.input }}</span><span v-else class="text-grey-6">no input series</span></q-td>
   <q-td key="created" :props="props" :title="props.row.created_utc" class="whitespace-nowrap">{{ props.row.created }}<div class="text-caption text-grey-7">{{ props.row.created_ago }}</div></q-td>
   <q-td key="username" :props="props">{{ props.row.username }}</q-td>
   <q-td key="id" :props="props" class="whitespace-nowrap">

@@ -332,8 +332,9 @@ def _referenced_segment(seg: Dataset, segment_number: int, source_series_uid: st
     frames (an empty label) has nothing to reference; TID 1500 then allows the source series.
     """
     import highdicom as hd
+    from pydicom.dataset import Dataset as Empty
 
-    shared = (seg.get("SharedFunctionalGroupsSequence") or [Dataset()])[0]
+    shared = (seg.get("SharedFunctionalGroupsSequence") or [Empty()])[0]
     sources: dict[str, str] = {}
     for frame in seg.get("PerFrameFunctionalGroupsSequence", []):
         identification = frame.get("SegmentIdentificationSequence") or shared.get("SegmentIdentificationSequence") or []

@@ -7,7 +7,8 @@ each pixel's own patient position. Unsigned storage with intercept −1024 and s
 spacing ≠ pixel spacing ≠ thickness, files sent in random order with scrambled InstanceNumbers,
 one head-first-supine series and one feet-first-supine series whose ImageOrientationPatient
 row direction is flipped (−x: the patient's left is on the image's left) and whose lungs meet
-at the midline (one air component the DAG must split on the patient's side, not the image's). Left and right are
+at the midline (one air component the DAG must split on the patient's side, not the image's),
+and one oblique series (turned 20° in-plane and tilted 12°). Left and right are
 the *patient's* (left is +x in LPS), so a DAG that sides lungs by column index fails the flip.
 
 SEGs fed to `measure-segments` are made by highdicom from the masks here (not by Vireo):
@@ -40,7 +41,17 @@ SIZE, SLICES = 96, 16
 PIXEL_MM, SLICE_MM, THICKNESS_MM = 3.2, 4.5, 4.0
 SLOPE, INTERCEPT = 0.5, -1024.0  # stored = (HU + 1024) / 0.5, unsigned
 DATASET = "outside"
-FLIPS = {"HFS": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), "FFS": (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0)}
+
+def _oblique(turn_deg: float, tilt_deg: float) -> tuple[float, ...]:
+    """Row and column directions turned in-plane about z, then tilted about the row direction."""
+    t, g = np.radians(turn_deg), np.radians(tilt_deg)
+    row = np.array([np.cos(t), np.sin(t), 0.0])
+    col = np.array([-np.sin(t), np.cos(t), 0.0])
+    col = np.cos(g) * col + np.sin(g) * np.cross(row, col)
+    return tuple(round(float(v), 6) for v in (*row, *col))
+
+
+ORIENTATIONS = {"HFS": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), "FFS": (-1.0, 0.0, 0.0, 0.0, 1.0, 0.0), "oblique": _oblique(20, 12)}
 
 
 # ---- the outsider's phantom, defined in patient space ----------------------------------------
@@ -77,7 +88,7 @@ class OutsideCt:
 
 def _write_ct(out: Path, position: str, study_uid: str, seed: int) -> OutsideCt:
     rng = np.random.default_rng(seed)
-    orientation = np.asarray(FLIPS[position])
+    orientation = np.asarray(ORIENTATIONS[position])
     row_dir, col_dir = orientation[:3], orientation[3:]
     normal = np.cross(row_dir, col_dir)
     half = (SIZE - 1) / 2 * PIXEL_MM
@@ -114,8 +125,9 @@ def _write_ct(out: Path, position: str, study_uid: str, seed: int) -> OutsideCt:
         ds.StudyDate = ds.SeriesDate = "20260301"
         ds.StudyTime = ds.SeriesTime = "101500"
         ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "1", "", ""
-        ds.Modality, ds.Manufacturer, ds.SeriesNumber = "CT", "Outside checker", 1 if position == "HFS" else 2
-        ds.SeriesDescription, ds.PatientPosition, ds.BodyPartExamined = f"checker chest {position}", position, "CHEST"
+        ds.Modality, ds.Manufacturer, ds.SeriesNumber = "CT", "Outside checker", 1 + list(ORIENTATIONS).index(position)
+        ds.SeriesDescription, ds.BodyPartExamined = f"checker chest {position}", "CHEST"
+        ds.PatientPosition = "FFS" if position == "FFS" else "HFS"
         ds.InstanceNumber = instance_numbers[k]
         ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
         ds.ImagePositionPatient = [round(float(v), 4) for v in origin]
@@ -137,16 +149,24 @@ def _write_ct(out: Path, position: str, study_uid: str, seed: int) -> OutsideCt:
 
 
 def _seg(images: list[pydicom.Dataset], masks: dict[str, np.ndarray], description: str, order: list[int]) -> hd.seg.Segmentation:
-    """A highdicom SEG of `masks` (on `images`' grid) with its frames in the source order `order`."""
+    """A highdicom SEG of `masks` (on `images`' grid, given to highdicom in the order `order`), its frames then shuffled."""
     descriptions = [hd.seg.SegmentDescription(
         segment_number=n, segment_label=label, segmented_property_category=codes.SCT.Organ, segmented_property_type=codes.SCT.Lung,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL) for n, label in enumerate(masks, start=1)]
     stack = np.stack([m[order] for m in masks.values()], axis=-1).astype(np.uint8)
-    return hd.seg.Segmentation(
+    seg = hd.seg.Segmentation(
         source_images=[images[i] for i in order], pixel_array=stack, segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=descriptions, series_instance_uid=generate_uid(), series_number=50, sop_instance_uid=generate_uid(),
         instance_number=1, manufacturer="Outside checker", manufacturer_model_name="numpy", software_versions="1", device_serial_number="1",
         series_description=description)
+    # highdicom writes frames in spatial order; another tool may not: shuffle them (with their functional groups)
+    frame_bytes = SIZE * SIZE // 8  # BINARY frames are bit-packed; 96² bits is whole bytes, so frames move as byte runs
+    frames = list(seg.PerFrameFunctionalGroupsSequence)
+    shuffled = list(range(len(frames)))
+    random.Random(len(frames)).shuffle(shuffled)
+    seg.PerFrameFunctionalGroupsSequence = [frames[i] for i in shuffled]
+    seg.PixelData = b"".join(seg.PixelData[i * frame_bytes:(i + 1) * frame_bytes] for i in shuffled)
+    return hd.seg.Segmentation.from_dataset(seg)
 
 
 @dataclass
@@ -172,7 +192,7 @@ class World:
 def world(vireo: VireoProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     out = tmp_path_factory.mktemp("outside")
     study = generate_uid()
-    cts = {p: _write_ct(out / p, p, study, seed) for p, seed in (("HFS", 11), ("FFS", 12))}
+    cts = {p: _write_ct(out / p, p, study, seed) for p, seed in (("HFS", 11), ("FFS", 12), ("oblique", 14))}
     hfs = cts["HFS"]
     order = list(range(SLICES))
     random.Random(5).shuffle(order)
@@ -251,7 +271,7 @@ def _logs(world: World, job: dict[str, Any]) -> str:
 
 # ---- the checks ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("position", ["HFS", "FFS"])
+@pytest.mark.parametrize("position", list(ORIENTATIONS))
 def test_segments_match_the_outsiders_truth_in_patient_left_and_right(world: World, position: str) -> None:
     ct = world.cts[position]
     job = world.run("segment-body-and-lungs", series=[ct.series_uid], conf={"results_dataset": DATASET})
@@ -269,11 +289,19 @@ def test_segments_match_the_outsiders_truth_in_patient_left_and_right(world: Wor
 def test_measurements_of_an_outside_seg_equal_numpy(world: World) -> None:
     """Frames in shuffled order, an empty segment, a SEG that covers only some slices: numbers as numpy has them."""
     ct = world.cts["HFS"]
-    rows = []
+    rows, reports = [], []
     for name in ("truth", "partial"):
         job = world.run("measure-segments", series=[world.segs[name][0]])
         assert job["status"] == "finished", _logs(world, job)
         rows += job["result"]["tables"][0]["rows"]
+        reports.append(world.api.get(f"/api/jobs/{job['id']}/files/measurements.json").json()["measurements"][0]["sr_series"])
+    # each SR (one of a one-segment SEG, one with an empty segment) is valid and names every segment
+    for sr_uid, labels in zip(reports, (list(world.segs["truth"][1]), list(world.segs["partial"][1]))):
+        (path,) = world.files(sr_uid)
+        groups = hd.sr.MeasurementReport.from_sequence([hd.sr.srread(path)]).get_volumetric_roi_measurement_groups()
+        assert sorted(str(g.tracking_identifier) for g in groups) == sorted(labels)
+        checked = subprocess.run(["dciodvfy", str(path)], check=False, capture_output=True, text=True, timeout=120)
+        assert [line for line in (checked.stdout + checked.stderr).splitlines() if line.startswith("Error")] == []
     voxel_mm3 = PIXEL_MM * PIXEL_MM * SLICE_MM
     expected = [*world.segs["truth"][1].items(), *world.segs["partial"][1].items()]
     assert [r["label"] for r in rows] == [label for label, _ in expected]
@@ -288,6 +316,29 @@ def test_measurements_of_an_outside_seg_equal_numpy(world: World) -> None:
                            ("p5", np.percentile(inside, 5)), ("p50", np.median(inside)), ("p95", np.percentile(inside, 95))):
             assert row[key] == pytest.approx(value, abs=1e-3), (label, key)
         assert [row[f"centroid_mm_{a}"] for a in "xyz"] == pytest.approx(list(_centroid_lps(mask, ct.images)), abs=1e-3), label
+
+
+def test_measurements_on_the_flipped_feet_first_image_are_in_patient_coordinates(world: World) -> None:
+    """Vireo's own SEG of the flipped FFS series, measured: centroids where the outsider's LPS arithmetic puts them."""
+    if "auto FFS" not in world.segs:
+        pytest.skip("the segmentation test did not run first")
+    ct, (seg_uid, masks) = world.cts["FFS"], world.segs["auto FFS"]
+    job = world.run("measure-segments", series=[seg_uid])
+    assert job["status"] == "finished", _logs(world, job)
+    rows = {r["label"]: r for r in job["result"]["tables"][0]["rows"]}
+    for label, mask in masks.items():
+        row = rows[label]
+        assert row["voxels"] == int(mask.sum()) and row["mean"] == pytest.approx(ct.hu[mask].mean(), abs=1e-3), label
+        assert [row[f"centroid_mm_{a}"] for a in "xyz"] == pytest.approx(list(_centroid_lps(mask, ct.images)), abs=1e-3), label
+    assert rows["left lung"]["centroid_mm_x"] > 0 > rows["right lung"]["centroid_mm_x"]
+
+
+def test_measuring_the_image_finds_the_outside_segs_that_reference_it(world: World) -> None:
+    """SEGs sent from outside count as results of their image series, like Vireo's own."""
+    job = world.run("measure-segments", series=[world.cts["HFS"].series_uid])
+    assert job["status"] == "finished", _logs(world, job)
+    measured = {r["seg_series"] for r in world.api.get(f"/api/jobs/{job['id']}/files/measurements.json").json()["measurements"]}
+    assert {world.segs["truth"][0], world.segs["partial"][0]} <= measured
 
 
 def test_evaluation_scores_equal_numpy(world: World) -> None:

@@ -230,3 +230,14 @@ def test_datasets_page_opens_ohif_on_the_series_with_its_seg_and_links_to_it(vir
         assert not overlaps, (width, overlaps)
     assert page.hosts <= {"127.0.0.1"}, f"requests left the machine: {page.hosts}"  # type: ignore[attr-defined]
     assert not failed, failed
+
+
+def test_card_links_fall_back_to_the_configured_ohif_and_encode_untrusted_uids(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(location, "installed", lambda root=None: None)
+    monkeypatch.setattr(viewers, "_own_checked", (float("-inf"), True))  # the next check sees "not installed"
+    hostile = '1.2"><script>x</script>&a=b'
+    url = viewers.series_ohif_url("1.2", hostile, external_url="https://ohif.example.org/")
+    assert url == "https://ohif.example.org/viewer?StudyInstanceUIDs=1.2&SeriesInstanceUIDs=1.2%22%3E%3Cscript%3Ex%3C%2Fscript%3E%26a%3Db"
+    assert viewers.series_ohif_url("1.2", "1.2.9", modality="SEG", referenced_series_uid="1.2.5", external_url="https://o.example") == (
+        "https://o.example/viewer?StudyInstanceUIDs=1.2&SeriesInstanceUIDs=1.2.5,1.2.9")
+    assert viewers.series_ohif_url("1.2", "1.2.5", external_url="") is None  # neither OHIF: the link is hidden

@@ -85,7 +85,7 @@ def lung_masks(ct: sitk.Image, body: sitk.Image) -> tuple[sitk.Image, sitk.Image
     """Right and left lung: air inside the body, the two largest components big enough to be lungs, split by side.
 
     Patient right is −x in LPS. When both lungs form one component (touching at the
-    mediastinum), it is split at the body's midline.
+    mediastinum), it is split at the body's midline, in patient x (not by column: see `_patient_x`).
     """
     air = sitk.Cast((ct < LUNG_HU) & (body > 0), sitk.sitkUInt8)
     labels = sitk.RelabelComponent(sitk.ConnectedComponent(air), sortByObjectSize=True)
@@ -101,21 +101,36 @@ def lung_masks(ct: sitk.Image, body: sitk.Image) -> tuple[sitk.Image, sitk.Image
         first, second = sorted(big, key=lambda label: stats.GetCentroid(label)[0])
         right[array == first], left[array == second] = 1, 1
     elif len(big) == 1:
-        midline = _midline_index(body)
         component = array == big[0]
-        right[:, :, :midline][component[:, :, :midline]] = 1
-        left[:, :, midline:][component[:, :, midline:]] = 1
+        on_right = _patient_x(ct) < _midline_x(body)
+        right[component & on_right] = 1
+        left[component & ~on_right] = 1
     return _as_mask(right, ct), _as_mask(left, ct)
 
 
-def _midline_index(body: sitk.Image) -> int:
-    """The column index of the body's centroid (where a single air component is split into two lungs)."""
+def _patient_x(image: sitk.Image) -> np.ndarray:
+    """Each voxel's patient x (LPS mm), broadcastable to the (slices, rows, columns) array.
+
+    Why not the column index: the image's row direction may point to the patient's right
+    (feet-first scans, flipped or oblique orientations), so only patient x says which side is which.
+    """
+    columns, rows, slices = image.GetSize()
+    d = np.asarray(image.GetDirection(), dtype=float).reshape(3, 3)
+    sx, sy, sz = image.GetSpacing()
+    x0 = float(image.GetOrigin()[0])
+    return (x0 + d[0, 0] * sx * np.arange(columns)[None, None, :] + d[0, 1] * sy * np.arange(rows)[None, :, None]
+            + d[0, 2] * sz * np.arange(slices)[:, None, None])
+
+
+def _midline_x(body: sitk.Image) -> float:
+    """The patient x of the body's centroid (where a single air component is split into two lungs)."""
     stats = sitk.LabelShapeStatisticsImageFilter()
     stats.SetComputePerimeter(False)
     stats.Execute(body)
     if 1 not in stats.GetLabels():
-        return body.GetSize()[0] // 2
-    return int(round(body.TransformPhysicalPointToContinuousIndex(stats.GetCentroid(1))[0]))
+        size = body.GetSize()
+        return float(body.TransformContinuousIndexToPhysicalPoint([(size[0] - 1) / 2, (size[1] - 1) / 2, (size[2] - 1) / 2])[0])
+    return float(stats.GetCentroid(1)[0])
 
 
 def _as_mask(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
