@@ -16,14 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import highdicom as hd
-import httpx
 import numpy as np
 import pydicom
 import pytest
 from pydicom.pixels import apply_modality_lut
 
 from ingest.analysis.segment_evaluation import evaluate, surface
-from ingest.analysis.segment_measurements import Geometry, measure, surface_area_mm2
+from ingest.analysis.segment_measurements import surface_area_mm2
 from ingest.results_writeback import Algorithm, Segment, build_seg, sort_spatially
 from tests.factories import write_series
 from tests.support.browser import ARTIFACTS_DIR, browser_page, chromium_browser, playwright_sync  # noqa: F401
