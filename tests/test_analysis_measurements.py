@@ -25,7 +25,7 @@ from ingest.analysis.segment_evaluation import evaluate, surface
 from ingest.analysis.segment_measurements import surface_area_mm2
 from ingest.results_writeback import Algorithm, Segment, build_seg, sort_spatially
 from tests.factories import write_series
-from tests.support.browser import ARTIFACTS_DIR, browser_page, chromium_browser, playwright_sync  # noqa: F401
+from tests.support.browser import ARTIFACTS_DIR  # the browser fixtures come from conftest (pytest_plugins); importing them here would start a second Playwright
 from tests.support.vireo import ADMIN_PASSWORD, VireoProcess
 from tests.support.workflows import ENDED, create, wait_job
 
