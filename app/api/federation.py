@@ -7,6 +7,9 @@ token), its freshness and nonce are checked in `federation.endpoint` before the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import APIRouter, Request, Response
 
 from app.federation_actions import federation
@@ -16,30 +19,28 @@ router = APIRouter(tags=["federation"])
 MAX_SYNC_BODY = 64 * 1024 * 1024
 
 
-@router.post(SYNC_PATH)
-async def sync(request: Request) -> Response:
-    """A runner's poll: signed; its body Fernet-encrypted when this instance requires it."""
+MAX_FETCH_BODY = 64 * 1024
+
+
+async def _signed_exchange(request: Request, limit: int, too_large: str, answer: Callable[..., Any]) -> Response:
+    """Both instance-signed doors: bound the body, let `answer` verify and reply off the event loop."""
     from starlette.concurrency import run_in_threadpool
 
     body = await request.body()
-    if len(body) > MAX_SYNC_BODY:
-        return Response('{"detail": "sync body too large"}', status_code=413, media_type="application/json")
+    if len(body) > limit:
+        return Response(f'{{"detail": "{too_large}"}}', status_code=413, media_type="application/json")
     source = request.client.host if request.client else ""
-    reply = await run_in_threadpool(federation().answer_sync, dict(request.headers), body, request.headers.get("content-type", ""), source)
+    reply = await run_in_threadpool(answer, dict(request.headers), body, request.headers.get("content-type", ""), source)
     return Response(reply.body, status_code=reply.status, media_type=reply.content_type, headers=reply.headers)
 
 
-MAX_FETCH_BODY = 64 * 1024
+@router.post(SYNC_PATH)
+async def sync(request: Request) -> Response:
+    """A runner's poll: signed; its body Fernet-encrypted when this instance requires it."""
+    return await _signed_exchange(request, MAX_SYNC_BODY, "sync body too large", federation().answer_sync)
 
 
 @router.post(FETCH_PATH)
 async def fetch(request: Request) -> Response:
     """An owner asks for the full log or a result file of a job this instance runs for it: signed like a sync."""
-    from starlette.concurrency import run_in_threadpool
-
-    body = await request.body()
-    if len(body) > MAX_FETCH_BODY:
-        return Response('{"detail": "fetch request too large"}', status_code=413, media_type="application/json")
-    source = request.client.host if request.client else ""
-    reply = await run_in_threadpool(federation().answer_fetch, dict(request.headers), body, request.headers.get("content-type", ""), source)
-    return Response(reply.body, status_code=reply.status, media_type=reply.content_type, headers=reply.headers)
+    return await _signed_exchange(request, MAX_FETCH_BODY, "fetch request too large", federation().answer_fetch)
