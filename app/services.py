@@ -141,6 +141,7 @@ def build_services(settings: Settings) -> Services:
             max_associations=settings.dicom_max_associations,
             allowed_calling_aets=settings.allowed_calling_aets,
             max_connections_per_peer=settings.dicom_max_connections_per_peer,
+            workers=settings.receiver_workers,
         ),
         store,
         indexer,

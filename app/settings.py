@@ -27,6 +27,7 @@ class Settings:
     dicom_port: int = field(default=11112, metadata={"help": "DICOM receiver port (0 picks a free one)"})
     dicom_host: str = field(default="", metadata={"help": "address the DICOM receiver binds to (default: --host)"})
     dicom_ae_title: str = field(default="VIREO", metadata={"help": "this node's own AE title"})
+    dicom_workers: int = field(default=-1, metadata={"help": "receiver worker processes that serve storage associations, so that receiving uses every core (-1: one per CPU core; 0: none, all in the main process)"})
     dicom_max_associations: int = field(default=16, metadata={"help": "concurrent DICOM associations accepted"})
     dicom_allowed_calling_aets: str = field(default="", metadata={"help": "comma-separated calling AE titles allowed to send (empty: anyone)"})
     dicom_max_connections_per_peer: int = field(default=32, metadata={"help": "open DICOM connections one address may hold; past it, its oldest connection still without an A-ASSOCIATE-RQ is closed (a new one is refused only when all are associations)"})
@@ -70,6 +71,11 @@ class Settings:
     @property
     def worker_count(self) -> int:
         return self.workers if self.workers > 0 else (os.cpu_count() or 1)
+
+    @property
+    def receiver_workers(self) -> int:
+        """Receiver worker processes to run: the setting, or one per CPU core when it is negative."""
+        return self.dicom_workers if self.dicom_workers >= 0 else (os.cpu_count() or 1)
 
     @property
     def allowed_calling_aets(self) -> frozenset[str]:

@@ -1,91 +1,120 @@
 #!/usr/bin/env python3
-"""Ingest benchmark: Vireo against Orthanc and DCMTK's storescp, all fed by dcmsend.
+"""Ingest benchmark: Vireo against Orthanc and DCMTK's storescp, all fed by dcmsend, case by case.
 
 Generates (once, cached) a synthetic CT/MR dataset with ``tests/factories.write_dataset``
-(defaults: 24 series, ~2,600 instances, ~1 GB, CT 512x512 int16), then for every target
-(vireo, orthanc, storescp) and every sender set-up (``plain``: dcmsend as users run it,
-without TCP_NODELAY in its environment; ``nodelay``: TCP_NODELAY=1 in dcmsend's
-environment, which Debian's DCMTK reads) it:
+(defaults: 24 series, ~2,600 instances, ~1 GB, mostly CT 512x512 int16), then for every case
+of issue 19 and every target (vireo, orthanc, storescp) it:
 
 * starts the server fresh (new storage/data dir) on 127.0.0.1,
-* runs ``dcmsend -v 127.0.0.1 PORT --scan-directories --call AET --scan-pattern '*.dcm'
-  --recurse DATA`` and times it (instances/s = instances / wall time of dcmsend),
-* checks dcmsend's status summary (every instance sent with SUCCESS, else it fails loudly),
+* sends the dataset with dcmsend and times it (instances/s = instances / wall time until the
+  last dcmsend exits), checking every dcmsend's status summary (every instance SUCCESS),
 * polls the server's index until every series is there with its full instance count
-  ("searchable" = time from dcmsend's exit to that moment; Vireo: /api/series,
+  ("searchable" = time from the last dcmsend's exit to that moment; Vireo: /api/series,
   Orthanc: /statistics; storescp has no index),
-* records the server's CPU time and peak RSS (VmHWM, process tree) and the CPU used by
-  anything else on the machine meanwhile ("foreign CPU": benchmark on an idle machine).
+* records the server's CPU time and peak RSS over its whole process tree (Vireo's receiver
+  worker processes are children of the main process) and the CPU used by anything else on
+  the machine meanwhile ("foreign CPU": benchmark on an idle machine).
 
-Servers' environments (printed with the results): Orthanc and storescp run as packaged,
-i.e. WITHOUT TCP_NODELAY in their own environment (``--server-nodelay`` sets it for them);
-Vireo never gets TCP_NODELAY (pynetdicom does not read it). All proxy variables are removed.
+Cases (``--cases``):
+  single  one association, TCP_NODELAY=1 in dcmsend's and in Orthanc's/storescp's environment
+          (a tuned Orthanc; Debian's DCMTK reads the variable);
+  four    the dataset split by series into 4 disjoint parts balanced by instance count, 4
+          dcmsend processes started together, TCP_NODELAY=1 on both sides (storescp --fork);
+  plain   one association, senders and Orthanc/storescp as packaged (Nagle on).
+Vireo never gets TCP_NODELAY (it does not need it); ``--vireo-workers N`` sets
+VIREO_DICOM_WORKERS=N for it (0: receive in the main process), else Vireo's default.
+All proxy variables are removed from every child's environment.
+
+``--large`` (bench/ingest_large.py) generates a ~2 GB native multi-frame instance once (streamed
+to disk, never held in memory), sends it to Vireo and to storescp, and reports Vireo's RSS growth
+during receipt, the time to Success, that it is searchable, and three WADO-RS frame fetches
+(time, RSS growth, bytes equal to the file's).
 
 Everything runs in a private network namespace whose only interface is ``lo``: when not
 already in one, the script re-executes itself under ``unshare -n`` (needs root) and brings
 ``lo`` up. Orthanc 1.10 binds all interfaces, which is why the namespace is required.
 
 Usage (from the repository root):
-    .venv/bin/python bench/ingest.py --small            # quick smoke run (~1 min)
-    .venv/bin/python bench/ingest.py                    # full run (~10 min on 2 cores)
-    .venv/bin/python bench/ingest.py --only vireo,orthanc --repeat 3 --json out.json
-    .venv/bin/python bench/ingest.py --profile /tmp/prof  # + one py-spy'd Vireo run
+    .venv/bin/python bench/ingest.py --small            # quick smoke run (~1-2 min)
+    .venv/bin/python bench/ingest.py                    # every case (~10 min on 2 cores)
+    .venv/bin/python bench/ingest.py --cases single,four --only vireo,orthanc --repeat 2 --json out.json
+    .venv/bin/python bench/ingest.py --large [--large-gb 2.0]   # only the large-object case
+    .venv/bin/python bench/ingest.py --profile /tmp/prof  # + one py-spy'd Vireo run (case single)
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import json
 import os
 import platform
 import re
-import resource
+import shlex
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
-VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.ingest_procs import (
+    MemorySampler,
+    busiest,
+    cpu_snapshot,
+    machine_busy_seconds,
+    self_cpu_seconds,
+    tree_cpu_seconds,
+    tree_pids,
+)
+from bench.ingest_servers import (
+    NETNS_MARK,
+    REPO,
+    SERVERS,
+    TARGETS,
+    VENV_PYTHON,
+    BenchError,
+    check_dcmsend,
+    child_env,
+    log,
+)
+
 CACHE_ROOT = Path(tempfile.gettempdir()) / "vireo-ingest-bench"
-NETNS_MARK = "VIREO_BENCH_NETNS"
-TARGETS = ("vireo", "orthanc", "storescp")
-SENDER_ENVS = ("plain", "nodelay")
 MANIFEST = "vireo-bench-manifest.json"
-ADMIN_PASSWORD = "bench-admin-pw"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
-
-# Targets of the issue.
-TARGET_RATIO = 1.0  # Vireo / Orthanc instances/s, per sender set-up
-TARGET_SEARCHABLE_S = 2.0
-TARGET_RSS_MB = 500.0  # MB = 10^6 bytes, like every MB in this script
-
-# Never let a proxy variable or a stray TCP_NODELAY leak into a child.
-_SCRUB = {"TCP_NODELAY", "http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY",
-          "ALL_PROXY", "no_proxy", "NO_PROXY", "PYTHONSTARTUP"}
-_HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never use a proxy
 
 
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+@dataclass(frozen=True)
+class Case:
+    """One sender/server set-up of issue 19's "What to reach"."""
+
+    name: str
+    associations: int
+    sender_nodelay: bool
+    server_nodelay: bool  # for Orthanc and storescp; Vireo never reads TCP_NODELAY
+    about: str
 
 
-class BenchError(RuntimeError):
-    pass
+CASES: dict[str, Case] = {
+    "single": Case("single", 1, True, True, "one association, TCP_NODELAY=1 in dcmsend's and the server's environment"),
+    "four": Case("four", 4, True, True, "4 concurrent associations (dataset split by series, balanced by instances), "
+                 "TCP_NODELAY=1 both sides"),
+    "plain": Case("plain", 1, False, False, "one association, dcmsend and Orthanc/storescp as packaged (Nagle on)"),
+}
+LEGACY_SENDERS = {"plain": "plain", "nodelay": "single"}  # the old --senders names
+
+# Targets of issue 19 (MB = 10^6 bytes, like every MB in this script).
+TARGET_RATIO = {"single": 1.3, "four": 1.3, "plain": 3.0}  # Vireo / Orthanc instances/s
+TARGET_STORESCP_RATIO = 0.7  # Vireo / storescp, where both have TCP_NODELAY (single, four)
+TARGET_FOUR_OVER_SINGLE = 1.7  # Vireo's own 4-association rate over its 1-association rate
+TARGET_SEARCHABLE_S = 1.0  # "search catches up within 1 s"
+TARGET_RSS_MB = 500.0
 
 
 # --------------------------------------------------------------------------
@@ -240,344 +269,47 @@ def warm_page_cache(ds: Dataset) -> None:
                 pass
 
 
-# --------------------------------------------------------------------------
-# /proc helpers: CPU and memory of a process tree, machine-wide CPU
-# --------------------------------------------------------------------------
+
+def series_files(ds: Dataset) -> dict[str, list[str]]:
+    """SeriesInstanceUID -> its files (read once from the headers, then cached next to the dataset)."""
+    key = hashlib.sha1(str(ds.path).encode()).hexdigest()[:10]
+    cache = CACHE_ROOT / f"series-files-{key}.json"
+    if cache.exists():
+        found = json.loads(cache.read_text())
+        if {k: len(v) for k, v in found.items()} == ds.series:
+            return found
+    from pydicom import dcmread
+
+    log(f"reading the series of {ds.instances} files under {ds.path} (once) ...")
+    out: dict[str, list[str]] = defaultdict(list)
+    for f in sorted(ds.path.rglob("*.dcm")):
+        uid = str(dcmread(f, stop_before_pixels=True, specific_tags=["SeriesInstanceUID"]).SeriesInstanceUID)
+        out[uid].append(str(f))
+    if {k: len(v) for k, v in out.items()} != ds.series:
+        raise BenchError(f"the files under {ds.path} do not match the dataset's manifest")
+    cache.write_text(json.dumps(out))
+    return dict(out)
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()  # [0] is field 3 (state)
-    except OSError:
-        return None
-
-
-def tree_pids(root: int) -> list[int]:
-    children: dict[int, list[int]] = defaultdict(list)
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            f = _stat_fields(int(entry))
-            if f:
-                children[int(f[1])].append(int(entry))
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        out.append(pid)
-        todo.extend(children.get(pid, []))
-    return out
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """utime+stime of the tree (threads included) plus reaped children's (cutime+cstime)."""
-    total = 0
-    for pid in tree_pids(root):
-        f = _stat_fields(pid)
-        if f:
-            total += int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if pid == root else 0)
-    return total / CLK_TCK
-
-
-def _status_kb(pid: int, key: str) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def machine_busy_seconds() -> float:
-    """CPU time spent by this machine (not steal: that is another VM's)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, _idle, _iowait, irq, softirq = (v + [0] * 7)[:7]
-    return (user + nice + system + irq + softirq) / CLK_TCK
-
-
-def cpu_snapshot() -> dict[int, tuple[str, float]]:
-    """Every process's own CPU so far (threads included, reaped children not), to name who else was busy."""
-    snap = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    raw = f.read()
-            except OSError:
-                continue
-            comm = raw[raw.find("(") + 1 : raw.rfind(")")]
-            fl = raw.rsplit(")", 1)[1].split()
-            snap[int(entry)] = (comm, (int(fl[11]) + int(fl[12])) / CLK_TCK)  # own threads only
-    return snap
-
-
-def busiest(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], exclude: set[int],
-            top: int = 4) -> list[tuple[str, float]]:
-    used: Counter[int] = Counter()
-    for pid, (comm, cpu) in after.items():
-        if pid not in exclude:
-            used[pid] += cpu - before.get(pid, (comm, 0.0))[1]
-    out = []
-    for pid, v in used.most_common(top):
-        if v >= 0.05:
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    cmd = f.read().replace(b"\0", b" ").decode(errors="replace").strip()[:80]
-            except OSError:
-                cmd = after[pid][0]
-            out.append((f"{pid} {cmd or after[pid][0]}", round(v, 2)))
-    return out
-
-
-def self_cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
-class MemorySampler:
-    """Peak memory of a process tree: each pid's VmHWM (kept after it exits) and sampled tree VmRSS."""
-
-    def __init__(self, root: int, interval: float = 0.2) -> None:
-        self.root = root
-        self.interval = interval
-        self.hwm_kb: dict[int, int] = {}
-        self.peak_tree_rss_kb = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> MemorySampler:
-        self._thread.start()
-        return self
-
-    def sample(self) -> None:
-        rss = 0
-        for pid in tree_pids(self.root):
-            hwm = _status_kb(pid, "VmHWM")
-            if hwm:
-                self.hwm_kb[pid] = max(self.hwm_kb.get(pid, 0), hwm)
-            rss += _status_kb(pid, "VmRSS")
-        self.peak_tree_rss_kb = max(self.peak_tree_rss_kb, rss)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.sample()
-
-    def stop(self) -> dict[str, float]:
-        self._stop.set()
-        self._thread.join()
-        self.sample()
-        main = self.hwm_kb.get(self.root, 0)
-        children = sum(v for pid, v in self.hwm_kb.items() if pid != self.root)
-        return {
-            "main_hwm_mb": main * 1024 / 1e6,
-            "children_hwm_mb": children * 1024 / 1e6,
-            "peak_rss_mb": (main + children) * 1024 / 1e6,  # upper bound: sum of every pid's own peak
-            "sampled_tree_rss_mb": self.peak_tree_rss_kb * 1024 / 1e6,
-            "processes": len(self.hwm_kb),
-        }
+def split_by_series(files: dict[str, list[str]], parts: int) -> list[list[str]]:
+    """Disjoint parts of whole series, balanced by instance count (largest series first, to the lightest part)."""
+    bins: list[list[str]] = [[] for _ in range(parts)]
+    for uid in sorted(files, key=lambda u: (-len(files[u]), u)):
+        min(bins, key=len).extend(files[uid])
+    if any(not b for b in bins):
+        raise BenchError(f"cannot split {len(files)} series into {parts} non-empty parts")
+    return bins
 
 
 # --------------------------------------------------------------------------
-# Servers
-# --------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def http_get(url: str, auth: tuple[str, str] | None = None, timeout: float = 5.0) -> Any:
-    req = urllib.request.Request(url)
-    if auth:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        req.add_header("Authorization", f"Basic {token}")
-    with _HTTP.open(req, timeout=timeout) as r:
-        return json.loads(r.read())
-
-
-def child_env(nodelay: bool, extra: dict[str, str] | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _SCRUB and k != NETNS_MARK}
-    if nodelay:
-        env["TCP_NODELAY"] = "1"
-    env.update(extra or {})
-    return env
-
-
-def dicom_echo(port: int, aet: str) -> bool:
-    r = subprocess.run(["echoscu", "-q", "-to", "2", "-aec", aet, "127.0.0.1", str(port)], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=child_env(False))
-    return r.returncode == 0
-
-
-class Server:
-    name = "?"
-    aet = "ANY"
-    env_note = ""
-
-    def __init__(self, workdir: Path, server_nodelay: bool) -> None:
-        self.workdir = workdir
-        self.server_nodelay = server_nodelay
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.dicom_port = free_port()
-        self.log_path = workdir / f"{self.name}.log"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def command(self) -> tuple[list[str], dict[str, str], Path | None]:
-        raise NotImplementedError
-
-    def start(self, timeout: float = 120.0) -> None:
-        cmd, env, cwd = self.command()
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 (open as long as the server runs)
-        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"{self.name} exited with {self.proc.returncode} while starting; see {self.log_path}")
-            if self.ready():
-                return
-            time.sleep(0.2)
-        raise BenchError(f"{self.name} not ready after {timeout:.0f} s; see {self.log_path}")
-
-    def ready(self) -> bool:
-        return dicom_echo(self.dicom_port, self.aet)
-
-    def searchable(self, ds: Dataset) -> bool | None:
-        """True once the whole dataset is findable; None when the target has no index."""
-        return None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-        self.proc = None
-
-
-class Vireo(Server):
-    name = "vireo"
-    aet = "BENCH"  # the called AE title names the dataset
-
-    def __init__(self, workdir: Path, server_nodelay: bool) -> None:
-        super().__init__(workdir, server_nodelay)
-        self.http_port = free_port()
-        self.data_dir = workdir / "vireo-data"
-        self.env_note = "TCP_NODELAY unset (pynetdicom does not read it)"
-
-    def command(self) -> tuple[list[str], dict[str, str], Path | None]:
-        self.data_dir.mkdir()
-        python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
-        env = child_env(False, {
-            "VIREO_DATA_DIR": str(self.data_dir), "VIREO_ADMIN_PASSWORD": ADMIN_PASSWORD,
-            "VIREO_HTTP_PORT": str(self.http_port), "VIREO_DICOM_PORT": str(self.dicom_port),
-            "VIREO_HOST": "127.0.0.1", "PYTHONUNBUFFERED": "1",
-        })
-        return [python, str(REPO / "main.py")], env, REPO
-
-    def ready(self) -> bool:
-        try:
-            ok = http_get(f"http://127.0.0.1:{self.http_port}/api/health", timeout=2).get("status") == "ok"
-        except (OSError, ValueError):
-            return False
-        return ok and dicom_echo(self.dicom_port, self.aet)
-
-    def searchable(self, ds: Dataset) -> bool | None:
-        page = http_get(f"http://127.0.0.1:{self.http_port}/api/series?limit=1000", auth=("admin", ADMIN_PASSWORD))
-        have = {item.get("SeriesInstanceUID"): int(item.get("instances") or 0) for item in page.get("items", [])}
-        return all(have.get(uid) == n for uid, n in ds.series.items())
-
-
-class Orthanc(Server):
-    name = "orthanc"
-    aet = "ORTHANC"
-
-    def __init__(self, workdir: Path, server_nodelay: bool) -> None:
-        super().__init__(workdir, server_nodelay)
-        self.http_port = free_port()
-        self.env_note = ("TCP_NODELAY=1 (--server-nodelay)" if server_nodelay
-                         else "TCP_NODELAY unset (as packaged: Nagle on at Orthanc's DCMTK side)")
-
-    def command(self) -> tuple[list[str], dict[str, str], Path | None]:
-        storage = self.workdir / "orthanc-storage"
-        storage.mkdir()
-        config = {
-            "Name": "vireo-bench",
-            "StorageDirectory": str(storage),
-            "IndexDirectory": str(storage),
-            "StorageCompression": False,
-            "HttpServerEnabled": True,
-            "HttpPort": self.http_port,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "DicomServerEnabled": True,
-            "DicomAet": self.aet,
-            "DicomPort": self.dicom_port,
-            "DicomCheckCalledAet": False,
-            "Plugins": [],
-            # Everything else is Orthanc's default, e.g. SyncStorageArea true (fsync per file).
-        }
-        cfg = self.workdir / "orthanc.json"
-        cfg.write_text(json.dumps(config, indent=2))
-        return ["Orthanc", str(cfg)], child_env(self.server_nodelay), self.workdir
-
-    def ready(self) -> bool:
-        try:
-            http_get(f"http://127.0.0.1:{self.http_port}/system", timeout=2)
-        except (OSError, ValueError):
-            return False
-        return dicom_echo(self.dicom_port, self.aet)
-
-    def searchable(self, ds: Dataset) -> bool | None:
-        st = http_get(f"http://127.0.0.1:{self.http_port}/statistics")
-        return int(st["CountInstances"]) >= ds.instances and int(st["CountSeries"]) >= len(ds.series)
-
-
-class StoreSCP(Server):
-    name = "storescp"
-    aet = "STORESCP"
-
-    def __init__(self, workdir: Path, server_nodelay: bool) -> None:
-        super().__init__(workdir, server_nodelay)
-        self.env_note = ("TCP_NODELAY=1 (--server-nodelay)" if server_nodelay
-                         else "TCP_NODELAY unset (as packaged)")
-
-    def command(self) -> tuple[list[str], dict[str, str], Path | None]:
-        out = self.workdir / "storescp-out"
-        out.mkdir()
-        # Single process, bit-preserving (+B: writes the bytes as received, like Vireo), no fsync.
-        return (["storescp", "--aetitle", self.aet, "+B", "-od", str(out), str(self.dicom_port)],
-                child_env(self.server_nodelay), self.workdir)
-
-
-SERVERS: dict[str, type[Server]] = {"vireo": Vireo, "orthanc": Orthanc, "storescp": StoreSCP}
-
-
-# --------------------------------------------------------------------------
-# One run
+# One run: one target, one case
 # --------------------------------------------------------------------------
 
 
 @dataclass
 class Run:
     target: str
-    sender_env: str
+    case: str
     repeat: int
     seconds: float
     instances: int
@@ -588,7 +320,8 @@ class Run:
     foreign_cpu_s: float
     memory: dict[str, float]
     server_env: str
-    dcmsend_log: str
+    server_command: str
+    dcmsend_logs: list[str]
     profiled: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -597,35 +330,35 @@ class Run:
         return self.instances / self.seconds
 
 
-_SUMMARY = {
-    "total": re.compile(r"Number of SOP instances\s*:\s*(\d+)"),
-    "sent": re.compile(r"sent to the peer\s*:\s*(\d+)"),
-    "success": re.compile(r"with status SUCCESS\s*:\s*(\d+)"),
-}
+def dcmsend_scan(port: int, aet: str, path: Path) -> list[str]:
+    """One association for every *.dcm under path, as the issue's outside check runs it."""
+    return ["dcmsend", "-v", "127.0.0.1", str(port), "--scan-directories", "--call", aet, "--scan-pattern", "*.dcm",
+            "--recurse", str(path)]
 
 
-def check_dcmsend(log_text: str, rc: int, expected: int, where: str) -> None:
-    got = {k: (int(m.group(1)) if (m := rx.search(log_text)) else None) for k, rx in _SUMMARY.items()}
-    problems = []
-    if rc != 0:
-        problems.append(f"exit status {rc}")
-    for k, v in got.items():
-        if v != expected:
-            problems.append(f"{k}={v} (expected {expected})")
-    for bad in re.findall(r"\* with status (?!SUCCESS)[A-Z ]+:\s*[1-9]\d*", log_text):
-        problems.append(bad.strip())
-    if problems:
-        tail = "\n".join(log_text.strip().splitlines()[-15:])
-        raise BenchError(f"dcmsend to {where} did not deliver every instance with SUCCESS: "
-                         f"{'; '.join(problems)}\n--- dcmsend log tail ---\n{tail}")
+def send_plans(case: Case, port: int, aet: str, ds: Dataset, parts: list[list[str]] | None) -> list[tuple[list[str], int]]:
+    """(dcmsend command, instances it must deliver) for each association of the case."""
+    if case.associations == 1:
+        return [(dcmsend_scan(port, aet, ds.path), ds.instances)]
+    assert parts is not None and len(parts) == case.associations
+    return [(["dcmsend", "-v", "127.0.0.1", str(port), "--call", aet, *part], len(part)) for part in parts]
 
 
-def run_once(target: str, sender_env: str, rep: int, ds: Dataset, args: argparse.Namespace, logs: Path,
-             profile_dir: Path | None = None) -> Run:
-    workdir = Path(tempfile.mkdtemp(prefix=f"{target}-{sender_env}-", dir=args.workdir))
-    server = SERVERS[target](workdir, args.server_nodelay)
-    tag = f"{target}-{sender_env}-{rep}" + ("-profiled" if profile_dir else "")
-    sender_log = logs / f"dcmsend-{tag}.log"
+def describe_senders(case: Case, parts: list[list[str]] | None) -> str:
+    env = "TCP_NODELAY=1 " if case.sender_nodelay else "(no TCP_NODELAY) "
+    if case.associations == 1:
+        return env + shlex.join(dcmsend_scan(0, "AET", Path("DATA"))).replace(" 0 ", " PORT ")
+    sizes = ", ".join(str(len(p)) for p in parts or [])
+    return (f"{case.associations} x, started together: {env}dcmsend -v 127.0.0.1 PORT --call AET FILES... "
+            f"(whole series per part; instances per part: {sizes})")
+
+
+def run_once(target: str, case: Case, rep: int, ds: Dataset, args: argparse.Namespace, logs: Path,
+             parts: list[list[str]] | None = None, profile_dir: Path | None = None) -> Run:
+    workdir = Path(tempfile.mkdtemp(prefix=f"{target}-{case.name}-", dir=args.workdir))
+    options = {"vireo_workers": args.vireo_workers, "storescp_fork": case.associations > 1}
+    server = SERVERS[target](workdir, case.server_nodelay or args.server_nodelay, options)
+    tag = f"{target}-{case.name}-{rep}" + ("-profiled" if profile_dir else "")
     spy: subprocess.Popen[bytes] | None = None
     try:
         warm_page_cache(ds)
@@ -636,27 +369,39 @@ def run_once(target: str, sender_env: str, rep: int, ds: Dataset, args: argparse
         if profile_dir is not None:
             spy = start_py_spy(server.pid, profile_dir / f"{tag}.txt")
         time.sleep(0.5)
-        cmd = ["dcmsend", "-v", "127.0.0.1", str(server.dicom_port), "--scan-directories", "--call", server.aet,
-               "--scan-pattern", "*.dcm", "--recurse", str(ds.path)]
-        env = child_env(sender_env == "nodelay")
+        plans = send_plans(case, server.dicom_port, server.aet, ds, parts)
+        env = child_env(case.sender_nodelay)
         # Whether there is an index; the query also warms the HTTP path so the first poll is not a cold request.
         has_index = server.searchable(ds) is not None
         snap0 = cpu_snapshot()
         cpu0, busy0, self0 = tree_cpu_seconds(server.pid), machine_busy_seconds(), self_cpu_seconds()
-        log(f"{tag}: dcmsend ({'TCP_NODELAY=1' if sender_env == 'nodelay' else 'no TCP_NODELAY'}) "
+        log(f"{tag}: {len(plans)} x dcmsend ({'TCP_NODELAY=1' if case.sender_nodelay else 'no TCP_NODELAY'}) "
             f"-> {target} :{server.dicom_port}")
-        with open(sender_log, "wb") as out:
+        sender_logs = [logs / f"dcmsend-{tag}-{i + 1}.log" for i in range(len(plans))]
+        outs = [open(p, "wb") for p in sender_logs]  # noqa: SIM115 (closed below)
+        senders: list[subprocess.Popen[bytes]] = []
+        sender_cpu = 0.0
+        try:
             t0 = time.perf_counter()
-            sender = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            try:
+            for (cmd, _), out in zip(plans, outs):
+                senders.append(subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                                stdin=subprocess.DEVNULL))
+            for sender in senders:  # the last one to exit ends the clock
                 _, status, usage = os.wait4(sender.pid, 0)
-            except BaseException:
-                sender.kill()
-                raise
+                sender.returncode = os.waitstatus_to_exitcode(status)
+                sender_cpu += usage.ru_utime + usage.ru_stime
             t1 = time.perf_counter()
-            sender.returncode = os.waitstatus_to_exitcode(status)
+        except BaseException:
+            for sender in senders:
+                if sender.returncode is None:
+                    sender.kill()
+            raise
+        finally:
+            for out in outs:
+                out.close()
         seconds = t1 - t0
-        check_dcmsend(sender_log.read_text(errors="replace"), sender.returncode, ds.instances, tag)
+        for (_, expected), sender, path in zip(plans, senders, sender_logs):
+            check_dcmsend(path.read_text(errors="replace"), sender.returncode, expected, f"{tag} ({path.name})")
         searchable_s: float | None = None
         polls = 0
         if has_index:
@@ -673,20 +418,21 @@ def run_once(target: str, sender_env: str, rep: int, ds: Dataset, args: argparse
                 time.sleep(0.02)
         cpu1, busy1, self1 = tree_cpu_seconds(server.pid), machine_busy_seconds(), self_cpu_seconds()
         server_cpu = cpu1 - cpu0
-        sender_cpu = usage.ru_utime + usage.ru_stime
         foreign = max(0.0, (busy1 - busy0) - server_cpu - sender_cpu - (self1 - self0))
-        others = busiest(snap0, cpu_snapshot(), set(tree_pids(server.pid)) | {os.getpid(), sender.pid})
+        others = busiest(snap0, cpu_snapshot(), set(tree_pids(server.pid)) | {os.getpid()} | {s.pid for s in senders})
+        processes = len(tree_pids(server.pid))
         if target == "vireo" and args.settle > 0:
             time.sleep(args.settle)  # let post-ingest work (thumbnails) run before reading peak RSS
         memory = sampler.stop()
-        run = Run(target, sender_env, rep, seconds, ds.instances, ds.bytes / 1e6, searchable_s, server_cpu,
-                  sender_cpu, foreign, memory, server.env_note, str(sender_log), profiled=profile_dir is not None,
-                  extra={"searchable_polls": polls, "other_processes_cpu_s": others})
-        rss = f", peak RSS {memory['peak_rss_mb']:.0f} MB" if target == "vireo" else ""
+        run = Run(target, case.name, rep, seconds, ds.instances, ds.bytes / 1e6, searchable_s, server_cpu,
+                  sender_cpu, foreign, memory, server.env_note, server.command_line, [str(p) for p in sender_logs],
+                  profiled=profile_dir is not None,
+                  extra={"searchable_polls": polls, "other_processes_cpu_s": others, "server_processes": processes,
+                         "server_env_set": server.env_shown})
         srch = f", searchable +{searchable_s:.3f} s" if searchable_s is not None else ""
-        log(f"{tag}: {seconds:.1f} s = {run.rate:.1f} inst/s{srch}{rss}, server CPU "
-            f"{1000 * server_cpu / ds.instances:.2f} ms/inst, foreign CPU {foreign:.1f} s"
-            + (f" (busiest others: {others})" if foreign > 1.0 else ""))
+        log(f"{tag}: {seconds:.1f} s = {run.rate:.1f} inst/s{srch}, peak RSS {memory['peak_rss_mb']:.0f} MB "
+            f"({processes} processes), server CPU {1000 * server_cpu / ds.instances:.2f} ms/inst, foreign CPU "
+            f"{foreign:.1f} s" + (f" (busiest others: {others})" if foreign > 1.0 else ""))
         return run
     finally:
         if spy is not None:
@@ -776,100 +522,142 @@ def med(xs: list[float]) -> float:
     return statistics.median(xs)
 
 
-def report(runs: list[Run], ds: Dataset, args: argparse.Namespace, meta: dict[str, Any]) -> dict[str, Any]:
+Check = tuple[str, str, str, bool]  # what, target, got, passed
+
+
+def _rows(runs: list[Run], ds: Dataset) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for r in runs:
         if not r.profiled:
-            groups[(r.target, r.sender_env)].append(r)
+            groups[(r.case, r.target)].append(r)
     rows = []
-    for (target, env), rs in sorted(groups.items(), key=lambda kv: (SENDER_ENVS.index(kv[0][1]), TARGETS.index(kv[0][0]))):
+    for (case, target), rs in sorted(groups.items(), key=lambda kv: (list(CASES).index(kv[0][0]),
+                                                                     TARGETS.index(kv[0][1]))):
         secs = med([r.seconds for r in rs])
-        row: dict[str, Any] = {
-            "target": target, "sender_env": env, "runs": len(rs), "seconds": secs,
+        srch = [r.searchable_s for r in rs if r.searchable_s is not None]
+        rows.append({
+            "case": case, "target": target, "runs": len(rs), "seconds": secs,
             "seconds_min": min(r.seconds for r in rs), "seconds_max": max(r.seconds for r in rs),
             "instances_per_s": ds.instances / secs, "mb_per_s": ds.bytes / 1e6 / secs,
             "server_cpu_ms_per_instance": 1000 * med([r.server_cpu_s for r in rs]) / ds.instances,
             "sender_cpu_s": med([r.sender_cpu_s for r in rs]),
             "foreign_cpu_s_max": max(r.foreign_cpu_s for r in rs),
-            "searchable_s_max": (max(r.searchable_s for r in rs if r.searchable_s is not None)
-                                 if any(r.searchable_s is not None for r in rs) else None),
+            "searchable_s_max": max(srch) if srch else None,
             "peak_rss_mb_max": max(r.memory["peak_rss_mb"] for r in rs),
-            "server_env": rs[0].server_env,
-        }
-        rows.append(row)
-    by = {(r["target"], r["sender_env"]): r for r in rows}
+            "sampled_tree_rss_mb_max": max(r.memory["sampled_tree_rss_mb"] for r in rs),
+            "server_processes": max(int(r.extra.get("server_processes", 1)) for r in rs),
+            "server_env": rs[0].server_env, "server_command": rs[0].server_command,
+            "server_env_set": rs[0].extra.get("server_env_set", {}),
+        })
+    by = {(r["case"], r["target"]): r for r in rows}
     for r in rows:
-        o = by.get(("orthanc", r["sender_env"]))
+        o, s = by.get((r["case"], "orthanc")), by.get((r["case"], "storescp"))
         r["ratio_vs_orthanc"] = r["instances_per_s"] / o["instances_per_s"] if o else None
+        r["ratio_vs_storescp"] = r["instances_per_s"] / s["instances_per_s"] if s else None
+    return rows
 
+
+def _checks(rows: list[dict[str, Any]]) -> list[Check]:
+    by = {(r["case"], r["target"]): r for r in rows}
+    checks: list[Check] = []
+    for case in CASES:
+        v = by.get((case, "vireo"))
+        if not v:
+            continue
+        if v["ratio_vs_orthanc"] is not None:
+            t = TARGET_RATIO[case]
+            checks.append((f"{case}: Vireo/Orthanc instances/s", f">= {t:.1f}x", f"{v['ratio_vs_orthanc']:.2f}x",
+                           v["ratio_vs_orthanc"] >= t))
+        if case != "plain" and v["ratio_vs_storescp"] is not None:
+            checks.append((f"{case}: Vireo/storescp instances/s", f">= {TARGET_STORESCP_RATIO:.1f}x",
+                           f"{v['ratio_vs_storescp']:.2f}x", v["ratio_vs_storescp"] >= TARGET_STORESCP_RATIO))
+        if case == "four" and ("single", "vireo") in by:
+            k = v["instances_per_s"] / by[("single", "vireo")]["instances_per_s"]
+            checks.append(("four: Vireo 4-association / 1-association rate", f">= {TARGET_FOUR_OVER_SINGLE:.1f}x",
+                           f"{k:.2f}x", k >= TARGET_FOUR_OVER_SINGLE))
+        if v["searchable_s_max"] is not None:
+            checks.append((f"{case}: Vireo searchable after the last dcmsend", f"<= {TARGET_SEARCHABLE_S:.0f} s",
+                           f"{v['searchable_s_max']:.3f} s", v["searchable_s_max"] <= TARGET_SEARCHABLE_S))
+        checks.append((f"{case}: Vireo peak RSS (process tree)", f"<= {TARGET_RSS_MB:.0f} MB",
+                       f"{v['peak_rss_mb_max']:.0f} MB", v["peak_rss_mb_max"] <= TARGET_RSS_MB))
+    return checks
+
+
+def _fmt(x: float | None, spec: str, unit: str = "") -> str:
+    return "-" if x is None else f"{x:{spec}}{unit}"
+
+
+def report(runs: list[Run], ds: Dataset | None, args: argparse.Namespace, meta: dict[str, Any],
+           parts: list[list[str]] | None, large: dict[str, Any] | None) -> dict[str, Any]:
     out = sys.stdout
+    rows = _rows(runs, ds) if ds and runs else []
+    checks = _checks(rows)
     print(file=out)
-    print("=" * 100, file=out)
-    print(f"Vireo ingest benchmark  {time.strftime('%Y-%m-%d %H:%M')}", file=out)
+    print("=" * 118, file=out)
+    print(f"Vireo ingest benchmark  {time.strftime('%Y-%m-%d %H:%M %Z')}", file=out)
     print(f"machine: nproc={meta['nproc']}, {meta['mem_gb']:.0f} GB RAM, {meta['platform']}, "
           f"loadavg at start {meta['loadavg']}", file=out)
-    print(f"dataset: {ds.describe()}", file=out)
     print(f"tools: {meta['dcmsend']}; {meta['orthanc']}; Vireo {meta['vireo_rev']}; repeats={args.repeat} (median)",
           file=out)
-    print("sender: dcmsend -v 127.0.0.1 PORT --scan-directories --call AET --scan-pattern '*.dcm' --recurse DATA, "
-          "one association", file=out)
-    print("  plain   = dcmsend without TCP_NODELAY in its environment (as users run it)", file=out)
-    print("  nodelay = TCP_NODELAY=1 in dcmsend's environment (Debian's DCMTK then disables Nagle)", file=out)
-    envs = {}
-    for r in rows:
-        envs.setdefault(r["target"], r["server_env"])
-    for t, e in envs.items():
-        print(f"server env: {t}: {e}", file=out)
-    print(file=out)
-    hdr = (f"{'target':<9} {'sender':<8} {'seconds':>8} {'min-max':>13} {'inst/s':>8} {'MB/s':>7} {'vs Orthanc':>10} "
-           f"{'searchable':>10} {'peak RSS':>9} {'srv CPU':>9} {'foreign':>8}")
-    print(hdr, file=out)
-    print(f"{'':<9} {'':<8} {'':>8} {'':>13} {'':>8} {'':>7} {'(same env)':>10} {'after last':>10} {'MB':>9} "
-          f"{'ms/inst':>9} {'CPU s':>8}", file=out)
-    print("-" * len(hdr), file=out)
-    for r in rows:
-        ratio = f"{r['ratio_vs_orthanc']:.2f}x" if r["ratio_vs_orthanc"] is not None else "-"
-        srch = f"{r['searchable_s_max']:.3f} s" if r["searchable_s_max"] is not None else "n/a"
-        rss = f"{r['peak_rss_mb_max']:.0f}"
-        mm = f"{r['seconds_min']:.1f}-{r['seconds_max']:.1f}"
-        print(f"{r['target']:<9} {r['sender_env']:<8} {r['seconds']:>8.1f} {mm:>13} {r['instances_per_s']:>8.1f} "
-              f"{r['mb_per_s']:>7.1f} {ratio:>10} {srch:>10} {rss:>9} {r['server_cpu_ms_per_instance']:>9.2f} "
-              f"{r['foreign_cpu_s_max']:>8.1f}", file=out)
-    print("(peak RSS: VmHWM of the server process plus any children's; searchable: max over repeats, "
-          "from dcmsend's exit until the index lists every series with all its instances; "
-          "foreign CPU: CPU used by other processes on the machine during the run, max over repeats)", file=out)
-    for r in rows:
-        if r["target"] != "orthanc":
-            s = by.get(("storescp", r["sender_env"]))
-            if s and r["target"] == "vireo":
-                print(f"  vireo/storescp ({r['sender_env']}): {r['instances_per_s'] / s['instances_per_s']:.2f}x", file=out)
-    print(file=out)
+    if ds and rows:
+        print(f"dataset: {ds.describe()}", file=out)
+    by = {(r["case"], r["target"]): r for r in rows}
+    for case, c in CASES.items():
+        crow = [r for r in rows if r["case"] == case]
+        if not crow:
+            continue
+        print(file=out)
+        print(f"--- case {case}: {c.about}", file=out)
+        print(f"  sender: {describe_senders(c, parts)}", file=out)
+        for r in crow:
+            env = " ".join(f"{k}={v}" for k, v in sorted(r["server_env_set"].items()) if k != "VIREO_ADMIN_PASSWORD")
+            print(f"  {r['target']}: {r['server_env']}", file=out)
+            print(f"      $ {env + ' ' if env else ''}{r['server_command']}", file=out)
+        hdr = (f"  {'target':<9} {'seconds':>8} {'min-max':>11} {'inst/s':>8} {'MB/s':>6} {'/Orthanc':>9} "
+               f"{'/storescp':>9} {'searchable':>10} {'peak RSS':>9} {'procs':>5} {'srv CPU':>8} {'foreign':>8}")
+        print(hdr, file=out)
+        print(f"  {'':<9} {'':>8} {'':>11} {'':>8} {'':>6} {'':>9} {'':>9} {'after last':>10} {'MB':>9} {'':>5} "
+              f"{'ms/inst':>8} {'CPU s':>8}", file=out)
+        for r in crow:
+            mm = f"{r['seconds_min']:.1f}-{r['seconds_max']:.1f}"
+            print(f"  {r['target']:<9} {r['seconds']:>8.1f} {mm:>11} {r['instances_per_s']:>8.1f} {r['mb_per_s']:>6.1f} "
+                  f"{_fmt(r['ratio_vs_orthanc'], '.2f', 'x'):>9} {_fmt(r['ratio_vs_storescp'], '.2f', 'x'):>9} "
+                  f"{_fmt(r['searchable_s_max'], '.3f', ' s'):>10} {r['peak_rss_mb_max']:>9.0f} "
+                  f"{r['server_processes']:>5} {r['server_cpu_ms_per_instance']:>8.2f} {r['foreign_cpu_s_max']:>8.1f}",
+                  file=out)
+        if case == "four":
+            for t in ("vireo", "orthanc", "storescp"):
+                if (case, t) in by and ("single", t) in by:
+                    k = by[(case, t)]["instances_per_s"] / by[("single", t)]["instances_per_s"]
+                    print(f"  {t} four/single: {k:.2f}x", file=out)
+    if rows:
+        print(file=out)
+        print("(peak RSS: sum of every process's VmHWM in the server's tree, an upper bound; procs: processes in the "
+              "tree after the send; srv CPU: the whole tree's CPU from the first dcmsend's start until searchable, per "
+              "instance; searchable: max over repeats, from the last dcmsend's exit until the index lists every series "
+              "with all its instances; foreign CPU: CPU used by other processes on the machine meanwhile, max over "
+              "repeats)", file=out)
+    large_checks: list[Check] = []
+    if large:
+        from bench.ingest_large import print_large
 
-    checks = []
-    for env in SENDER_ENVS:
-        v, o = by.get(("vireo", env)), by.get(("orthanc", env))
-        if v and o:
-            checks.append((f"Vireo/Orthanc instances/s, sender {env}", f">= {TARGET_RATIO:.1f}x",
-                           f"{v['ratio_vs_orthanc']:.2f}x", v["ratio_vs_orthanc"] >= TARGET_RATIO))
-    v_rows = [r for r in rows if r["target"] == "vireo"]
-    if v_rows:
-        worst_s = max(r["searchable_s_max"] for r in v_rows)
-        checks.append(("Vireo searchable after the last instance", f"<= {TARGET_SEARCHABLE_S:.0f} s",
-                       f"{worst_s:.3f} s", worst_s <= TARGET_SEARCHABLE_S))
-        worst_rss = max(r["peak_rss_mb_max"] for r in v_rows)
-        checks.append(("Vireo peak RSS", f"<= {TARGET_RSS_MB:.0f} MB", f"{worst_rss:.0f} MB", worst_rss <= TARGET_RSS_MB))
-    print("targets:", file=out)
+        large_checks = print_large(large, out)
+        checks += large_checks
+    print(file=out)
+    print("summary:", file=out)
+    print(f"  {'':<4}  {'what':<52} {'target':<10} got", file=out)
     for what, target, got, ok in checks:
-        print(f"  {'PASS' if ok else 'FAIL'}  {what:<45} target {target:<9} got {got}", file=out)
+        print(f"  {'PASS' if ok else 'FAIL'}  {what:<52} {target:<10} {got}", file=out)
     if not checks:
-        print("  (none applicable: run vireo and orthanc)", file=out)
+        print("  (none applicable: run vireo with orthanc or storescp)", file=out)
     noisy = [r for r in rows if r["foreign_cpu_s_max"] > 1.0]
     if noisy:
-        print(f"WARNING: other processes used > 1 s of CPU during {len(noisy)} configuration(s); on 2 cores that "
-              "moves results by up to 1.7x: rerun on an idle machine.", file=out)
-    if not args.small and args.instances_scale == 1.0 and ds.instances < 2000:
+        print(f"WARNING: other processes used > 1 s of CPU during {len(noisy)} configuration(s) "
+              f"(up to {max(r['foreign_cpu_s_max'] for r in noisy):.0f} s); on 2 cores that moves results by up to "
+              "1.7x: rerun on an idle machine.", file=out)
+    if ds and rows and not args.small and args.instances_scale == 1.0 and ds.instances < 2000:
         print(f"WARNING: only {ds.instances} instances (the issue asks for >= 2,000)", file=out)
-    print("=" * 100, file=out)
+    print("=" * 118, file=out)
     out.flush()
     return {"rows": rows, "checks": [{"what": c[0], "target": c[1], "got": c[2], "passed": c[3]} for c in checks],
             "all_passed": all(c[3] for c in checks) if checks else None}
@@ -920,71 +708,114 @@ def _status_kb_meminfo() -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog="examples" + __doc__.split("Usage")[1])
-    p.add_argument("--small", action="store_true", help="smoke run: 1 patient, 4 series, 64x64/32x32 images")
+    p.add_argument("--small", action="store_true", help="smoke run: 1 patient, 4 series, 64x64/32x32 images "
+                   "(with --large: a ~0.1 GB object)")
     p.add_argument("--instances-scale", type=float, default=1.0, metavar="F",
                    help="multiply the slice counts by F (e.g. 0.2 for a quicker run with full-size images)")
     p.add_argument("--data", metavar="DIR", help="dataset directory: reused if it holds *.dcm files, else generated "
                    f"there (default: a cache under {CACHE_ROOT}, generated once per parameter set)")
     p.add_argument("--repeat", type=int, default=1, metavar="N", help="runs per configuration (median reported)")
+    p.add_argument("--cases", default=None, help="comma-separated subset of " + ",".join(CASES)
+                   + " (default: all, or none with --large)")
     p.add_argument("--only", default=",".join(TARGETS), help="comma-separated subset of vireo,orthanc,storescp")
-    p.add_argument("--senders", default=",".join(SENDER_ENVS), help="comma-separated subset of plain,nodelay")
+    p.add_argument("--senders", default=None, help="old name for --cases: plain = case plain, nodelay = case single")
     p.add_argument("--server-nodelay", action="store_true",
-                   help="also set TCP_NODELAY=1 for Orthanc and storescp (default: as packaged, unset)")
+                   help="also set TCP_NODELAY=1 for Orthanc and storescp in case plain")
+    p.add_argument("--vireo-workers", type=int, default=None, metavar="N",
+                   help="VIREO_DICOM_WORKERS=N for Vireo (0: receive in the main process; default: Vireo's own)")
+    p.add_argument("--large", action="store_true", help="the large-object case (bench/ingest_large.py)")
+    p.add_argument("--large-gb", type=float, default=None, metavar="GB",
+                   help="size of the large instance in GB (default 2.0; 0.1 with --small)")
     p.add_argument("--json", metavar="OUT", help="write every run and the summary as JSON")
     p.add_argument("--settle", type=float, default=5.0, metavar="S",
                    help="seconds Vireo keeps running after ingest before its peak RSS is read (thumbnails etc.)")
     p.add_argument("--searchable-timeout", type=float, default=120.0, metavar="S")
     p.add_argument("--profile", metavar="DIR",
-                   help="after the measured runs, one extra Vireo run (sender TCP_NODELAY=1) under py-spy; "
+                   help="after the measured runs, one extra Vireo run (case single) under py-spy; "
                    "raw profile and its top frames in DIR (not part of the table)")
     p.add_argument("--keep", action="store_true", help="keep servers' storage directories")
     p.add_argument("--workdir", default=None, metavar="DIR", help="where servers' temporary storage goes (default /tmp)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
     args.targets = [t.strip() for t in args.only.split(",") if t.strip()]
-    args.sender_envs = [s.strip() for s in args.senders.split(",") if s.strip()]
     if bad := set(args.targets) - set(TARGETS):
         p.error(f"--only: unknown target(s) {sorted(bad)}")
-    if bad := set(args.sender_envs) - set(SENDER_ENVS):
-        p.error(f"--senders: unknown set-up(s) {sorted(bad)}")
+    if args.cases is not None and args.senders is not None:
+        p.error("--senders is the old name of --cases: give one of them")
+    if args.senders is not None:
+        names = [s.strip() for s in args.senders.split(",") if s.strip()]
+        if bad := set(names) - set(LEGACY_SENDERS):
+            p.error(f"--senders: unknown set-up(s) {sorted(bad)}")
+        args.case_names = [LEGACY_SENDERS[n] for n in names]
+    elif args.cases is not None:
+        args.case_names = [c.strip() for c in args.cases.split(",") if c.strip()]
+        if bad := set(args.case_names) - set(CASES):
+            p.error(f"--cases: unknown case(s) {sorted(bad)} (choose from {', '.join(CASES)})")
+    else:
+        args.case_names = [] if args.large else list(CASES)
+    args.case_names = [c for c in CASES if c in args.case_names]  # report order
+    if args.large_gb is None:
+        args.large_gb = 0.1 if args.small else 2.0
+    if args.large_gb <= 0:
+        p.error("--large-gb must be > 0")
     if args.repeat < 1:
         p.error("--repeat must be >= 1")
+    if args.vireo_workers is not None and args.vireo_workers < 0:
+        p.error("--vireo-workers must be >= 0")
+    if not args.case_names and not args.large:
+        p.error("nothing to run: give --cases or --large")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     ensure_private_netns()
-    for tool in ("dcmsend", "echoscu", *(["storescp"] if "storescp" in args.targets else []),
-                 *(["Orthanc"] if "orthanc" in args.targets else [])):
+    needs = ["dcmsend", "echoscu"]
+    needs += ["storescp"] if "storescp" in args.targets or args.large else []
+    needs += ["Orthanc"] if "orthanc" in args.targets and args.case_names else []
+    needs += ["dciodvfy"] if args.large else []
+    for tool in needs:
         if not shutil.which(tool):
-            raise SystemExit(f"bench: {tool} not found (apt-get install -y dcmtk orthanc)")
+            raise SystemExit(f"bench: {tool} not found (apt-get install -y dcmtk orthanc dicom3tools)")
     CACHE_ROOT.mkdir(parents=True, exist_ok=True)
-    ds = prepare_dataset(args)
     meta = machine_meta()
     logs = CACHE_ROOT / "runs" / time.strftime("%Y%m%d-%H%M%S")
     logs.mkdir(parents=True, exist_ok=True)
-    log(f"nproc={meta['nproc']}; dataset: {ds.describe()}")
-    log(f"logs in {logs}")
+    log(f"nproc={meta['nproc']}; logs in {logs}")
+    ds: Dataset | None = None
+    parts: list[list[str]] | None = None
     runs: list[Run] = []
-    for rep in range(1, args.repeat + 1):
-        for env in args.sender_envs:
-            for target in args.targets:
-                runs.append(run_once(target, env, rep, ds, args, logs))
+    if args.case_names:
+        ds = prepare_dataset(args)
+        log(f"dataset: {ds.describe()}")
+        if "four" in args.case_names:
+            parts = split_by_series(series_files(ds), CASES["four"].associations)
+            log("four: instances per part " + ", ".join(str(len(p)) for p in parts))
+        for rep in range(1, args.repeat + 1):
+            for case in args.case_names:
+                for target in args.targets:
+                    runs.append(run_once(target, CASES[case], rep, ds, args, logs, parts))
+    large: dict[str, Any] | None = None
+    if args.large:
+        from bench.ingest_large import run_large
+
+        large = run_large(args, logs, CACHE_ROOT)
     profile_text = None
     if args.profile:
+        if ds is None:
+            ds = prepare_dataset(args)
         pdir = Path(args.profile).resolve()
-        run = run_once("vireo", "nodelay", 1, ds, args, logs, profile_dir=pdir)
+        run = run_once("vireo", CASES["single"], 1, ds, args, logs, profile_dir=pdir)
         runs.append(run)
-        profile_text = summarize_profile(pdir / "vireo-nodelay-1-profiled.txt")
+        profile_text = summarize_profile(pdir / "vireo-single-1-profiled.txt")
         (pdir / "summary.txt").write_text(profile_text + "\n")
-    summary = report(runs, ds, args, meta)
+    summary = report(runs, ds, args, meta, parts, large)
     if profile_text:
         print(f"\nprofiled Vireo run (not in the table): {runs[-1].seconds:.1f} s = {runs[-1].rate:.1f} inst/s")
         print(profile_text)
     if args.json:
-        doc = {"meta": meta, "dataset": {**asdict(ds), "path": str(ds.path)}, "summary": summary,
-               "runs": [{**asdict(r), "instances_per_s": r.rate} for r in runs], "logs": str(logs)}
+        doc = {"meta": meta, "dataset": {**asdict(ds), "path": str(ds.path)} if ds else None, "summary": summary,
+               "runs": [{**asdict(r), "instances_per_s": r.rate} for r in runs], "large": large, "logs": str(logs)}
         Path(args.json).write_text(json.dumps(doc, indent=1, default=str))
         log(f"wrote {args.json}")
     return 1 if args.strict and summary["all_passed"] is False else 0

@@ -59,26 +59,33 @@ class PacsStore:
         if final.exists():
             _fsync_dir(final.parent)  # the sender that linked it may not have flushed the folder yet
             return StoredFile(relative, final.stat().st_size, created=False)
-        part = self.incoming / f"{uuid.uuid4().hex}.part"
-        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        part = self.open_part()
         try:
-            view = memoryview(content)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fdatasync(fd)
+            part.write(memoryview(content))
+            part.sync()
+            return self.adopt(part, study_uid, series_uid, sop_uid)
         finally:
-            os.close(fd)
+            part.discard()
+
+    def open_part(self) -> Part:
+        """A new file under `.incoming/` to write an instance into as it arrives (then `adopt` it, or `discard` it)."""
+        return Part(self.incoming / f"{uuid.uuid4().hex}.part")
+
+    def adopt(self, part: Part, study_uid: str, series_uid: str, sop_uid: str) -> StoredFile:
+        """Link a whole, synced part under its final name and flush the folder; the part itself stays for `discard`.
+
+        An instance stored before is kept as it was (`created` False): the first sender's bytes win.
+        """
+        relative = self.relative_path(clean_uid(study_uid), clean_uid(series_uid), clean_uid(sop_uid))
+        final = self.root / relative
+        self._ensure_dir(final.parent)
         try:
-            self._ensure_dir(final.parent)
-            try:
-                os.link(part, final)
-                created = True
-            except FileExistsError:
-                created = False  # another association stored the same instance first
-            _fsync_dir(final.parent)
-        finally:
-            os.unlink(part)
-        return StoredFile(relative, len(content) if created else final.stat().st_size, created)
+            os.link(part.path, final)
+            created = True
+        except FileExistsError:
+            created = False  # another association stored the same instance first
+        _fsync_dir(final.parent)
+        return StoredFile(relative, part.size if created else final.stat().st_size, created)
 
     def clean_incoming(self) -> int:
         """Delete parts left by a crash; none of them was ever acknowledged to a sender."""
@@ -113,6 +120,38 @@ class PacsStore:
         for folder in (directory.parent, directory):
             folder.mkdir(exist_ok=True)
             _fsync_dir(folder.parent)
+
+
+class Part:
+    """An instance being written under `.incoming/`: never under a final name until whole and on disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.size = 0
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+
+    def write(self, data: memoryview | bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
+        self.size += len(data)
+
+    def sync(self) -> None:
+        """Flush the bytes to disk and close the file (the GIL is released meanwhile: other threads go on)."""
+        if self._fd is not None:
+            try:
+                os.fdatasync(self._fd)
+            finally:
+                os.close(self._fd)
+                self._fd = None
+
+    def discard(self) -> None:
+        """Close and remove the part (after `adopt` the final name keeps the data)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        self.path.unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:

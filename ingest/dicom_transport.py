@@ -44,6 +44,7 @@ from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
 
 from ingest.dicom_admission import Admission, AdmissionLimits, read_associate_rq
+from ingest.streaming_dul import abandon
 
 log = logging.getLogger(__name__)
 
@@ -151,20 +152,34 @@ class BulkRequestHandler(RequestHandler):
     def handle(self) -> None:
         admission = self.server.admission
         sock = self.request
+        handed_off = False
         try:
             request = read_associate_rq(sock, admission.limits.associate_deadline)
             if request is None or not admission.associated(sock):
                 # Debug only: under a slow-loris this is every connection (evictions are told, throttled, by Admission).
                 log.debug("DICOM connection from %s closed: no complete A-ASSOCIATE-RQ within %.0f s", self.client_address[0], admission.limits.associate_deadline)
                 return
-            assoc = self._create_association()
-            evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
-            _deliver(assoc, request)
-            assoc.start()
-            assoc.join()
+            workers = self.server.workers
+            if workers is not None and workers.takes(request):
+                # A receiver worker process serves it; this thread waits for its end, for the per-peer count.
+                handed_off = workers.hand_off(sock, request, self.client_address)
+            if not handed_off:
+                self.serve(request)
         finally:
             admission.release(sock)
-            self.server.shutdown_request(sock)
+            if handed_off:
+                self.server.close_request(sock)  # the worker has the connection: close our descriptor, not the connection
+            else:
+                self.server.shutdown_request(sock)
+
+    def serve(self, request: bytes) -> None:
+        """Run the association whose A-ASSOCIATE-RQ was read at admission, in this thread, until it ends."""
+        assoc = self._create_association()
+        evt.trigger(assoc, evt.EVT_CONN_OPEN, {"address": self.client_address})
+        _deliver(assoc, request)
+        assoc.start()
+        assoc.join()
+        abandon(assoc)
 
     def _create_association(self):  # type: ignore[no-untyped-def]
         assoc = super()._create_association()
@@ -213,6 +228,10 @@ class ReceiverServer(ThreadedAssociationServer):
     """
 
     retrieve_check: Callable[[Any], Any] | None = None
+    # The receiver's C-STORE fast path (ingest.streaming_dul.StoreService); None: every C-STORE goes through pynetdicom.
+    store_service: Any = None
+    # Receiver worker processes (ingest.receiver_workers.WorkerPool) that storage associations are handed to; None: all served here.
+    workers: Any = None
     # Handler threads live as long as their association: stopping must not wait for them (DicomReceiver.stop aborts those).
     daemon_threads = True
     # socketserver's default backlog is 5: a burst of connects (many senders, or an attacker's churn) overflows it,

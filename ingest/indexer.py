@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -29,28 +30,15 @@ from core.person_names import folded_names
 from core.search.indexing import index_series, note_changed
 from core.pacs_store import StoredFile
 from core.timeutil import UTCDateTime, utcnow
+from ingest.incoming import IncomingInstance
 from ingest.metadata import InstanceMetadata
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 1000
+# Longest wait of a commit for more instances when nobody waits on the first (see `submit`).
+LINGER = 0.02
 MAX_MISSING = 10_000  # longest list of missing InstanceNumbers kept on a series
-
-
-@dataclass
-class IncomingInstance:
-    """A stored instance on its way into the index, with where it came from."""
-
-    meta: InstanceMetadata
-    stored: StoredFile
-    transfer_syntax_uid: str
-    dataset: str | None = None
-    calling_aet: str = ""
-    called_aet: str = ""
-    peer_address: str = ""
-    received: datetime = field(default_factory=utcnow)
-    # The instance's DICOM JSON for WADO-RS metadata (core.dicom_json.instance_document); None: made on first request.
-    metadata_document: str | None = None
 
 
 SeriesListener = Callable[[set[str]], None]
@@ -62,7 +50,7 @@ class IndexWriter:
     def __init__(self, db: Database, heartbeat: Path | None = None) -> None:
         self.db = db
         self.heartbeat = heartbeat
-        self._queue: queue.Queue[tuple[IncomingInstance, Future[None]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[IncomingInstance, Future[None], bool] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._known_series: set[str] = set()
         self._known_lock = threading.Lock()
@@ -104,9 +92,12 @@ class IndexWriter:
             self._remember(series_uid)
         return exists
 
-    def submit(self, item: IncomingInstance) -> Future[None]:
+    def submit(self, item: IncomingInstance, *, linger: bool = False) -> Future[None]:
+        """Queue an instance for the next commit. `linger`: nobody waits on it, so the commit may wait up to LINGER
+        for company (an association that was answered before indexing sends the next instance meanwhile):
+        one commit per few dozen instances instead of one per instance."""
         future: Future[None] = Future()
-        self._queue.put((item, future))
+        self._queue.put((item, future, linger))
         return future
 
     def forget(self, series_uids: Iterable[str] | None = None) -> None:
@@ -131,24 +122,29 @@ class IndexWriter:
             if first is None:
                 break
             batch = [first]
+            # Items nobody waits for may wait for company, until LINGER after the first or an item someone waits for.
+            deadline = time.monotonic() + LINGER if first[2] else 0.0
             while len(batch) < MAX_BATCH:
                 try:
-                    nxt = self._queue.get_nowait()
+                    wait = deadline - time.monotonic()
+                    nxt = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if nxt is None:
                     stopping = True
                     break
                 batch.append(nxt)
+                if not nxt[2]:
+                    deadline = 0.0
             try:
-                self.write([item for item, _ in batch])
+                self.write([item for item, _, _ in batch])
             except Exception as exc:
                 if len(batch) == 1:
                     log.exception("indexing %s failed", batch[0][0].stored.relative_path)
                     batch[0][1].set_exception(exc)
                     continue
                 # One bad row must not fail the others that shared its transaction: retry them one by one.
-                for item, future in batch:
+                for item, future, _ in batch:
                     try:
                         self.write([item])
                     except Exception as single:
@@ -157,7 +153,7 @@ class IndexWriter:
                     else:
                         future.set_result(None)
                 continue
-            for _, future in batch:
+            for _, future, _ in batch:
                 future.set_result(None)
 
     def write(self, items: list[IncomingInstance]) -> set[str]:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from types import SimpleNamespace
+from typing import TYPE_CHECKING
 
 from pydicom import dcmread
 from pydicom.dataelem import RawDataElement
@@ -23,10 +25,13 @@ from pynetdicom.service_class import NonPatientObjectStorageServiceClass
 from pynetdicom.sop_class import uid_to_service_class
 
 from core.dicom_json import instance_document
-from core.pacs_store import InvalidUID, PacsStore
+from core.pacs_store import InvalidUID, PacsStore, Part, StoredFile
 from ingest.error_text import plain_reason
-from ingest.indexer import IncomingInstance, IndexWriter
-from ingest.metadata import MissingAttribute, extract
+from ingest.incoming import IncomingInstance
+from ingest.metadata import InstanceMetadata, MissingAttribute, extract
+
+if TYPE_CHECKING:
+    from ingest.indexer import IndexWriter
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +286,8 @@ class Intake:
     def __init__(self, store: PacsStore, indexer: IndexWriter) -> None:
         self.store = store
         self.indexer = indexer
+        # Flushes parts while their association's thread parses them (one per concurrent association is plenty).
+        self._syncs = ThreadPoolExecutor(max_workers=16, thread_name_prefix="vireo-fsync")
 
     def receive(
         self,
@@ -299,6 +306,49 @@ class Intake:
         instance's `warning` is the reason to answer 0xB007 instead of Success.
         """
         ds, warning = admit(content)
+        meta = self._placed(ds, sop_class_uid, sop_instance_uid, study_uid)
+        document = metadata_document(ds, meta)
+        try:
+            stored = self.store.store(meta.study_uid, meta.series_uid, meta.sop_instance_uid, content)
+        except InvalidUID as exc:
+            raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, f"invalid UID: {exc}") from exc
+        return self._admitted(meta, stored, warning, transfer_syntax, origin, document)
+
+    def receive_part(
+        self, part: Part, content: bytes | bytearray | None, transfer_syntax: str, origin: Origin, *, sop_class_uid: str, sop_instance_uid: str
+    ) -> tuple[AdmittedInstance, Dataset]:
+        """Check and durably store an instance already written to `part` as it arrived (the C-STORE fast path).
+
+        `content` is the whole stream when it was also kept in memory (every instance but a large
+        one), checked exactly as `receive` checks; a large one is checked from its file's headers
+        (ingest.file_admission). The part is flushed to disk while it is parsed: the fdatasync
+        releases the GIL, the parse needs it. Raises StoreRefused (OUT_OF_RESOURCES when writing failed).
+        The instance has no metadata document yet: the caller makes it from the returned data set
+        (`metadata_document`) once the sender has its answer.
+        """
+        from ingest.file_admission import admit_file  # it builds on this module's checks
+
+        syncing = self._syncs.submit(part.sync)
+        try:
+            ds, warning = admit(content) if content is not None else admit_file(part.path)
+            meta = self._placed(ds, sop_class_uid, sop_instance_uid, None)
+        finally:
+            try:
+                syncing.result()
+            except OSError as exc:
+                log.exception("instance could not be written")
+                raise StoreRefused(OUT_OF_RESOURCES, f"storage failed: {exc.strerror or type(exc).__name__}") from exc
+        try:
+            stored = self.store.adopt(part, meta.study_uid, meta.series_uid, meta.sop_instance_uid)
+        except InvalidUID as exc:
+            raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, f"invalid UID: {exc}") from exc
+        except OSError as exc:
+            log.exception("instance could not be linked")
+            raise StoreRefused(OUT_OF_RESOURCES, f"storage failed: {exc.strerror or type(exc).__name__}") from exc
+        return self._admitted(meta, stored, warning, transfer_syntax, origin, None), ds
+
+    def _placed(self, ds: Dataset, sop_class_uid: str | None, sop_instance_uid: str | None, study_uid: str | None) -> InstanceMetadata:
+        """The index metadata of an admitted data set, checked against what its request announced."""
         try:
             series_uid = str(ds.get("SeriesInstanceUID", "")).strip("\x00 ")
             meta = extract(ds, with_attributes=bool(series_uid) and not self.indexer.knows_series(series_uid))
@@ -315,15 +365,12 @@ class Intake:
             raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, "request UID differs from data set SOPInstanceUID")
         if study_uid is not None and meta.study_uid != study_uid:
             raise StoreRefused(REFERENCED_STUDY_MISMATCH, f"not in the requested study: StudyInstanceUID {meta.study_uid}, request {study_uid}")
-        try:
-            document: str | None = instance_document(ds, meta.study_uid, meta.series_uid, meta.sop_instance_uid)
-        except Exception:  # never refuse an instance over its metadata document: it is made again on first request
-            log.exception("metadata document of %s could not be made", meta.sop_instance_uid)
-            document = None
-        try:
-            stored = self.store.store(meta.study_uid, meta.series_uid, meta.sop_instance_uid, content)
-        except InvalidUID as exc:
-            raise StoreRefused(DATASET_DOES_NOT_MATCH_SOP_CLASS, f"invalid UID: {exc}") from exc
+        return meta
+
+    @staticmethod
+    def _admitted(
+        meta: InstanceMetadata, stored: StoredFile, warning: str | None, transfer_syntax: str, origin: Origin, document: str | None
+    ) -> AdmittedInstance:
         return AdmittedInstance(
             warning=warning,
             meta=meta,
@@ -355,6 +402,15 @@ class Intake:
             # The exception's text (SQL, database URLs) stays in the log: the sender learns only what to do.
             raise StoreRefused(OUT_OF_RESOURCES, "indexing failed: the file is kept, send it again later") from exc
         return item
+
+
+def metadata_document(ds: Dataset, meta: InstanceMetadata) -> str | None:
+    """The instance's DICOM JSON for WADO-RS metadata; never a reason to refuse it (None: made on first request)."""
+    try:
+        return instance_document(ds, meta.study_uid, meta.series_uid, meta.sop_instance_uid)
+    except Exception:
+        log.exception("metadata document of %s could not be made", meta.sop_instance_uid)
+        return None
 
 
 def _short(sop_class_uid: str) -> str:

@@ -15,21 +15,29 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from core.pacs_store import PacsStore
+from core.pacs_store import PacsStore, Part
 from ingest.dicom_admission import DEFAULT_ASSOCIATE_DEADLINE, DEFAULT_MAX_CONNECTIONS_PER_PEER, Admission, AdmissionLimits
 from ingest.dicom_transport import ReceiverServer
-from ingest.indexer import IndexWriter
-from ingest.query_retrieve import QueryRetrieveSCP, query_retrieve_models
-from ingest.intake import DATASET_MISMATCH_WARNING, OUT_OF_RESOURCES, SOP_CLASS_NOT_SUPPORTED, SUCCESS, Intake, Origin, StoreRefused, error_comment
-from ingest.receiver_services import ReceiverRequestHandler, storage_offer
+from ingest.intake import DATASET_MISMATCH_WARNING, OUT_OF_RESOURCES, SOP_CLASS_NOT_SUPPORTED, SUCCESS, Intake, Origin, StoreRefused, error_comment, metadata_document
+from ingest.dimse_wire import C_STORE_RQ, Command
+from ingest.receiver_services import ReceiverRequestHandler, is_storage_like, storage_offer
+from ingest.receiver_workers import WorkerConfig, WorkerPool
+from ingest.streaming_dul import Outcome, accepted_syntax
 from ingest.intake import parse_dataset  # noqa: F401  (part of this module's interface, as before the intake moved out)
+
+if TYPE_CHECKING:  # the database side: a receiver worker process has none
+    from ingest.indexer import IndexWriter
+    from ingest.query_retrieve import QueryRetrieveSCP
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +54,8 @@ class ReceiverConfig:
     allowed_calling_aets: frozenset[str] = frozenset()
     max_connections_per_peer: int = DEFAULT_MAX_CONNECTIONS_PER_PEER
     associate_deadline: float = DEFAULT_ASSOCIATE_DEADLINE
+    # Worker processes that storage associations are handed to (ingest.receiver_workers); 0: all served in this process.
+    workers: int = 0
 
 
 class DicomReceiver:
@@ -56,6 +66,7 @@ class DicomReceiver:
         self.indexer = indexer
         self.intake = Intake(store, indexer)
         self._server: ReceiverServer | None = None
+        self._workers: WorkerPool | None = None
 
     @property
     def port(self) -> int:
@@ -64,6 +75,27 @@ class DicomReceiver:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
+        import os, sys
+        if os.environ.get("XSWITCH"): sys.setswitchinterval(float(os.environ["XSWITCH"]))
+        if os.environ.get("XINSTR"): sys.path.insert(0, "/tmp/lead"); import instr  # noqa
+        self._server = self.build_server()
+        if self.config.workers > 0:
+            config = WorkerConfig(
+                store_root=str(self.store.root), ae_title=self.config.ae_title, allowed_calling_aets=tuple(sorted(self.config.allowed_calling_aets)),
+                log_level=logging.getLogger().getEffectiveLevel(),
+            )
+            self._workers = WorkerPool(self.config.workers, config, self.indexer, self._catch_up)
+            self._server.workers = self._workers
+        threading.Thread(target=self._server.serve_forever, name="vireo-dicom-server", daemon=True).start()
+        log.info("DICOM receiver listening on %s:%d as %s (%d worker processes)", self.config.host, self.port, self.config.ae_title, self.config.workers)
+
+    def _catch_up(self, since: float) -> int:
+        from ingest.reindex import catch_up  # database side; never imported by a worker
+
+        return catch_up(self.store, self.indexer, since)
+
+    def build_server(self) -> ReceiverServer:
+        """The configured association server, bound but not yet serving (a receiver worker serves handed-over sockets with it)."""
         ae = AE(ae_title=self.config.ae_title)
         ae.maximum_associations = self.config.max_associations
         ae.maximum_pdu_size = MAX_PDU
@@ -84,20 +116,25 @@ class DicomReceiver:
             (evt.EVT_REQUESTED, storage_offer(accepted_transfer_syntaxes())),
         ]
         if self.query_retrieve is not None:
+            from ingest.query_retrieve import query_retrieve_models
+
             for model in query_retrieve_models():
                 ae.add_supported_context(model)
             handlers += self.query_retrieve.handlers()
-        self._server = ae.make_server(
+        server = ae.make_server(
             (self.config.host, self.config.port), evt_handlers=handlers, server_class=ReceiverServer, request_handler=ReceiverRequestHandler
         )
-        self._server.admission = Admission(AdmissionLimits(self.config.associate_deadline, self.config.max_connections_per_peer))
+        server.admission = Admission(AdmissionLimits(self.config.associate_deadline, self.config.max_connections_per_peer))
+        server.store_service = self
         if self.query_retrieve is not None:
-            self._server.retrieve_check = self.query_retrieve.refusal
-        threading.Thread(target=self._server.serve_forever, name="vireo-dicom-server", daemon=True).start()
-        log.info("DICOM receiver listening on %s:%d as %s", self.config.host, self.port, self.config.ae_title)
+            server.retrieve_check = self.query_retrieve.refusal
+        return server
 
     def stop(self) -> None:
         """Stop listening and abort transfers under way (their senders hear no Success and resend)."""
+        if self._workers is not None:
+            self._workers.stop()
+            self._workers = None
         if self._server is not None:
             active = self._server.active_associations
             self._server.shutdown()
@@ -105,12 +142,56 @@ class DicomReceiver:
                 association.abort()
             self._server = None
 
+    def fast_eligible(self, assoc: Any, context: PresentationContext, command: Command) -> bool:
+        """Whether a C-STORE goes the fast way (ingest.streaming_dul): a plain one, on its own storage context.
+
+        Anything else takes pynetdicom's path through `handle_store` and ingest.receiver_services,
+        which answer a SOP class that differs from its context, or a C-STORE on a context for
+        Verification or a query model, with the statuses those need.
+        """
+        return (
+            command.command_field == C_STORE_RQ
+            and command.has_data_set
+            and command.message_id is not None
+            and bool(command.sop_instance_uid)
+            and command.sop_class_uid == str(context.abstract_syntax)
+            and is_storage_like(command.sop_class_uid)
+            and not assoc._sent_release
+        )
+
+    def store_streamed(self, assoc: Any, context: PresentationContext, command: Command, part: Part, content: bytearray | None) -> Outcome:
+        """A C-STORE that arrived into `part`: checked, flushed and linked; answered before it is indexed.
+
+        Success means the instance is durable; the index commit follows the answer (`Outcome.index`),
+        and the association's release waits for it. A crash in between loses nothing: the start-up
+        recovery indexes files linked since the last heartbeat (ingest.reindex.recover).
+        """
+        origin = _origin(assoc)
+        try:
+            item, ds = self.intake.receive_part(
+                part, content, accepted_syntax(context), origin, sop_class_uid=command.sop_class_uid, sop_instance_uid=command.sop_instance_uid
+            )
+        except StoreRefused as refused:
+            if refused.status != OUT_OF_RESOURCES:
+                log.warning("C-STORE from %s refused (0x%04X): %s", origin.calling_aet, refused.status, refused.comment)
+            return Outcome(refused.status, error_comment(refused.comment))
+        except Exception:  # a defect must not cost the association: the sender hears a failure and may resend
+            log.exception("C-STORE from %s failed", origin.calling_aet)
+            return Outcome(OUT_OF_RESOURCES, "storage failed: internal error, send it again later")
+
+        def index() -> Future[None]:
+            item.metadata_document = metadata_document(ds, item.meta)
+            return self.indexer.submit(item, linger=True)
+
+        if item.warning:
+            log.warning("C-STORE from %s stored with a warning (0x%04X): %s", origin.calling_aet, DATASET_MISMATCH_WARNING, item.warning)
+            return Outcome(DATASET_MISMATCH_WARNING, error_comment(item.warning), index)
+        return Outcome(SUCCESS, None, index)
+
     def handle_store(self, event: evt.Event) -> int | Dataset:
-        """One C-STORE: check, store durably, index, then answer."""
+        """One C-STORE that pynetdicom decoded (not the fast path's): check, store durably, index, then answer."""
         request = event.request
-        primitive = event.assoc.requestor.primitive
-        called = str(primitive.called_ae_title).strip() if primitive is not None else ""
-        origin = Origin(dataset=dataset_name(called), calling_aet=_calling(event), called_aet=called, peer_address=str(event.assoc.requestor.address))
+        origin = _origin(event.assoc)
         mismatch = unnegotiated_class(str(request.AffectedSOPClassUID), str(event.context.abstract_syntax))
         if mismatch is not None:
             log.warning("C-STORE from %s refused (0x%04X): %s", _calling(event), SOP_CLASS_NOT_SUPPORTED, mismatch)
@@ -156,6 +237,14 @@ def dataset_name(called_ae_title: str) -> str | None:
     """The dataset a called AE title names, made a valid dataset name (slashes and leading dots are legal in AE titles)."""
     name = called_ae_title.strip().replace("/", "_").replace("\\", "_").lstrip(".")
     return name or None
+
+
+def _origin(assoc: Any) -> Origin:
+    """Where an association's instances come from: its AE titles (the called one names the dataset) and address."""
+    primitive = assoc.requestor.primitive
+    called = str(primitive.called_ae_title).strip() if primitive is not None else ""
+    calling = str(assoc.requestor.ae_title).strip()
+    return Origin(dataset=dataset_name(called), calling_aet=calling, called_aet=called, peer_address=str(assoc.requestor.address))
 
 
 def handle_echo(event: evt.Event) -> int:

@@ -39,6 +39,7 @@ from pynetdicom.sop_class import uid_to_service_class
 
 from ingest.dicom_transport import BulkRequestHandler
 from ingest.intake import error_comment
+from ingest.streaming_dul import stream_store
 
 log = logging.getLogger(__name__)
 
@@ -224,4 +225,5 @@ class ReceiverRequestHandler(BulkRequestHandler):
         # The same trick as the socket's: pynetdicom built the association, the object gains the dispatcher.
         assoc.__class__ = ReceiverAssociation
         assoc.retrieve_check = getattr(self.server, "retrieve_check", None)
+        stream_store(assoc, getattr(self.server, "store_service", None))
         return assoc

@@ -113,6 +113,12 @@ def recover(store: PacsStore, writer: IndexWriter, since: float) -> ReindexRepor
     removed = store.clean_incoming()
     if removed:
         log.info("removed %d partial files left by the previous run", removed)
+    index_files(store, writer, unindexed_since(store, writer, since), report)
+    return report
+
+
+def unindexed_since(store: PacsStore, writer: IndexWriter, since: float) -> list[Path]:
+    """Files in series folders changed since `since` that the index does not know."""
     missing: list[Path] = []
     with writer.db.engine.connect() as conn:
         for directory in store.series_dirs_changed_since(since):
@@ -120,5 +126,21 @@ def recover(store: PacsStore, writer: IndexWriter, since: float) -> ReindexRepor
             for path in directory.glob("*.dcm"):
                 if path.relative_to(store.root).as_posix() not in known:
                     missing.append(path)
-    index_files(store, writer, missing, report)
-    return report
+    return missing
+
+
+def catch_up(store: PacsStore, writer: IndexWriter, since: float) -> int:
+    """After a receiver worker died: index what it stored (and acknowledged) but could not hand over, through the writer's thread.
+
+    Unlike `recover`, parts under `.incoming` are left alone: other associations are writing them.
+    Returns how many files were indexed.
+    """
+    futures = []
+    for path in unindexed_since(store, writer, since):
+        try:
+            futures.append(writer.submit(read_instance(store, path), linger=True))
+        except Exception:
+            log.exception("a stored file could not be read for the index")  # a reindex lists it
+    for future in futures:
+        future.result(timeout=120)
+    return len(futures)

@@ -1,0 +1,120 @@
+"""Receiver worker processes: storage associations served on every core, nothing lost when one dies.
+
+Real DCMTK senders against a real Vireo process with its default workers (one per core).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
+
+from tests.factories import SeriesFiles, write_series
+from tests.support.vireo import VireoProcess
+
+_WORKER = re.compile(r"\[receiver worker (\d+)\]: Accepting Association")
+
+
+def worker_pids(vireo: VireoProcess) -> set[int]:
+    """The live receiver worker processes of a Vireo process (its children running ingest.receiver_worker)."""
+    assert vireo.process is not None
+    out = subprocess.run(["pgrep", "-P", str(vireo.process.pid), "-f", "ingest.receiver_worker"], capture_output=True, text=True)
+    return {int(pid) for pid in out.stdout.split()}
+
+
+def dcmsend(port: int, called: str, directory: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["dcmsend", "-v", "127.0.0.1", str(port), "--scan-directories", "--call", called, "--scan-pattern", "*.dcm", "--recurse", str(directory)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TCP_NODELAY": "1"},
+    )
+
+
+@pytest.fixture(scope="module")
+def four_series(tmp_path_factory: pytest.TempPathFactory) -> list[SeriesFiles]:
+    root = tmp_path_factory.mktemp("workers-src")
+    return [write_series(root / f"s{n}", slices=40, rows=64, columns=64, patient_id=f"W{n}", seed=700 + n, series_number=n + 1) for n in range(4)]
+
+
+def test_four_associations_are_served_by_every_worker_and_searchable_when_released(vireo: VireoProcess, four_series: list[SeriesFiles]) -> None:
+    results: list[subprocess.CompletedProcess[str]] = []
+    senders = [threading.Thread(target=lambda s=s: results.append(dcmsend(vireo.dicom_port, "WORKERS", s.paths[0].parent))) for s in four_series]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(timeout=300)
+    assert all(r.returncode == 0 and "with status SUCCESS  : 40" in r.stdout + r.stderr for r in results), [r.stdout[-400:] for r in results]
+    # No waiting: a sender's release is answered only once what it sent is indexed.
+    page = vireo.series(dataset="WORKERS")
+    assert sum(item["instances"] for item in page["items"]) == 160
+    assert page["total"] == 4
+    pids = worker_pids(vireo)
+    assert len(pids) == (os.cpu_count() or 1)
+    served = {int(pid) for pid in _WORKER.findall(vireo.log_path.read_text(errors="replace"))}
+    assert served == pids, "every worker served some of the four associations"
+
+
+@pytest.mark.slow  # a worker restart and a resend: ~8 s
+def test_a_killed_worker_loses_nothing_acknowledged_and_is_replaced(start_vireo: Callable[..., VireoProcess], tmp_path: Path) -> None:
+    vireo = start_vireo()
+    series = write_series(tmp_path / "big", slices=300, rows=128, columns=128, patient_id="WKILL", seed=710)
+    acknowledged: list[str] = []
+    enough = threading.Event()
+
+    def send() -> None:
+        ae = AE(ae_title="WKILLTEST")
+        ae.add_requested_context(CTImageStorage)
+        assoc = ae.associate("127.0.0.1", vireo.dicom_port, ae_title="WKILL")
+        try:
+            for path, uid in zip(series.paths, series.sop_uids):
+                status = assoc.send_c_store(path) if assoc.is_established else None
+                if not status or getattr(status, "Status", None) != 0:
+                    return  # its worker is gone
+                acknowledged.append(uid)
+                if len(acknowledged) == 50:
+                    enough.set()
+        finally:
+            enough.set()
+            if assoc.is_established:
+                assoc.abort()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    assert enough.wait(timeout=60)
+    before = worker_pids(vireo)
+    busy = max(before, key=_cpu_seconds)
+    os.kill(busy, signal.SIGKILL)
+    sender.join(timeout=60)
+    assert 50 <= len(acknowledged) < 300
+    stored = {p.stem for p in (vireo.data_dir / "pacs").rglob("*.dcm") if ".incoming" not in p.parts}
+    assert set(acknowledged) <= stored
+    # What the dead worker stored but never handed over is indexed without a resend.
+    deadline = time.monotonic() + 10
+    while (indexed := vireo.series(dataset="WKILL")["items"][0]["instances"]) < len(stored) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert indexed == len(stored)
+
+    deadline = time.monotonic() + 30
+    while len(worker_pids(vireo) - {busy}) < len(before) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(worker_pids(vireo) - {busy}) == len(before), "the killed worker is started again"
+    again = dcmsend(vireo.dicom_port, "WKILL", series.paths[0].parent)
+    assert "with status SUCCESS  : 300" in again.stdout + again.stderr
+    page = vireo.series(dataset="WKILL")
+    assert page["items"][0]["instances"] == 300  # each instance once, the acknowledged ones indexed too
+
+
+def _cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
