@@ -7,10 +7,9 @@ not import one.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 from core.pacs_store import StoredFile
-from core.timeutil import utcnow
 from ingest.metadata import InstanceMetadata
 
 
@@ -25,6 +24,6 @@ class IncomingInstance:
     calling_aet: str = ""
     called_aet: str = ""
     peer_address: str = ""
-    received: datetime = field(default_factory=utcnow)
+    received: datetime = field(default_factory=lambda: datetime.now(UTC))  # core.timeutil.utcnow, without its database import
     # The instance's DICOM JSON for WADO-RS metadata (core.dicom_json.instance_document); None: made on first request.
     metadata_document: str | None = None

@@ -75,9 +75,6 @@ class DicomReceiver:
         return int(self._server.server_address[1])
 
     def start(self) -> None:
-        import os, sys
-        if os.environ.get("XSWITCH"): sys.setswitchinterval(float(os.environ["XSWITCH"]))
-        if os.environ.get("XINSTR"): sys.path.insert(0, "/tmp/lead"); import instr  # noqa
         self._server = self.build_server()
         if self.config.workers > 0:
             config = WorkerConfig(

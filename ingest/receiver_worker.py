@@ -108,8 +108,6 @@ def die_with_parent() -> None:
 
 def main(argv: list[str]) -> int:
     die_with_parent()
-    if os.environ.get("XSWITCH"): sys.setswitchinterval(float(os.environ["XSWITCH"]))
-    if os.environ.get("XINSTR"): sys.path.insert(0, "/tmp/lead"); import instr  # noqa
     config = WorkerConfig(**json.loads(argv[1]))
     logging.basicConfig(level=config.log_level, stream=sys.stderr, format=f"%(asctime)s %(levelname)s %(name)s [receiver worker {os.getpid()}]: %(message)s")
     channel = Channel(socket.socket(fileno=int(argv[2])))

@@ -195,6 +195,11 @@ class WorkerPool:
         self._delays = [1.0] * count
         self._spawns: queue.Queue[tuple[int, float]] = queue.Queue()
 
+    @property
+    def load(self) -> int:
+        """Associations the workers serve now."""
+        return sum(w.load for w in self.workers if w is not None)
+
     def takes(self, request: bytes) -> bool:
         """Whether a worker serves this association (it only stores), starting the workers on first need."""
         if not storage_only(request):

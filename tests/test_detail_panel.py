@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
 from pydicom import dcmread
 
 from tests.factories import write_seg, write_series
@@ -178,17 +179,38 @@ GRAB_POINT = """() => {
 }"""
 
 
+DRAGGING = "document.querySelector('[data-testid=panel-handle]').classList.contains('vireo-dragging')"
+RECORD_PRESSES = """() => { if (window.__vireoPresses) return; window.__vireoPresses = [];
+  document.addEventListener('pointerdown', e => window.__vireoPresses.push(
+    (e.target.closest('[data-testid]') || {dataset: {testid: e.target.tagName}}).dataset.testid + ' at ' + e.clientX + ',' + e.clientY), true); }"""
+
+
 def _drag_handle(page: Any, to_x: float) -> dict[str, float]:
-    """Drag the split handle from its grab point to `to_x` and wait until the drag has ended; gives the grab point."""
+    """Drag the split handle from its grab point to `to_x` and wait until the drag has ended; gives the grab point.
+
+    A press the handle did not take (no `vireo-dragging` within 5 s: under load the page can still be
+    wiring it up) is released and pressed again, at most three times; what each press hit is kept
+    for the failure message, so a drag that never starts says where the presses landed.
+    """
     page.get_by_test_id("panel-handle").wait_for()
-    page.evaluate("window.__vireoHandleBox = null")
-    point = page.wait_for_function(GRAB_POINT, polling=100, timeout=30000).json_value()
-    page.mouse.move(point["x"], point["y"])
-    page.mouse.down()
-    page.wait_for_function("document.querySelector('[data-testid=panel-handle]').classList.contains('vireo-dragging')", timeout=15000)
+    page.evaluate(RECORD_PRESSES)
+    for attempt in range(3):
+        page.evaluate("window.__vireoHandleBox = null")
+        point = page.wait_for_function(GRAB_POINT, polling=100, timeout=30000).json_value()
+        page.mouse.move(point["x"], point["y"])
+        page.mouse.down()
+        try:
+            page.wait_for_function(DRAGGING, timeout=5000)
+            break
+        except PlaywrightTimeoutError:
+            page.mouse.up()
+    else:
+        raise AssertionError(f"the handle never took a press at {point}: presses hit {page.evaluate('window.__vireoPresses')}")
     page.mouse.move(to_x, point["y"], steps=6)
     page.mouse.up()
-    page.wait_for_function("!document.querySelector('[data-testid=panel-handle]').classList.contains('vireo-dragging')", timeout=15000)
+    page.wait_for_function(f"!({DRAGGING})", timeout=15000)
+    if attempt:
+        print(f"the handle took press {attempt + 1}; the presses hit {page.evaluate('window.__vireoPresses')}")
     return point
 
 

@@ -118,3 +118,20 @@ def _cpu_seconds(pid: int) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_the_association_limit_counts_every_worker(start_vireo: Callable[..., VireoProcess]) -> None:
+    vireo = start_vireo(VIREO_DICOM_MAX_ASSOCIATIONS="2")
+    ae = AE(ae_title="LIMIT")
+    ae.add_requested_context(CTImageStorage)
+    held = [ae.associate("127.0.0.1", vireo.dicom_port) for _ in range(2)]
+    try:
+        assert all(assoc.is_established for assoc in held)
+        third = ae.associate("127.0.0.1", vireo.dicom_port)
+        assert third.is_rejected, "past the limit over all workers, an association is rejected"
+    finally:
+        for assoc in held:
+            assoc.release()
+    again = ae.associate("127.0.0.1", vireo.dicom_port)
+    assert again.is_established
+    again.release()

@@ -24,8 +24,8 @@ from tests.support.vireo import VireoProcess, free_port
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
-FLOOD_REQUESTS = 3000
-FLOOD_SECONDS = 15.0
+FLOOD_REQUESTS = 1000
+FLOOD_SECONDS = 8.0  # at least 300 requests get through on a loaded CI machine (the assertion below)
 BODY = b'{"instance": {}, "updates": []}'
 PEER_KEY = InstanceKey.generate()  # the key of site-v, a registered remote played by the test
 
