@@ -16,22 +16,20 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import JSON, String, bindparam, func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from core.db import Database, insert_ignoring_duplicates
 from core.models import Dataset, DatasetSeries, Instance, InstanceDocument, Patient, Series, Study
 from core.person_names import folded_names
 from core.search.indexing import index_series, note_changed
-from core.pacs_store import StoredFile
 from core.timeutil import UTCDateTime, utcnow
 from ingest.incoming import IncomingInstance
-from ingest.metadata import InstanceMetadata
 
 log = logging.getLogger(__name__)
 

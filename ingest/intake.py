@@ -1,8 +1,10 @@
 """The one way an instance enters the PACS: checked, stored durably, then indexed.
 
 The DICOM receiver (C-STORE), STOW-RS and retrievals from other PACS (C-GET) all hand
-their Part 10 bytes to `Intake`, so every door applies the same checks, stores files the
-same way and answers only once the instance is on disk and searchable.
+their Part 10 bytes to `Intake`, so every door applies the same checks and stores files the
+same way. `ingest` answers once the instance is on disk and searchable; the receiver's fast
+path (`receive_part`, for a data set already written as it arrived) once it is on disk, with
+the index commit behind the answer (ingest.receiver).
 """
 
 from __future__ import annotations

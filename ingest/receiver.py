@@ -1,39 +1,55 @@
 """The DICOM receiver: a pynetdicom AE answering C-ECHO and C-STORE on the DICOM port
 (and C-FIND, C-MOVE and C-GET through ingest.query_retrieve).
 
-Each association runs in its own pynetdicom thread. A C-STORE is checked, written as
-received (no re-encoding) to the PACS store with an fsync, indexed through the group-commit
-writer (ingest.intake, shared with STOW-RS), and only then answered Success. A dataset that cannot be stored gets the failure
-status PS3.4 names for it, with an ErrorComment, and the association carries on; so does every other request
-pynetdicom alone would abort for (ingest.receiver_services), and every storage-like SOP class is accepted.
-The called AE title names the dataset the series joins. A connection takes an association slot only
-once its A-ASSOCIATE-RQ has arrived whole, within `associate_deadline` seconds, and each peer
-address holds at most `max_connections_per_peer` connections (ingest.dicom_admission).
-"""
+A plain C-STORE takes the fast path (ingest.streaming_dul): its data set is written to a part
+file as it arrives, then checked, flushed and linked into the PACS store (ingest.intake), and
+answered Success once durable; the index commit follows the answer (group commits through
+ingest.indexer), and the association's release waits for it. A crash in between loses nothing
+acknowledged: the start-up recovery indexes what was linked since the last heartbeat.
+Associations that only store run in receiver worker processes (ingest.receiver_workers), one
+per core, with this same class; those that query or retrieve run here.
 
+A dataset that cannot be stored gets the failure status PS3.4 names for it, with an
+ErrorComment, and the association carries on; so does every other request pynetdicom alone
+would abort for (ingest.receiver_services), and every storage-like SOP class is accepted. The
+called AE title names the dataset the series joins. A connection takes an association slot
+only once its A-ASSOCIATE-RQ has arrived whole, within `associate_deadline` seconds, and each
+peer address holds at most `max_connections_per_peer` connections (ingest.dicom_admission).
+"""
 from __future__ import annotations
 
 import logging
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, AllStoragePresentationContexts, evt
+from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
 from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from core.pacs_store import PacsStore, Part
 from ingest.dicom_admission import DEFAULT_ASSOCIATE_DEADLINE, DEFAULT_MAX_CONNECTIONS_PER_PEER, Admission, AdmissionLimits
 from ingest.dicom_transport import ReceiverServer
-from ingest.intake import DATASET_MISMATCH_WARNING, OUT_OF_RESOURCES, SOP_CLASS_NOT_SUPPORTED, SUCCESS, Intake, Origin, StoreRefused, error_comment, metadata_document
 from ingest.dimse_wire import C_STORE_RQ, Command
+from ingest.intake import (
+    DATASET_MISMATCH_WARNING,
+    OUT_OF_RESOURCES,
+    SOP_CLASS_NOT_SUPPORTED,
+    SUCCESS,
+    AdmittedInstance,
+    Intake,
+    Origin,
+    StoreRefused,
+    error_comment,
+    metadata_document,
+    parse_dataset,  # noqa: F401  (part of this module's interface, as before the intake moved out)
+)
 from ingest.receiver_services import ReceiverRequestHandler, is_storage_like, storage_offer
 from ingest.receiver_workers import WorkerConfig, WorkerPool
 from ingest.streaming_dul import Outcome, accepted_syntax
-from ingest.intake import parse_dataset  # noqa: F401  (part of this module's interface, as before the intake moved out)
 
 if TYPE_CHECKING:  # the database side: a receiver worker process has none
     from ingest.indexer import IndexWriter
@@ -67,6 +83,8 @@ class DicomReceiver:
         self.intake = Intake(store, indexer)
         self._server: ReceiverServer | None = None
         self._workers: WorkerPool | None = None
+        # One thread: documents are made, and instances queued for the index, in the order they were answered.
+        self._after_answer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vireo-after-answer")
 
     @property
     def port(self) -> int:
@@ -177,13 +195,30 @@ class DicomReceiver:
             return Outcome(OUT_OF_RESOURCES, "storage failed: internal error, send it again later")
 
         def index() -> Future[None]:
-            item.metadata_document = metadata_document(ds, item.meta)
-            return self.indexer.submit(item, linger=True)
+            return self._index_after_answer(item, ds)
 
         if item.warning:
             log.warning("C-STORE from %s stored with a warning (0x%04X): %s", origin.calling_aet, DATASET_MISMATCH_WARNING, item.warning)
             return Outcome(DATASET_MISMATCH_WARNING, error_comment(item.warning), index)
         return Outcome(SUCCESS, None, index)
+
+    def _index_after_answer(self, item: AdmittedInstance, ds: Dataset) -> Future[None]:
+        """Make the instance's metadata document and queue it for the index, in a thread of its own.
+
+        The association's thread is back reading the next instance meanwhile, and spends most of
+        that waiting on the disk (GIL released): the document is made in that time.
+        """
+        indexed: Future[None] = Future()
+
+        def work() -> None:
+            try:
+                item.metadata_document = metadata_document(ds, item.meta)
+                self.indexer.submit(item, linger=True).add_done_callback(lambda done: _copy_outcome(done, indexed))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever waits on the future
+                indexed.set_exception(exc)
+
+        self._after_answer.submit(work)
+        return indexed
 
     def handle_store(self, event: evt.Event) -> int | Dataset:
         """One C-STORE that pynetdicom decoded (not the fast path's): check, store durably, index, then answer."""
@@ -234,6 +269,14 @@ def dataset_name(called_ae_title: str) -> str | None:
     """The dataset a called AE title names, made a valid dataset name (slashes and leading dots are legal in AE titles)."""
     name = called_ae_title.strip().replace("/", "_").replace("\\", "_").lstrip(".")
     return name or None
+
+
+def _copy_outcome(source: Future[None], target: Future[None]) -> None:
+    error = source.exception()
+    if error is None:
+        target.set_result(None)
+    else:
+        target.set_exception(error)
 
 
 def _origin(assoc: Any) -> Origin:

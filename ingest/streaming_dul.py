@@ -32,8 +32,8 @@ from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_
 from pynetdicom.dul import DULServiceProvider
 from pynetdicom.presentation import PresentationContext
 
-from core.pacs_store import Part, PacsStore
-from ingest.dimse_wire import A_RELEASE_RQ, C_STORE_RQ, P_DATA_TF, Command, WireError, decode_command, p_data_pdu, pdvs, store_response_pdu
+from core.pacs_store import PacsStore, Part
+from ingest.dimse_wire import A_RELEASE_RQ, P_DATA_TF, Command, WireError, decode_command, p_data_pdu, pdvs, store_response_pdu
 
 log = logging.getLogger(__name__)
 

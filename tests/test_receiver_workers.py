@@ -132,6 +132,9 @@ def test_the_association_limit_counts_every_worker(start_vireo: Callable[..., Vi
     finally:
         for assoc in held:
             assoc.release()
-    again = ae.associate("127.0.0.1", vireo.dicom_port)
+    # A released association's place is free again once its worker has told the receiver (a moment later).
+    deadline = time.monotonic() + 5
+    while not (again := ae.associate("127.0.0.1", vireo.dicom_port)).is_established and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert again.is_established
     again.release()
