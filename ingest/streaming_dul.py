@@ -135,6 +135,8 @@ class MessageStream:
         self._context: PresentationContext | None = None
         self._incoming: Incoming | None = None
         self._indexing: list[Future[None]] = []
+        # The next instance's part file, made while the sender prepares it (creating a file costs a journal entry).
+        self._spare: Part | None = None
 
     def feed(self, body: memoryview, send: Any) -> list[bytes]:
         """Take one P-DATA-TF body; returns the PDV items (with their length) that pynetdicom must get, in order."""
@@ -178,7 +180,8 @@ class MessageStream:
         context = self.assoc._accepted_cx.get(context_id)
         if command is not None and context is not None and self.service.fast_eligible(self.assoc, context, command):
             self._request, self._context = command, context
-            self._incoming = Incoming(self.service.store.open_part(), part10_prefix(command, accepted_syntax(context)))
+            part, self._spare = self._spare or self.service.store.open_part(), None
+            self._incoming = Incoming(part, part10_prefix(command, accepted_syntax(context)))
             self.mode = self.FAST
             return []
         self.mode = self.PASS if command is None or command.has_data_set else self.IDLE
@@ -196,6 +199,8 @@ class MessageStream:
         if outcome.index is not None:
             self._indexing = [f for f in self._indexing if not f.done()]
             self._indexing.append(outcome.index())
+        if self._spare is None:
+            self._spare = self.service.store.open_part()
 
     def settle(self) -> None:
         """Wait until every instance this association stored is indexed (before its release is answered)."""
@@ -207,7 +212,10 @@ class MessageStream:
                 log.exception("an acknowledged instance could not be indexed yet")
 
     def abandon(self) -> None:
-        """Drop a C-STORE cut off by an abort or a closed connection (its sender heard no Success)."""
+        """Drop a C-STORE cut off by an abort or a closed connection (its sender heard no Success), and the spare part."""
+        if self._spare is not None:
+            self._spare.discard()
+            self._spare = None
         if self._incoming is not None:
             self._incoming.part.discard()
             self._incoming, self._request, self._context, self.mode = None, None, None, self.IDLE
