@@ -1,19 +1,23 @@
 """What WADO-RS serves from the PACS files: instances, frames, bulk data and rendered images.
 
 Files are served as stored whenever the client accepts that (`transfer-syntax=*` or the
-stored syntax itself), so a retrieve is a file read. Otherwise they are re-encoded into an
-uncompressed little-endian syntax (ingest.wado_transcode: decompressed, or byte-swapped from
-big endian); a compressed syntax other than the stored one is refused (the caller answers
-406), never lossy-recompressed behind the client's back. Every refusal names the transfer
-syntax and never a server path: these messages go to clients as they are.
+stored syntax itself), so a retrieve is a file read, streamed in chunks (StoredFile), and a
+frame is a seek and a read of that frame alone: a multi-gigabyte instance is never in memory
+whole. Otherwise they are re-encoded into an uncompressed little-endian syntax
+(ingest.wado_transcode: decompressed, or byte-swapped from big endian), which decodes a file
+whole and so is done only up to TRANSCODE_LIMIT; a compressed syntax other than the stored one
+is refused (the caller answers 406), never lossy-recompressed behind the client's back. Every
+refusal names the transfer syntax and never a server path: these messages go to clients as they are.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from pydicom import dcmread
@@ -33,6 +37,10 @@ from ingest.wado_transcode import SWAP_UNITS, CannotTranscode, pixel_unit, swapp
 log = logging.getLogger(__name__)
 
 ANY = "*"
+# Instances larger than this are sent as stored, never re-encoded (that decodes all their pixel data at once).
+TRANSCODE_LIMIT = 256 * 1024**2
+# What a streamed instance is read and sent in.
+CHUNK_BYTES = 1024**2
 PIXEL_DATA = Tag(0x7FE0, 0x0010)
 # Float Pixel Data and Double Float Pixel Data (Parametric Maps): native only, served as frames too (PS3.18 8.3.5.1).
 FLOAT_PIXEL_DATA = (Tag(0x7FE0, 0x0008), Tag(0x7FE0, 0x0009))
@@ -120,6 +128,39 @@ def instance_bytes(instance: StoredInstance, syntax: str) -> bytes:
     return transcoded(content, instance.transfer_syntax_uid, syntax)
 
 
+@dataclass(frozen=True)
+class StoredFile:
+    """A Part 10 file to be sent as it is stored, in chunks: a 2 GB instance is never held in memory whole."""
+
+    path: Path
+    size: int
+
+
+def instance_content(instance: StoredInstance, syntax: str) -> bytes | StoredFile:
+    """What to send for the instance in `syntax`: the stored file itself (streamed) when it matches, else re-encoded bytes.
+
+    Re-encoding decodes the whole pixel data, so it is done only for files up to
+    TRANSCODE_LIMIT; a larger one raises CannotTranscode, and the caller sends it as stored
+    when the client accepts that (the rules of any other file that does not re-encode).
+    Raises OSError when the file is gone.
+    """
+    size = instance.path.stat().st_size
+    if syntax == instance.transfer_syntax_uid:
+        return StoredFile(instance.path, size)
+    if size > TRANSCODE_LIMIT:
+        raise CannotTranscode(
+            f"the instance stored as {syntax_label(instance.transfer_syntax_uid)} is too large ({size // 1024**2} MB) to be re-encoded here"
+        )
+    return instance_bytes(instance, syntax)
+
+
+def file_chunks(stored: StoredFile, handle: BinaryIO | None = None) -> Iterator[bytes]:
+    """The stored file's bytes, CHUNK_BYTES at a time (from `handle` when the caller opened it already, to know it exists)."""
+    with handle if handle is not None else stored.path.open("rb") as f:
+        while chunk := f.read(CHUNK_BYTES):
+            yield chunk
+
+
 # --------------------------------------------------------------------------- frames
 
 
@@ -188,10 +229,28 @@ def frames(instance: StoredInstance, numbers: list[int], syntax: str) -> list[Fr
                 f.seek(pixel_data.value_tell + (n - 1) * size)
                 parts.append(f.read(size))
         return [Frame(part, "application/octet-stream", ExplicitVRLittleEndian) for part in parts]
+    if stored == ExplicitVRBigEndian and getattr(pixel_data, "value", b"") is None and bits % 8 == 0:
+        unit = pixel_unit(ds, pixel_data.VR)
+        return [Frame(_big_endian_frame(instance.path, pixel_data.value_tell, pixel_data.length, (n - 1) * size, size, unit),
+                      "application/octet-stream", ExplicitVRLittleEndian) for n in numbers]
     data = ds.PixelData
     if stored == ExplicitVRBigEndian:
         data = swapped(data, pixel_unit(ds, pixel_data.VR))  # frames are served little endian
     return [Frame(_uncompressed_frame(ds, data, n - 1), "application/octet-stream", ExplicitVRLittleEndian) for n in numbers]
+
+
+def _big_endian_frame(path: Path, value_tell: int, length: int, start: int, size: int, unit: int) -> bytes:
+    """Bytes [start, start+size) of a big-endian Pixel Data value, little endian, read from the file alone.
+
+    The read is widened to whole `unit`-byte words (an odd-sized 8-bit frame in OW starts mid-word),
+    swapped, then cut: exactly the slice of the whole value swapped, without reading the whole value.
+    """
+    first = start - start % unit
+    end = min(length, -(-(start + size) // unit) * unit)
+    with path.open("rb") as f:
+        f.seek(value_tell + first)
+        words = f.read(max(0, end - first))
+    return swapped(words, unit)[start - first : start - first + size]
 
 
 def _float_frames(instance: StoredInstance, ds: Dataset, numbers: list[int]) -> list[Frame]:
@@ -253,7 +312,9 @@ def bulk_value(instance: StoredInstance, tag_path: list[str]) -> tuple[bytes, bo
 
     Values of big-endian instances are sent little endian, as the transfer syntax the answer names.
     """
-    ds: Dataset = dcmread(instance.path)
+    # Big values other than the one asked for stay in the file (a deflated file is inflated whole by pydicom anyway).
+    defer = None if instance.transfer_syntax_uid == DeflatedExplicitVRLittleEndian else "1 MB"
+    ds: Dataset = dcmread(instance.path, defer_size=defer)
     owner = ds
     element = None
     try:

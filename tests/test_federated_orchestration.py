@@ -22,7 +22,7 @@ import pytest
 from pydicom.pixels import apply_modality_lut
 
 from tests.factories import SeriesFiles, write_series
-from tests.support.vireo import VireoProcess
+from tests.support.vireo import VireoProcess, start_all
 from tests.support.workflows import ENDED, create, wait_job
 
 pytestmark = pytest.mark.timeout(300)
@@ -93,8 +93,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory, small_study: list[SeriesFile
     data = {"site-a": [small_study[0], small_study[2]], "site-b": [small_study[1], acme], "site-c": [small_study[3], small_study[4]]}
     processes = {name: VireoProcess(root / name, VIREO_INSTANCE_NAME=name, VIREO_DAGS_DIR=str(dags)) for name in SITES}
     try:
-        for p in processes.values():
-            p.start()
+        start_all(*processes.values())
         s = Sites(processes, data)
         for name in SITES:
             _send(processes[name], data[name])

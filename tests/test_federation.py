@@ -18,7 +18,7 @@ from federation import envelope, signing
 from federation.identity import KEY_FILE, InstanceKey
 from federation.sync import SYNC_PATH
 from tests.factories import SeriesFiles
-from tests.support.vireo import VireoProcess
+from tests.support.vireo import VireoProcess, start_all
 from tests.support.workflows import ENDED, create, dags_folder, wait_job
 
 pytestmark = pytest.mark.timeout(300)
@@ -56,8 +56,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory, small_study: list[SeriesFile
     dags = str(dags_folder(root / "dags"))
     processes = [VireoProcess(root / name, VIREO_INSTANCE_NAME=name, VIREO_DAGS_DIR=dags) for name in ("site-a", "site-b", "site-c")]
     try:
-        for p in processes:
-            p.start()
+        start_all(*processes)
         s = Sites(*processes)
         _send(s.b, "cohort", small_study[:3])
         assert s.api["site-c"].post("/api/datasets", json={"name": "cohort"}).status_code == 201  # its jobs here take no input

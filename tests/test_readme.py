@@ -9,7 +9,7 @@ polled, the demo seeds, the Datasets page is photographed for the README
 The two ports are the only thing changed: free ports replace 8080 and 11112, so the test can run
 beside anything else. The fresh `.venv` is made by `run.sh` itself; to keep the suite fast it sees
 the project's already installed dependencies through a .pth file, so `run.sh`'s
-`pip install -e .` has nothing to download (set VIREO_README_FULL_INSTALL=1 to install everything
+`pip install -e .` has nothing to download, and the checkout's installed OHIF through a link (set VIREO_README_FULL_INSTALL=1 to install everything
 from the package index, as on a new machine: a minute or two more).
 """
 
@@ -117,6 +117,18 @@ def _prepare_fast_venv(folder: Path) -> None:
     site = subprocess.run([str(folder / ".venv" / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                           check=True, capture_output=True, text=True).stdout.strip()
     Path(site, "project-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    _share_ohif(folder)
+
+
+def _share_ohif(folder: Path) -> None:
+    """The checkout's installed OHIF, linked into the copy, so that run.sh's `app.ohif install` finds it there and
+    returns at once instead of fetching and unpacking it with npm again (~10 s; the full install does fetch it)."""
+    from app.ohif import location
+
+    installed = location.installed(ROOT / ".vireo" / "ohif")
+    if installed is not None:
+        (folder / ".vireo" / "ohif").mkdir(parents=True, exist_ok=True)
+        (folder / ".vireo" / "ohif" / installed.name).symlink_to(installed, target_is_directory=True)
 
 
 @pytest.fixture(scope="module")

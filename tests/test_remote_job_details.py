@@ -25,7 +25,7 @@ from federation.identity import KEY_FILE, InstanceKey
 from federation.job_mirror import LOG_TAIL_BYTES
 from federation.signing import sign_request
 from tests.support.browser import ARTIFACTS_DIR
-from tests.support.vireo import ADMIN_PASSWORD, VireoProcess
+from tests.support.vireo import ADMIN_PASSWORD, VireoProcess, start_all
 from tests.support.workflows import ENDED, create, dags_folder, wait_job
 
 pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
@@ -67,8 +67,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     a = VireoProcess(root / "site-a", VIREO_INSTANCE_NAME="site-a", VIREO_DAGS_DIR=str(dags))
     b = VireoProcess(root / "site-b", VIREO_INSTANCE_NAME="site-b", VIREO_DAGS_DIR=str(dags))
     try:
-        a.start()
-        b.start()
+        start_all(a, b)
         p = Pair(a, b)
         response = p.api["site-b"].put("/api/instances/local", json={
             "automatic_execution": True, "sync_interval": 1, "fernet_encryption": True,

@@ -144,20 +144,23 @@ def _instance_syntax(stored: str, syntaxes: list[str]) -> str:
         raise
 
 
-def _part(item: wado.StoredInstance, syntax: str, syntaxes: list[str], left_out: list[str]) -> tuple[str, bytes] | None:
-    """One instance's part, fully made; None (with the reason added to `left_out`) when it cannot be sent.
+PartContent = bytes | wado.StoredFile
 
-    An instance that does not decode is sent as stored when the client also accepts that.
+
+def _part(item: wado.StoredInstance, syntax: str, syntaxes: list[str], left_out: list[str]) -> tuple[str, PartContent] | None:
+    """One instance's part: re-encoded bytes, or the stored file to stream; None (the reason added to `left_out`) when it cannot be sent.
+
+    An instance that does not decode (or is too large to re-encode) is sent as stored when the client also accepts that.
     """
     try:
         try:
-            content = wado.instance_bytes(item, syntax)
+            content = wado.instance_content(item, syntax)
         except wado.CannotTranscode as exc:
             stored = item.transfer_syntax_uid
             if wado.ANY not in syntaxes and stored not in syntaxes:
                 left_out.append(f"{exc}; ask for transfer-syntax={stored} or transfer-syntax=* to receive it as stored")
                 return None
-            syntax, content = stored, wado.instance_bytes(item, stored)
+            syntax, content = stored, wado.instance_content(item, stored)
     except OSError as exc:
         log.warning("instance %s left out of a retrieve: %s", item.sop_instance_uid, exc)
         left_out.append(f"the file of instance {item.sop_instance_uid} is missing from the store")
@@ -165,13 +168,53 @@ def _part(item: wado.StoredInstance, syntax: str, syntaxes: list[str], left_out:
     return f"application/dicom; transfer-syntax={syntax}", content
 
 
+def _size(content: PartContent) -> int:
+    return content.size if isinstance(content, wado.StoredFile) else len(content)
+
+
+def _single(content_type: str, content: PartContent) -> Response:
+    """A bare application/dicom answer; a stored file is streamed, opened first so a vanished file is still a 404."""
+    if not isinstance(content, wado.StoredFile):
+        return Response(content, media_type=content_type)
+    try:
+        handle = content.path.open("rb")
+    except OSError as exc:
+        log.warning("instance file vanished before it was sent: %s", exc)
+        raise HTTPException(404, "the file of the instance is missing from the store") from None
+    return StreamingResponse(wado.file_chunks(content, handle), media_type=content_type, headers={"Content-Length": str(content.size)})
+
+
+def _streamed_parts(parts: Iterator[tuple[str, PartContent]]) -> Iterator[tuple[str, Iterator[bytes]]]:
+    """Parts with their content as chunks; a stored file that cannot be opened any more is left out (logged), never cut off."""
+    for content_type, content in parts:
+        if not isinstance(content, wado.StoredFile):
+            yield content_type, iter((content,))
+            continue
+        try:
+            handle = content.path.open("rb")
+        except OSError as exc:
+            log.warning("instance file vanished during a retrieve: %s", exc)
+            continue
+        yield content_type, wado.file_chunks(content, handle)
+
+
+def _multipart_chunks(boundary: str, parts: Iterator[tuple[str, PartContent]]) -> Iterator[bytes]:
+    """multipart/related body as app.api.multipart.multipart_stream writes it, each part's content sent in chunks."""
+    for content_type, chunks in _streamed_parts(parts):
+        yield f"--{boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode()
+        yield from chunks
+        yield b"\r\n"
+    yield f"--{boundary}--\r\n".encode()
+
+
 def _retrieve(request: Request, study: str, series: str | None = None, instance: str | None = None) -> Response:
     """Instances as asked: each in the first acceptable syntax it can be sent in.
 
     The status is decided before the first byte: 406 when no instance can be sent, 206 with a
-    Warning when some cannot (PS3.18 6.5.3.2 / 10.4.3). Parts are made whole before they are
-    sent, the first PREPARED_BYTES of them before the response starts; one that fails later
-    (a decoder giving up on damaged data) is left out and logged, never cut off mid-part.
+    Warning when some cannot (PS3.18 6.5.3.2 / 10.4.3). Re-encoded parts are made whole before
+    they are sent, the first PREPARED_BYTES of them before the response starts; one that fails
+    later (a decoder giving up on damaged data) is left out and logged, never cut off mid-part.
+    Files sent as stored are streamed from disk in chunks, so a 2 GB instance is never in memory.
     """
     single, syntaxes = _instance_syntaxes(request, instance is not None)
     items = _instances(study, series, instance)
@@ -183,23 +226,23 @@ def _retrieve(request: Request, study: str, series: str | None = None, instance:
         except wado.NotAcceptable as exc:
             left_out.append(str(exc))
     pending = iter(plan)
-    ready: list[tuple[str, bytes]] = []
+    ready: list[tuple[str, PartContent]] = []
     prepared = 0
     for item, syntax in pending:
         part = _part(item, syntax, syntaxes, left_out)
         if part is not None:
             ready.append(part)
-            prepared += len(part[1])
+            prepared += _size(part[1])
             if prepared >= PREPARED_BYTES:
                 break
     if not ready:
         missing = all(reason.startswith("the file of instance") for reason in left_out)
         raise HTTPException(404 if missing else 406, _left_out_summary(left_out, len(items)))
     if single:
-        return Response(ready[0][1], media_type=ready[0][0])
+        return _single(*ready[0])
     headers = {"Warning": f'299 Vireo "{_left_out_summary(left_out, len(items))}"'} if left_out else {}
 
-    def parts() -> Iterator[tuple[str, bytes]]:
+    def parts() -> Iterator[tuple[str, PartContent]]:
         yield from ready
         ready.clear()
         for item, syntax in pending:
@@ -209,7 +252,7 @@ def _retrieve(request: Request, study: str, series: str | None = None, instance:
 
     boundary = new_boundary()
     return StreamingResponse(
-        multipart_stream(boundary, parts()), status_code=206 if left_out else 200, headers=headers,
+        _multipart_chunks(boundary, parts()), status_code=206 if left_out else 200, headers=headers,
         media_type=multipart_content_type(boundary, "application/dicom"),
     )
 
@@ -298,8 +341,8 @@ def retrieve_bulkdata(study: str, series: str, instance: str, tag_path: str, req
     boundary = new_boundary()
     syntax = item.transfer_syntax_uid if encapsulated else wado.ExplicitVRLittleEndian
     part_type = "application/octet-stream"
-    return Response(
-        b"".join(multipart_stream(boundary, [(f"{part_type}; transfer-syntax={syntax}", content)])),
+    return StreamingResponse(  # streamed: a whole Pixel Data value is not copied once more into one body
+        multipart_stream(boundary, [(f"{part_type}; transfer-syntax={syntax}", content)]),
         media_type=multipart_content_type(boundary, part_type),
     )
 

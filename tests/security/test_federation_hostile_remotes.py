@@ -22,7 +22,7 @@ from tests.security.hostile_remote import (
     signed_answer,
     trickle,
 )
-from tests.support.vireo import VireoProcess
+from tests.support.vireo import VireoProcess, start_all
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
 
@@ -37,8 +37,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[VireoProces
     a = VireoProcess(root / "site-a", VIREO_INSTANCE_NAME="site-a", VIREO_FEDERATION_DEADLINE=str(DEADLINE))
     b = VireoProcess(root / "site-b", VIREO_INSTANCE_NAME="site-b")
     try:
-        a.start()
-        b.start()
+        start_all(a, b)
         with a.client() as ca, b.client() as cb:
             local_a, local_b = ca.get("/api/instances/local").json(), cb.get("/api/instances/local").json()
             assert ca.post("/api/instances", json={k: local_b[k] for k in DEFINITION}).status_code == 201

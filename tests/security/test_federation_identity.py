@@ -21,7 +21,7 @@ import pytest
 from federation import signing
 from federation.identity import KEY_FILE, InstanceKey
 from federation.sync import SYNC_PATH
-from tests.support.vireo import VireoProcess
+from tests.support.vireo import VireoProcess, start_all
 from tests.support.workflows import ENDED, create, dags_folder, wait_job
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]
@@ -52,8 +52,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sites]:
     dags = str(dags_folder(root / "dags"))
     processes = {name: VireoProcess(root / name, VIREO_INSTANCE_NAME=name, VIREO_DAGS_DIR=dags) for name in SITES}
     try:
-        for p in processes.values():
-            p.start()
+        start_all(*processes.values())
         f = Sites(processes)
         assert f.api["site-a"].put("/api/instances/local", json={"automatic_sync": False}).status_code == 200
         for runner in ("site-b", "site-c"):

@@ -48,6 +48,11 @@ class VireoProcess:
         return httpx.Client(base_url=self.url, timeout=30, **kwargs)  # type: ignore[arg-type]
 
     def start(self, timeout: float = 60) -> VireoProcess:
+        self.launch()
+        return self.wait_started(timeout)
+
+    def launch(self) -> VireoProcess:
+        """Start the process without waiting for it (see `start_all`)."""
         env = {
             **os.environ,
             "VIREO_DATA_DIR": str(self.data_dir),
@@ -61,6 +66,11 @@ class VireoProcess:
             env.pop(inherited, None)  # NiceGUI would think it runs inside a test
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen([sys.executable, str(ROOT / "main.py")], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait_started(self, timeout: float = 60) -> VireoProcess:
+        """Wait until health answers and the DICOM port is open; RuntimeError (with the log) if not."""
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -70,7 +80,7 @@ class VireoProcess:
                     return self
             except httpx.HTTPError:
                 pass
-            time.sleep(0.2)
+            time.sleep(0.1)
         raise RuntimeError(f"Vireo did not start within {timeout} s:\n{self.log()}")
 
     def _dicom_open(self) -> bool:
@@ -110,3 +120,13 @@ class VireoProcess:
             time.sleep(0.2)
             page = self.series(**params)
         return page
+
+
+def start_all(*processes: VireoProcess, timeout: float = 90) -> tuple[VireoProcess, ...]:
+    """Start several Vireos at once and wait for all: their start-ups (mostly imports) overlap, which saves
+    a fixture with three sites several seconds over starting them one after the other."""
+    for process in processes:
+        process.launch()
+    for process in processes:
+        process.wait_started(timeout)
+    return processes
