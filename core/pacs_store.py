@@ -69,7 +69,7 @@ class PacsStore:
 
     def open_part(self) -> Part:
         """A new file under `.incoming/` to write an instance into as it arrives (then `adopt` it, or `discard` it)."""
-        return Part(self.incoming / f"{uuid.uuid4().hex}.part")
+        return Part(self.incoming)
 
     def adopt(self, part: Part, study_uid: str, series_uid: str, sop_uid: str) -> StoredFile:
         """Link a whole, synced part under its final name and flush the folder; the part itself stays for `discard`.
@@ -80,7 +80,7 @@ class PacsStore:
         final = self.root / relative
         self._ensure_dir(final.parent)
         try:
-            os.link(part.path, final)
+            part.link(final)
             created = True
         except FileExistsError:
             created = False  # another association stored the same instance first
@@ -123,12 +123,23 @@ class PacsStore:
 
 
 class Part:
-    """An instance being written under `.incoming/`: never under a final name until whole and on disk."""
+    """An instance being written under `.incoming/`: never under a final name until whole and on disk.
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    Where the filesystem allows it (Linux, O_TMPFILE: ext4, xfs, btrfs, tmpfs) the part has no
+    name at all: creating it costs no directory entry, linking it is the only name it ever gets,
+    and a crash leaves nothing to clean up. Elsewhere it is a named `.part` file.
+    """
+
+    def __init__(self, directory: Path) -> None:
         self.size = 0
-        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        self.anonymous = False
+        try:
+            self._fd: int | None = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o644)
+            self.anonymous = True
+            self.path = Path(f"/proc/self/fd/{self._fd}")  # reopens the same inode (for checks that read it back)
+        except (AttributeError, OSError):  # no O_TMPFILE on this system or filesystem
+            self.path = directory / f"{uuid.uuid4().hex}.part"
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
 
     def write(self, data: memoryview | bytes) -> None:
         assert self._fd is not None
@@ -138,20 +149,29 @@ class Part:
         self.size += len(data)
 
     def sync(self) -> None:
-        """Flush the bytes to disk and close the file (the GIL is released meanwhile: other threads go on)."""
+        """Flush the bytes to disk (the GIL is released meanwhile: other threads go on); the file stays open."""
         if self._fd is not None:
+            os.fdatasync(self._fd)
+
+    def link(self, final: Path) -> None:
+        """Give the synced part its final name; FileExistsError if the name is taken (the first copy wins)."""
+        if self.anonymous:
+            # linkat(fd of /proc/self/fd, "N", ..., AT_SYMLINK_FOLLOW): Python calls plain link() without a dir fd.
+            proc_fds = os.open("/proc/self/fd", os.O_RDONLY | os.O_DIRECTORY)
             try:
-                os.fdatasync(self._fd)
+                os.link(str(self._fd), final, src_dir_fd=proc_fds, follow_symlinks=True)
             finally:
-                os.close(self._fd)
-                self._fd = None
+                os.close(proc_fds)
+        else:
+            os.link(self.path, final)
 
     def discard(self) -> None:
-        """Close and remove the part (after `adopt` the final name keeps the data)."""
+        """Close the part, and remove its name if it has one (after `link` the final name keeps the data)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
-        self.path.unlink(missing_ok=True)
+        if not self.anonymous:
+            self.path.unlink(missing_ok=True)
 
 
 def _fsync_dir(directory: Path) -> None:

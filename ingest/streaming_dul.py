@@ -33,7 +33,17 @@ from pynetdicom.dul import DULServiceProvider
 from pynetdicom.presentation import PresentationContext
 
 from core.pacs_store import PacsStore, Part
-from ingest.dimse_wire import A_RELEASE_RQ, P_DATA_TF, Command, WireError, decode_command, p_data_pdu, pdvs, store_response_pdu
+from ingest.dimse_wire import (
+    A_RELEASE_RQ,
+    P_DATA_TF,
+    Command,
+    WireError,
+    decode_command,
+    p_data_pdu,
+    pdvs,
+    store_response_pdu,
+)
+from ingest.intake import OUT_OF_RESOURCES
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +81,21 @@ class Incoming:
 
     def __init__(self, part: Part, prefix: bytes) -> None:
         self.part = part
-        part.write(prefix)
+        # A write that failed (a full disk): the rest of the data set is read and dropped, and the sender told why.
+        self.failed: OSError | None = None
         self.content: bytearray | None = bytearray(prefix)
+        self._write(prefix)
+
+    def _write(self, data: bytes | memoryview) -> None:
+        if self.failed is None:
+            try:
+                self.part.write(data)
+            except OSError as exc:
+                log.error("writing a received instance failed: %s", exc.strerror or exc)
+                self.failed = exc
 
     def add(self, fragment: memoryview) -> None:
-        self.part.write(fragment)
+        self._write(fragment)
         if self.content is not None:
             if len(self.content) + len(fragment) > MEMORY_LIMIT:
                 self.content = None  # large: from here on the file is the only copy
@@ -192,7 +212,10 @@ class MessageStream:
         assert incoming is not None and request is not None and context is not None
         self._incoming, self._request, self._context, self.mode = None, None, None, self.IDLE
         try:
-            outcome = self.service.store_streamed(self.assoc, context, request, incoming.part, incoming.content)
+            if incoming.failed is not None:
+                outcome = Outcome(OUT_OF_RESOURCES, f"storage failed: {incoming.failed.strerror or type(incoming.failed).__name__}")
+            else:
+                outcome = self.service.store_streamed(self.assoc, context, request, incoming.part, incoming.content)
         finally:
             incoming.part.discard()
         send(store_response_pdu(int(context.context_id), request, outcome.status, outcome.comment))

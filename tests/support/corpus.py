@@ -637,7 +637,9 @@ def rounds(files: list[CorpusFile]) -> list[list[CorpusFile]]:
 def _start(data_dir: Path) -> VireoProcess:
     """A fresh Vireo; one more try after a pause, for a work tree caught in the middle of an edit."""
     for attempt in range(2):
-        vireo = VireoProcess(data_dir if attempt == 0 else data_dir.with_name(data_dir.name + "-retry"))
+        # One receiver worker: the statuses come from the same code as with one per core (tests/test_receiver_workers.py),
+        # and twenty Vireos each starting two workers cost the suite about 20 s of CPU.
+        vireo = VireoProcess(data_dir if attempt == 0 else data_dir.with_name(data_dir.name + "-retry"), VIREO_DICOM_WORKERS="1")
         try:
             return vireo.start(timeout=180)
         except RuntimeError:
