@@ -193,6 +193,7 @@ class WorkerPool:
         self._started = False
         self._stopping = False
         self._delays = [1.0] * count
+        self._tried = [False] * count  # whether a worker was ever started (or failed to start) in each place
         self._spawns: queue.Queue[tuple[int, float]] = queue.Queue()
 
     @property
@@ -216,7 +217,7 @@ class WorkerPool:
         """
         deadline = time.monotonic() + START_WAIT
         while not self._stopping and time.monotonic() < deadline:
-            starting = [w for w in self.workers if w is None or (w.alive and not w.ready.is_set())]
+            starting = [n for n, w in enumerate(self.workers) if not self._tried[n] or (w is not None and w.alive and not w.ready.is_set())]
             if not starting:
                 break
             time.sleep(0.02)
@@ -257,6 +258,7 @@ class WorkerPool:
                 except OSError:
                     log.exception("receiver worker %d could not be started; associations are served in the main process", number)
                     self.workers[number] = None
+                self._tried[number] = True
 
     def _exited(self, worker: Worker) -> None:
         if self._stopping:

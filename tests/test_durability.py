@@ -57,7 +57,7 @@ def test_sigkill_mid_four_transfers_loses_nothing_acknowledged(
     database: str, start_vireo: Callable[..., VireoProcess], four_series: list[SeriesFiles], request: pytest.FixtureRequest
 ) -> None:
     env = {"VIREO_DATABASE_URL": request.getfixturevalue("postgres_url")} if database == "postgresql" else {}
-    vireo = start_vireo(**env)
+    vireo = start_vireo(VIREO_DICOM_WORKERS="-1", **env)  # the default: one worker per core
     acknowledged: list[str] = []
     lock = threading.Lock()
     enough = threading.Event()

@@ -21,6 +21,7 @@ from pynetdicom.sop_class import CTImageStorage  # type: ignore[attr-defined]
 from tests.factories import SeriesFiles, write_series
 from tests.support.vireo import VireoProcess
 
+DEFAULT_WORKERS = max(2, os.cpu_count() or 1)  # the default, one per core (and at least two, to see them share)
 _WORKER = re.compile(r"\[receiver worker (\d+)\]: Accepting Association")
 
 
@@ -44,7 +45,10 @@ def four_series(tmp_path_factory: pytest.TempPathFactory) -> list[SeriesFiles]:
     return [write_series(root / f"s{n}", slices=40, rows=64, columns=64, patient_id=f"W{n}", seed=700 + n, series_number=n + 1) for n in range(4)]
 
 
-def test_four_associations_are_served_by_every_worker_and_searchable_when_released(vireo: VireoProcess, four_series: list[SeriesFiles]) -> None:
+def test_four_associations_are_served_by_every_worker_and_searchable_when_released(
+    start_vireo: Callable[..., VireoProcess], four_series: list[SeriesFiles]
+) -> None:
+    vireo = start_vireo(VIREO_DICOM_WORKERS=str(DEFAULT_WORKERS))
     results: list[subprocess.CompletedProcess[str]] = []
     senders = [threading.Thread(target=lambda s=s: results.append(dcmsend(vireo.dicom_port, "WORKERS", s.paths[0].parent))) for s in four_series]
     for sender in senders:
@@ -57,14 +61,14 @@ def test_four_associations_are_served_by_every_worker_and_searchable_when_releas
     assert sum(item["instances"] for item in page["items"]) == 160
     assert page["total"] == 4
     pids = worker_pids(vireo)
-    assert len(pids) == (os.cpu_count() or 1)
+    assert len(pids) == DEFAULT_WORKERS
     served = {int(pid) for pid in _WORKER.findall(vireo.log_path.read_text(errors="replace"))}
     assert served == pids, "every worker served some of the four associations"
 
 
 @pytest.mark.slow  # a worker restart and a resend: ~8 s
 def test_a_killed_worker_loses_nothing_acknowledged_and_is_replaced(start_vireo: Callable[..., VireoProcess], tmp_path: Path) -> None:
-    vireo = start_vireo()
+    vireo = start_vireo(VIREO_DICOM_WORKERS=str(DEFAULT_WORKERS))
     series = write_series(tmp_path / "big", slices=300, rows=128, columns=128, patient_id="WKILL", seed=710)
     acknowledged: list[str] = []
     enough = threading.Event()

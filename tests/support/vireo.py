@@ -60,6 +60,9 @@ class VireoProcess:
             "VIREO_DICOM_PORT": str(self.dicom_port),
             "VIREO_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "VIREO_THUMBNAIL_QUIET_SECONDS": "1",
+            # One receiver worker (the default is one per core): the same code path, half the start-up CPU per
+            # Vireo. tests/test_receiver_workers.py and tests/test_durability.py run the default.
+            "VIREO_DICOM_WORKERS": "1",
             **self.extra_env,
         }
         for inherited in ("NICEGUI_USER_SIMULATION", "PYTEST_CURRENT_TEST"):
