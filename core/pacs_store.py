@@ -10,7 +10,6 @@ start-up.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import re
 import sys
@@ -183,8 +182,8 @@ def _libc_sync_file_range() -> ctypes._CFuncPtr | None:
     """Linux's sync_file_range(2), which Python's os module lacks; None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
-    try:
-        function = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True).sync_file_range
+    try:  # the process's own symbols include libc's (as ingest.receiver_worker.die_with_parent uses them)
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
     except (OSError, AttributeError):
         return None
     function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]

@@ -229,13 +229,10 @@ class MessageStream:
             self._spare = _PART_MAKER.submit(self.service.store.open_part)
 
     def _take_spare(self) -> Part:
-        """The part file made ahead, or a new one (made here, so that a failure to make one is raised here)."""
+        """The part file made ahead; if making it failed (or none was made), one made here, raising here if that fails too."""
         spare, self._spare = self._spare, None
-        if spare is not None:
-            try:
-                return spare.result()
-            except OSError:
-                pass
+        if spare is not None and spare.exception() is None:
+            return spare.result()
         return self.service.store.open_part()
 
     def settle(self) -> None:
