@@ -76,13 +76,16 @@ def _basic(header: str, address: str) -> Principal | None:
     if cached is not None:
         return cached
     settings = current_services().settings
+    # Read before anything else: a check that began before a user changed (`clear`) may have read the
+    # old password, so it neither puts its answer back nor is joined by requests that came after.
+    generation = credentials.generation
+    flight = f"{generation}:{key}"
 
     def verify() -> Principal | None:
         again = credentials.get(key)  # verified by a flight that ended just before this one began
         if again is not None:
             return again
         known = credentials.known(key) is not None
-        generation = credentials.generation
         principal = login(username, password, address, throttled=not known)
         if principal is not None:
             credentials.put(key, principal, settings.credential_cache_seconds, generation)
@@ -92,9 +95,9 @@ def _basic(header: str, address: str) -> Principal | None:
 
     once_correct = credentials.known(key)
     if once_correct is not None:
-        verifications.start(key, verify)  # checked again beside this request, which need not wait for argon2
+        verifications.start(flight, verify)  # checked again beside this request, which need not wait for argon2
         return once_correct
-    return verifications.run(key, verify)
+    return verifications.run(flight, verify)
 
 
 def _bearer(token: str) -> Principal | None:

@@ -125,8 +125,9 @@ def _log_in(page: Any, vireo: VireoProcess, target: str) -> None:
 
 
 def _wait_for_image(frame: Any, condition: str = "s.lit > 0.05 && s.mean > 5") -> dict[str, float]:
-    frame.wait_for_function(f"() => {{ const s = ({CANVAS_STATS})(); return s && {condition}; }}", timeout=LOAD_TIMEOUT_MS, polling=250)
-    return frame.evaluate(CANVAS_STATS)
+    # the stats that met the condition, not a second look: OHIF may swap its canvas in between
+    handle = frame.wait_for_function(f"() => {{ const s = ({CANVAS_STATS})(); return s && ({condition}) ? s : null; }}", timeout=LOAD_TIMEOUT_MS, polling=250)
+    return handle.json_value()
 
 
 def _shot(page: Any, name: str) -> None:
