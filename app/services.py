@@ -22,6 +22,7 @@ from core.events import SERIES_CHANGED, SERIES_DELETED, EventBus
 from core.pacs_store import PacsStore
 from core.search.indexing import index_series, missing_series, prune_changes
 from core.search.service import SeriesSearch
+from ingest.document_backfill import DocumentBackfill
 from ingest.indexer import IndexWriter
 from ingest.query_retrieve import QueryRetrieveSCP
 from ingest.receiver import DicomReceiver, ReceiverConfig
@@ -56,6 +57,7 @@ class Services:
     incoming: IncomingRecorder
     federation: Federation
     orchestrator: Orchestrator
+    documents: DocumentBackfill
     demo: DemoSeeder | None = None  # with --demo: seeds the demo once per data dir, reports progress
 
     @property
@@ -75,6 +77,7 @@ class Services:
         # Only now does the writer keep the marker fresh: a recovery cut short must find the same window again.
         self.indexer.heartbeat = self.running_marker
         self.thumbnails.start()
+        self.documents.start()
         self.orchestrator.start()  # before the scheduler: it hands queued orchestrator jobs over
         self.workflows.start()
         self.federation.start()
@@ -89,6 +92,7 @@ class Services:
         self.orchestrator.stop()
         self.workflows.stop()
         self.indexer.stop()
+        self.documents.stop()
         self.thumbnails.stop()
         self.running_marker.unlink(missing_ok=True)
         self.db.dispose()
@@ -130,6 +134,8 @@ def build_services(settings: Settings) -> Services:
     indexer = IndexWriter(db)
     thumbnails = ThumbnailService(db, store, data_dir / "thumbnails", bus, settings.thumbnail_quiet_seconds)
     indexer.add_listener(thumbnails.touch)
+    documents = DocumentBackfill(db, store)  # for what receiver workers index without a document
+    indexer.add_listener(documents.touch)
     indexer.add_listener(lambda uids: bus.publish(SERIES_CHANGED, series_uids=sorted(uids)))
     # A job deleted series (or rebuilt the index): the writer must not trust its cache of known series.
     bus.subscribe(SERIES_DELETED, lambda _topic, payload: indexer.forget(payload.get("series_uids")))
@@ -158,7 +164,7 @@ def build_services(settings: Settings) -> Services:
     orchestrator = Orchestrator(db, engine, registry, bus)
     search = SeriesSearch(db)
     engine.search = search  # a workflow started on a search resolves it to series through the same search the pages use
-    return Services(settings, db, store, bus, indexer, thumbnails, receiver, search, registry, engine, incoming, federation, orchestrator)
+    return Services(settings, db, store, bus, indexer, thumbnails, receiver, search, registry, engine, incoming, federation, orchestrator, documents)
 
 
 def federation_config(settings: Settings) -> FederationConfig:

@@ -1,8 +1,10 @@
 """Instances' DICOM JSON documents (WADO-RS metadata), from the index.
 
-The ingest path writes each instance's document as it indexes it. Instances indexed
-without one (by `reindex`, or before Vireo kept documents) get theirs here on first
-request: read from the file once, with bulk data left unread, and kept.
+Uploads and the receiver's own process write each instance's document as they index it.
+Instances indexed without one (by a receiver worker process, by `reindex`, or before Vireo
+kept documents) get theirs from ingest.document_backfill once their series is quiet, or here
+on first request if that comes sooner: read from the file once, with bulk data left unread,
+and kept.
 """
 
 from __future__ import annotations
@@ -38,11 +40,24 @@ def documents(
         statement = statement.where(Instance.sop_instance_uid == sop_instance_uid)
     rows = session.execute(statement).all()
     missing = [(sop, series, path) for sop, series, path, document in rows if document is None]
-    made = _make_missing(session, store, study_uid, missing) if missing else {}
+    made = make_missing(session, store, study_uid, missing) if missing else {}
     return [document if document is not None else made[sop] for sop, _, _, document in rows if document is not None or sop in made]
 
 
-def _make_missing(session: Session, store: PacsStore, study_uid: str, missing: list[tuple[str, str, str]]) -> dict[str, str]:
+def missing_in_series(session: Session, series_uid: str, limit: int) -> tuple[str | None, list[tuple[str, str, str]]]:
+    """The series' study UID, and up to `limit` of its instances without a document, as (SOP instance UID, series UID, path)."""
+    study_uid = session.execute(select(Series.study_uid).where(Series.series_uid == series_uid)).scalar()
+    statement = (
+        select(Instance.sop_instance_uid, Instance.series_uid, Instance.path)
+        .join(InstanceDocument, InstanceDocument.sop_instance_uid == Instance.sop_instance_uid, isouter=True)  # type: ignore[arg-type]
+        .where(Instance.series_uid == series_uid, InstanceDocument.sop_instance_uid.is_(None))  # type: ignore[union-attr]
+        .limit(limit)
+    )
+    return study_uid, [(sop, series, path) for sop, series, path in session.execute(statement).all()]
+
+
+def make_missing(session: Session, store: PacsStore, study_uid: str, missing: list[tuple[str, str, str]]) -> dict[str, str]:
+    """Make and keep the documents of these instances (SOP instance UID, series UID, path); returns them by SOP instance UID."""
     made: dict[str, str] = {}
     for sop, series, path in missing:
         try:

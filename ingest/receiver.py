@@ -203,11 +203,15 @@ class DicomReceiver:
         return Outcome(SUCCESS, None, index)
 
     def _index_after_answer(self, item: AdmittedInstance, ds: Dataset) -> Future[None]:
-        """Make the instance's metadata document and queue it for the index, in a thread of its own.
+        """Queue the instance for the index; in the receiver's own process, with its metadata document made first.
 
-        The association's thread is back reading the next instance meanwhile, and spends most of
-        that waiting on the disk (GIL released): the document is made in that time.
+        A receiver worker hands it on as it is: the main process makes the document once the
+        series is quiet (ingest.document_backfill), since making it here took the worker's
+        interpreter lock from the association's thread just as the next instance arrived.
+        In the main process the document is made in a thread of its own meanwhile.
         """
+        if getattr(self.indexer, "documents_made_by_receiver", False):
+            return self.indexer.submit(item, linger=True)
         indexed: Future[None] = Future()
 
         def work() -> None:

@@ -35,7 +35,12 @@ class IndexingFailed(RuntimeError):
 
 
 class RemoteIndex:
-    """The index writer as this worker sees it: records go over the channel, commits come back as futures."""
+    """The index writer as this worker sees it: records go over the channel, commits come back as futures.
+
+    Records go without their metadata document: the receiver's process makes it (ingest.document_backfill).
+    """
+
+    documents_made_by_receiver = True
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel

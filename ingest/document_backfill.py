@@ -1,0 +1,90 @@
+"""Makes the WADO-RS metadata documents of instances a receiver worker stored, once their series is quiet.
+
+A receiver worker process (ingest.receiver_workers) answers each C-STORE as soon as the
+instance is durable. Making the instance's DICOM JSON there cost about 1 ms of the worker's
+one interpreter lock per instance, right when the association's thread needed it to read the
+sender's next instance: it cut one association's rate by a fifth. So workers index without a
+document, and this service, in the main process, makes the documents of a series once no
+instance has arrived in it for `quiet_seconds`: from the file, in the page cache by then, in
+batches, each batch one transaction. A viewer asking sooner gets them made on its request
+(core.instance_documents), and either way each document is made once and kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+from core.db import Database
+from core.instance_documents import make_missing, missing_in_series
+from core.pacs_store import PacsStore
+
+log = logging.getLogger(__name__)
+
+BATCH = 200
+
+
+class DocumentBackfill:
+    """Series touched by index commits, and the thread that fills in their missing documents when they go quiet."""
+
+    def __init__(self, db: Database, store: PacsStore, quiet_seconds: float = 1.0) -> None:
+        self.db = db
+        self.store = store
+        self.quiet_seconds = quiet_seconds
+        self._pending: dict[str, float] = {}  # series UID -> when an instance last arrived in it
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="vireo-document-backfill", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def touch(self, series_uids: set[str]) -> None:
+        """An index commit changed these series (an IndexWriter listener): fill them in after the quiet period."""
+        now = time.monotonic()
+        with self._lock:
+            for uid in series_uids:
+                self._pending[uid] = now
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stopping:
+            self._wake.wait(timeout=min(0.5, self.quiet_seconds))
+            self._wake.clear()
+            now = time.monotonic()
+            with self._lock:
+                due = [uid for uid, last in self._pending.items() if now - last >= self.quiet_seconds]
+                for uid in due:
+                    del self._pending[uid]
+            for uid in due:
+                if self._stopping:
+                    return
+                try:
+                    self.fill(uid)
+                except Exception:  # the documents are made on first request instead
+                    log.exception("metadata documents of series %s could not be made", uid)
+
+    def fill(self, series_uid: str) -> int:
+        """Make every missing document of one series, a batch per transaction; returns how many were made."""
+        tried: set[str] = set()  # an unreadable file is tried once per pass, not for ever
+        made = 0
+        while not self._stopping:
+            with self.db.session() as session:
+                study_uid, missing = missing_in_series(session, series_uid, BATCH + len(tried))
+                todo = [row for row in missing if row[0] not in tried][:BATCH]
+                if study_uid is None or not todo:
+                    return made
+                tried.update(sop for sop, _, _ in todo)
+                made += len(make_missing(session, self.store, study_uid, todo))
+        return made
