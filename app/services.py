@@ -22,19 +22,19 @@ from core.events import SERIES_CHANGED, SERIES_DELETED, EventBus
 from core.pacs_store import PacsStore
 from core.search.indexing import index_series, missing_series, prune_changes
 from core.search.service import SeriesSearch
-from ingest.document_backfill import DocumentBackfill
-from ingest.indexer import IndexWriter
-from ingest.query_retrieve import QueryRetrieveSCP
-from ingest.receiver import DicomReceiver, ReceiverConfig
-from ingest.reindex import recover
-from ingest.incoming_workflow import IncomingRecorder
-from ingest.thumbnail_service import ThumbnailService
 from core.workflows.engine import EngineConfig, WorkflowEngine
 from core.workflows.executor import Executor
 from core.workflows.registry import DagRegistry
 from federation.orchestration import Orchestrator
 from federation.poller import PollLimits
 from federation.sync import Federation, FederationConfig
+from ingest.document_backfill import DocumentBackfill
+from ingest.incoming_workflow import IncomingRecorder
+from ingest.indexer import IndexWriter
+from ingest.query_retrieve import QueryRetrieveSCP
+from ingest.receiver import DicomReceiver, ReceiverConfig
+from ingest.reindex import recover
+from ingest.thumbnail_service import ThumbnailService
 
 log = logging.getLogger(__name__)
 
