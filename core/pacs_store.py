@@ -152,6 +152,20 @@ class Part:
         _start_writeback(self._fd, self.size, len(data))
         self.size += len(data)
 
+    def read(self) -> bytes:
+        """Everything written so far, read back from the page cache in one piece (one copy, where appending as it
+        arrived grew a buffer several times over, on fresh pages each time)."""
+        assert self._fd is not None
+        pieces: list[bytes] = []
+        offset = 0
+        while offset < self.size:
+            piece = os.pread(self._fd, self.size - offset, offset)
+            if not piece:
+                raise OSError(f"the part ends at {offset} of {self.size} bytes")
+            pieces.append(piece)
+            offset += len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
     def sync(self) -> None:
         """Flush the bytes to disk (the GIL is released meanwhile: other threads go on); the file stays open."""
         if self._fd is not None:

@@ -170,22 +170,26 @@ class BulkAssociationSocket(AssociationSocket):
         if nr_bytes > MAX_PREALLOCATED:
             # The length comes from the peer: never allocate more than a real PDU needs up front.
             return super().recv(nr_bytes)
+        buffer = bytearray(nr_bytes)
+        with memoryview(buffer) as view:
+            received = self.recv_into(view)
+        return buffer if received == nr_bytes else buffer[:received]
+
+    def recv_into(self, view: memoryview) -> int:
+        """Fill `view` from the socket; fewer bytes only when the connection closed (the C-STORE fast path reuses one buffer)."""
         sock = self.socket
         assert sock is not None
-        buffer = bytearray(nr_bytes)
-        view = memoryview(buffer)
+        wanted = len(view)
         received = 0
-        while received < nr_bytes:
+        while received < wanted:
             if _QUICKACK is not None:
                 with contextlib.suppress(OSError):
                     sock.setsockopt(socket.IPPROTO_TCP, _QUICKACK, 1)
-            count = sock.recv_into(view[received:], nr_bytes - received)
-            if not count:  # connection closed: return what arrived, as pynetdicom expects
-                del view
-                return buffer[:received]
+            count = sock.recv_into(view[received:], wanted - received)
+            if not count:  # connection closed: what arrived, as pynetdicom expects
+                return received
             received += count
-        del view
-        return buffer
+        return received
 
 
 class BulkRequestHandler(RequestHandler):

@@ -47,9 +47,11 @@ from ingest.intake import OUT_OF_RESOURCES
 
 log = logging.getLogger(__name__)
 
-# An instance up to this size is also kept in memory while it arrives, for the checks that parse it whole;
+# An instance up to this size is read back whole from its part (page cache) for the checks that parse it in memory;
 # a larger one is checked from its file (ingest.file_admission), so memory stays flat for any size.
 MEMORY_LIMIT = 32 * 1024 * 1024
+# The reused P-DATA buffer: the receiver's maximum PDU (ingest.receiver.MAX_PDU) and a little more; a longer PDU is read into its own.
+PDU_BUFFER = 131072 + 4096
 # How long a release waits for the index commits of its association's instances.
 SETTLE_TIMEOUT = 60.0
 _HEADER = struct.Struct(">BBL")
@@ -76,7 +78,7 @@ class StoreService(Protocol):
 
     def fast_eligible(self, assoc: Any, context: PresentationContext, command: Command) -> bool: ...
 
-    def store_streamed(self, assoc: Any, context: PresentationContext, command: Command, part: Part, content: bytearray | None) -> Outcome: ...
+    def store_streamed(self, assoc: Any, context: PresentationContext, command: Command, part: Part, content: bytes | None) -> Outcome: ...
 
 
 class Incoming:
@@ -86,7 +88,6 @@ class Incoming:
         self.part = part
         # A write that failed (a full disk): the rest of the data set is read and dropped, and the sender told why.
         self.failed: OSError | None = None
-        self.content: bytearray | None = bytearray(prefix)
         self._write(prefix)
 
     def _write(self, data: bytes | memoryview) -> None:
@@ -99,11 +100,10 @@ class Incoming:
 
     def add(self, fragment: memoryview) -> None:
         self._write(fragment)
-        if self.content is not None:
-            if len(self.content) + len(fragment) > MEMORY_LIMIT:
-                self.content = None  # large: from here on the file is the only copy
-            else:
-                self.content += fragment
+
+    def content(self) -> bytes | None:
+        """The whole stream for the checks that parse it in memory, or None for a large one (checked from its file)."""
+        return self.part.read() if self.part.size <= MEMORY_LIMIT else None
 
 
 def part10_prefix(command: Command, transfer_syntax: str) -> bytes:
@@ -218,7 +218,7 @@ class MessageStream:
             if incoming.failed is not None:
                 outcome = Outcome(OUT_OF_RESOURCES, f"storage failed: {incoming.failed.strerror or type(incoming.failed).__name__}")
             else:
-                outcome = self.service.store_streamed(self.assoc, context, request, incoming.part, incoming.content)
+                outcome = self.service.store_streamed(self.assoc, context, request, incoming.part, incoming.content())
         finally:
             incoming.part.discard()
         send(store_response_pdu(int(context.context_id), request, outcome.status, outcome.comment))
@@ -260,9 +260,15 @@ def _discard_made_part(made: Future[Part]) -> None:
 
 
 class StreamingDUL(DULServiceProvider):
-    """pynetdicom's DUL with the P-DATA of an established association read by a `MessageStream`."""
+    """pynetdicom's DUL with the P-DATA of an established association read by a `MessageStream`.
+
+    P-DATA-TF bodies are read into one buffer per association, reused PDU after PDU: nothing
+    of a body outlives its `feed` (fragments go to the part file, the rest is copied out), and
+    a fresh 128 KiB buffer per PDU cost the kernel a page-zeroing each time.
+    """
 
     stream: MessageStream
+    _pdu_buffer: bytearray
 
     def _read_pdu_data(self) -> None:
         if self.state_machine.current_state != "Sta6":
@@ -279,15 +285,16 @@ class StreamingDUL(DULServiceProvider):
                 log.error("unknown PDU type 0x%02X received", pdu_type)
                 self.event_queue.put("Evt19")
                 return
-            body = sock.recv(length)
-            if len(body) != length:
+            reuse = pdu_type == P_DATA_TF and length <= len(self._pdu_buffer)
+            body = memoryview(self._pdu_buffer)[:length] if reuse else sock.recv(length)
+            if (sock.recv_into(body) if reuse else len(body)) != length:
                 raise ConnectionError("closed inside a PDU")
         except (OSError, TimeoutError, ConnectionError):
             self.stream.abandon()
             self.event_queue.put("Evt17")  # transport connection closed
             return
         if pdu_type == P_DATA_TF:
-            self._p_data(memoryview(body))
+            self._p_data(body if reuse else memoryview(body))
             return
         if pdu_type == A_RELEASE_RQ:
             self.stream.settle()
@@ -334,6 +341,7 @@ def stream_store(assoc: Any, service: StoreService | None) -> None:
         return
     assoc.dul.__class__ = StreamingDUL
     assoc.dul.stream = MessageStream(assoc, service)
+    assoc.dul._pdu_buffer = bytearray(PDU_BUFFER)
 
 
 def abandon(assoc: Any) -> None:
