@@ -321,16 +321,17 @@ class Intake:
     ) -> tuple[AdmittedInstance, Dataset]:
         """Check and durably store an instance already written to `part` as it arrived (the C-STORE fast path).
 
-        `content` is the whole stream when it was also kept in memory (every instance but a large
-        one), checked exactly as `receive` checks; a large one is checked from its file's headers
-        (ingest.file_admission). The part is flushed to disk while it is parsed: the fdatasync
-        releases the GIL, the parse needs it. Raises StoreRefused (OUT_OF_RESOURCES when writing failed).
+        `content` is the whole stream read back from the part (every instance but a large one),
+        checked exactly as `receive` checks; a large one is checked from its file's headers
+        (ingest.file_admission). The part's bytes are written out to disk while it is parsed (the
+        wait releases the GIL, the parse needs it); `adopt` then makes file and name durable.
+        Raises StoreRefused (OUT_OF_RESOURCES when writing failed).
         The instance has no metadata document yet: the caller makes it from the returned data set
         (`metadata_document`) once the sender has its answer.
         """
         from ingest.file_admission import admit_file  # it builds on this module's checks
 
-        syncing = self._syncs.submit(part.sync)
+        syncing = self._syncs.submit(part.write_out)
         try:
             ds, warning = admit(content) if content is not None else admit_file(part.path)
             meta = self._placed(ds, sop_class_uid, sop_instance_uid, None)

@@ -10,7 +10,7 @@ want_tests=0
 [ "${1:-}" = "--test" ] && want_tests=1
 
 run_packages=(ca-certificates dcmtk curl)  # DCMTK and curl: the README's tour sends DICOM and calls the API with them
-test_packages=(dcmtk dicom3tools dcm2niix postgresql chromium iproute2 util-linux procps orthanc orthanc-dicomweb fonts-ipafont-gothic)  # the font: CJK names in screenshots
+test_packages=(dcmtk dicom3tools dcm2niix postgresql chromium iproute2 util-linux procps strace orthanc orthanc-dicomweb fonts-ipafont-gothic)  # the font: CJK names in screenshots; strace: the order of the store's flushes
 
 missing=()
 packages=("${run_packages[@]}")
