@@ -167,7 +167,7 @@ def _why_no_elements(content: bytes) -> str:
 
 def truncation(ds: Dataset) -> str | None:
     """Why a dataset looks cut short inside its last value, or None. pydicom reads short values without complaint."""
-    last = ds.get_item(max(ds.keys()))
+    last = ds.get_item(max(ds.keys(), key=int))  # int keys: BaseTag compares in Python, ~90 calls a stream
     length = getattr(last, "length", None)
     value = getattr(last, "value", None)
     if isinstance(value, bytes) and length is not None and length != _UNDEFINED_LENGTH and len(value) < length:
