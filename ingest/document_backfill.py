@@ -4,10 +4,13 @@ A receiver worker process (ingest.receiver_workers) answers each C-STORE as soon
 instance is durable. Making the instance's DICOM JSON there cost about 1 ms of the worker's
 one interpreter lock per instance, right when the association's thread needed it to read the
 sender's next instance: it cut one association's rate by a fifth. So workers index without a
-document, and this service, in the main process, makes the documents of a series once no
-instance has arrived in it for `quiet_seconds`: from the file, in the page cache by then, in
-batches, each batch one transaction. A viewer asking sooner gets them made on its request
-(core.instance_documents), and either way each document is made once and kept.
+document, and this service, in the main process, makes them once ingest pauses: a series is
+filled in when no instance has arrived anywhere for `quiet_seconds` (the cores are the
+receiver's while senders send: four associations on two cores use both), or at the latest
+`longest_wait` seconds after its last instance, so a receiver that never pauses still gets
+them. They are read from the files, in batches, each batch one transaction. A viewer asking
+sooner gets them made on its request (core.instance_documents); either way each document is
+made once and kept.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ BATCH = 200
 class DocumentBackfill:
     """Series touched by index commits, and the thread that fills in their missing documents when they go quiet."""
 
-    def __init__(self, db: Database, store: PacsStore, quiet_seconds: float = 1.0) -> None:
+    def __init__(self, db: Database, store: PacsStore, quiet_seconds: float = 1.0, longest_wait: float = 30.0) -> None:
         self.db = db
         self.store = store
         self.quiet_seconds = quiet_seconds
+        self.longest_wait = longest_wait
         self._pending: dict[str, float] = {}  # series UID -> when an instance last arrived in it
+        self._last = 0.0  # when an instance last arrived in any series
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopping = False
@@ -56,18 +61,23 @@ class DocumentBackfill:
         with self._lock:
             for uid in series_uids:
                 self._pending[uid] = now
+            self._last = now
         self._wake.set()
+
+    def due(self, now: float) -> list[str]:
+        """The series to fill in now (and forget as pending)."""
+        with self._lock:
+            quiet = now - self._last >= self.quiet_seconds
+            due = [uid for uid, last in self._pending.items() if (quiet and now - last >= self.quiet_seconds) or now - last >= self.longest_wait]
+            for uid in due:
+                del self._pending[uid]
+        return due
 
     def _run(self) -> None:
         while not self._stopping:
             self._wake.wait(timeout=min(0.5, self.quiet_seconds))
             self._wake.clear()
-            now = time.monotonic()
-            with self._lock:
-                due = [uid for uid, last in self._pending.items() if now - last >= self.quiet_seconds]
-                for uid in due:
-                    del self._pending[uid]
-            for uid in due:
+            for uid in self.due(time.monotonic()):
                 if self._stopping:
                     return
                 try:

@@ -102,8 +102,18 @@ class Incoming:
         self._write(fragment)
 
     def content(self) -> bytes | None:
-        """The whole stream for the checks that parse it in memory, or None for a large one (checked from its file)."""
-        return self.part.read() if self.part.size <= MEMORY_LIMIT else None
+        """The whole stream for the checks that parse it in memory, or None for a large one (checked from its file).
+
+        Reading it back can fail as writing could (an I/O error): then `failed` says why and None is returned.
+        """
+        if self.part.size > MEMORY_LIMIT:
+            return None
+        try:
+            return self.part.read()
+        except OSError as exc:
+            log.error("reading back a received instance failed: %s", exc.strerror or exc)
+            self.failed = exc
+            return None
 
 
 def part10_prefix(command: Command, transfer_syntax: str) -> bytes:
@@ -215,10 +225,11 @@ class MessageStream:
         assert incoming is not None and request is not None and context is not None
         self._incoming, self._request, self._context, self.mode = None, None, None, self.IDLE
         try:
+            content = incoming.content() if incoming.failed is None else None
             if incoming.failed is not None:
                 outcome = Outcome(OUT_OF_RESOURCES, f"storage failed: {incoming.failed.strerror or type(incoming.failed).__name__}")
             else:
-                outcome = self.service.store_streamed(self.assoc, context, request, incoming.part, incoming.content())
+                outcome = self.service.store_streamed(self.assoc, context, request, incoming.part, content)
         finally:
             incoming.part.discard()
         send(store_response_pdu(int(context.context_id), request, outcome.status, outcome.comment))
