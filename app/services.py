@@ -16,7 +16,7 @@ from pathlib import Path
 
 from app.demo.seeding import DemoSeeder
 from app.settings import Settings
-from core import accounts
+from core import accounts, dicom_query
 from core.db import Database
 from core.events import SERIES_CHANGED, SERIES_DELETED, EventBus
 from core.pacs_store import PacsStore
@@ -136,6 +136,7 @@ def build_services(settings: Settings) -> Services:
     indexer.add_listener(thumbnails.touch)
     documents = DocumentBackfill(db, store)  # for what receiver workers index without a document
     indexer.add_listener(documents.touch)
+    dicom_query.documents_ready = documents.settle  # QIDO-RS and C-FIND read documents only once they are made
     indexer.add_listener(lambda uids: bus.publish(SERIES_CHANGED, series_uids=sorted(uids)))
     # A job deleted series (or rebuilt the index): the writer must not trust its cache of known series.
     bus.subscribe(SERIES_DELETED, lambda _topic, payload: indexer.forget(payload.get("series_uids")))

@@ -21,6 +21,7 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from functools import lru_cache
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from sqlalchemy import Select, Text, cast, exists, func, select
@@ -38,6 +39,16 @@ from core.models import Instance, InstanceDocument, Patient, Series, Study
 __all__ = ["LEVELS", "MAX_RESULTS", "Query", "QueryError", "QueryResult", "level_of", "search"]
 
 MAX_RESULTS = 10_000
+
+
+def _nothing_to_wait_for() -> None:
+    return None
+
+
+# Called before a query that reads instance documents (instance level, sequences, attributes no index column
+# holds): the main process may still have to make those of instances a receiver worker has just stored
+# (ingest.document_backfill). app.services sets it; core does not import ingest.
+documents_ready: Callable[[], None] = _nothing_to_wait_for
 
 
 @dataclass
@@ -106,6 +117,8 @@ def search(session: Session, query: Query) -> QueryResult:
     dialect = session.get_bind().dialect.name
     plan = _plan(query, SqlMatcher(dialect, query.fuzzy), dialect)
     documents = _DocumentMatch(plan.document_filters, plan.sequences, query.fuzzy)
+    if query.level == "IMAGE" or plan.document_filters or plan.sequences:
+        documents_ready()
     limit = MAX_RESULTS if query.limit is None else max(0, min(query.limit, MAX_RESULTS))
     page = _Paging(session, max(0, query.offset), limit, query.level, documents)
     conditions = plan.own + plan.upper

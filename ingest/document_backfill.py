@@ -10,7 +10,9 @@ receiver's while senders send: four associations on two cores use both), or at t
 `longest_wait` seconds after its last instance, so a receiver that never pauses still gets
 them. They are read from the files, in batches, each batch one transaction. A viewer asking
 sooner gets them made on its request (core.instance_documents); either way each document is
-made once and kept.
+made once and kept. A query that reads documents (core.dicom_query: instance level,
+sequences, attributes no index column holds) first has the pending ones made (`settle`), so
+it never answers from documents not made yet.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class DocumentBackfill:
         self._pending: dict[str, float] = {}  # series UID -> when an instance last arrived in it
         self._last = 0.0  # when an instance last arrived in any series
         self._lock = threading.Lock()
+        self._filling = threading.Lock()  # one fill at a time: the background thread's or a query's
         self._wake = threading.Event()
         self._stopping = False
         self._thread: threading.Thread | None = None
@@ -77,13 +80,28 @@ class DocumentBackfill:
         while not self._stopping:
             self._wake.wait(timeout=min(0.5, self.quiet_seconds))
             self._wake.clear()
-            for uid in self.due(time.monotonic()):
-                if self._stopping:
-                    return
-                try:
-                    self.fill(uid)
-                except Exception:  # the documents are made on first request instead
-                    log.exception("metadata documents of series %s could not be made", uid)
+            with self._filling:
+                self._fill_all(self.due(time.monotonic()))
+
+    def settle(self) -> None:
+        """Make the documents of every pending series now, whatever the pauses (a query is about to read them)."""
+        with self._lock:
+            if not self._pending:
+                return
+        with self._filling:
+            with self._lock:
+                due = list(self._pending)
+                self._pending.clear()
+            self._fill_all(due)
+
+    def _fill_all(self, series_uids: list[str]) -> None:
+        for uid in series_uids:
+            if self._stopping:
+                return
+            try:
+                self.fill(uid)
+            except Exception:  # the documents are made on first request instead
+                log.exception("metadata documents of series %s could not be made", uid)
 
     def fill(self, series_uid: str) -> int:
         """Make every missing document of one series, a batch per transaction; returns how many were made."""

@@ -48,6 +48,17 @@ def test_documents_of_what_workers_stored_are_made_once_the_series_is_quiet(star
                           env={**os.environ, "TCP_NODELAY": "1"})
     assert sent.returncode == 0, sent.stderr[-500:]
     assert "[receiver worker" in vireo.log_path.read_text(errors="replace"), "a worker served the association"
+    client = DICOMwebClient(f"{vireo.url}/dicomweb")
+    client._session.auth = ("admin", ADMIN_PASSWORD)
+
+    # At once, before the pause the documents wait for: a query that reads them has them made first.
+    assert len(stored_documents(vireo)) < len(series.sop_uids), "made later, not on the association's way"
+    instances = client.search_for_instances(series.study_uid, series.series_uid, fields=["00200032"])
+    assert sorted(i["00080018"]["Value"][0] for i in instances) == sorted(series.sop_uids)
+    positions = {i["00080018"]["Value"][0]: i["00200032"]["Value"] for i in instances}  # only the documents hold it
+    for path in series.paths:
+        ds = dcmread(path)
+        assert positions[ds.SOPInstanceUID] == [float(v) for v in ds.ImagePositionPatient]
 
     deadline = time.monotonic() + 15
     while len(documents := stored_documents(vireo)) < len(series.sop_uids) and time.monotonic() < deadline:
@@ -56,8 +67,6 @@ def test_documents_of_what_workers_stored_are_made_once_the_series_is_quiet(star
     for sop in series.sop_uids:
         assert documents[sop] == expected_document(vireo.data_dir / "pacs", sop, vireo.data_dir / "vireo.db")
 
-    client = DICOMwebClient(f"{vireo.url}/dicomweb")
-    client._session.auth = ("admin", ADMIN_PASSWORD)
     metadata = client.retrieve_series_metadata(series.study_uid, series.series_uid)
     assert sorted(m["00080018"]["Value"][0] for m in metadata) == sorted(series.sop_uids)
     assert all(m["0020000E"]["Value"] == [series.series_uid] for m in metadata)
