@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from sqlalchemy import Select, Text, cast, exists, func, select
@@ -29,8 +29,16 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session
 
 from core.attribute_matching import (
-    QueryError, SequenceKey, SqlMatcher, document_matches, is_empty_value, is_universal, is_universal_sequence, is_wildcard,
-    returned_sequence, split_values,
+    QueryError,
+    SequenceKey,
+    SqlMatcher,
+    document_matches,
+    is_empty_value,
+    is_universal,
+    is_universal_sequence,
+    is_wildcard,
+    returned_sequence,
+    split_values,
 )
 from core.dicom_json import attributes_json, element_json, key_of, vr_of
 from core.index_attributes import LEVELS, RETURN_ONLY, attribute_expr, level_of, name_exprs

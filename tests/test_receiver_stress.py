@@ -9,6 +9,7 @@ in Vireo's process has. Without it this test failed 4 runs in 5.
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from collections.abc import Callable
@@ -59,7 +60,9 @@ def test_thousands_of_echoes_and_small_stores_are_all_answered(vireo: VireoProce
                     if not answered(f"C-ECHO {i}", assoc.send_c_echo):
                         return
                     continue
-                ds = template.copy()
+                # a copy of its own: Dataset.copy() shares the elements, and six threads would change each
+                # other's SOPInstanceUID between the command and the data set (Vireo rightly refused one with 0xA900)
+                ds = copy.deepcopy(template)
                 ds.SOPInstanceUID = generate_uid()
                 ds.InstanceNumber = i + 1
                 if not answered(f"C-STORE {i}", partial(assoc.send_c_store, ds)):
