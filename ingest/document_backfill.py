@@ -21,6 +21,7 @@ import logging
 import threading
 import time
 
+from core.background import QuietSeries, WakeableLoop
 from core.db import Database
 from core.instance_documents import make_missing, missing_in_series
 from core.pacs_store import PacsStore
@@ -38,65 +39,39 @@ class DocumentBackfill:
         self.store = store
         self.quiet_seconds = quiet_seconds
         self.longest_wait = longest_wait
-        self._pending: dict[str, float] = {}  # series UID -> when an instance last arrived in it
-        self._last = 0.0  # when an instance last arrived in any series
-        self._lock = threading.Lock()
+        self._pending = QuietSeries()
         self._filling = threading.Lock()  # one fill at a time: the background thread's or a query's
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._loop = WakeableLoop("vireo-document-backfill", self._fill_due, "metadata documents could not be made", period=min(0.5, quiet_seconds))
 
     def start(self) -> None:
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="vireo-document-backfill", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._loop.stop()
 
-    def touch(self, series_uids: set[str]) -> None:
+    def touch(self, series_uids: set[str], now: float | None = None) -> None:
         """An index commit changed these series (an IndexWriter listener): fill them in after the quiet period."""
-        now = time.monotonic()
-        with self._lock:
-            for uid in series_uids:
-                self._pending[uid] = now
-            self._last = now
-        self._wake.set()
+        self._pending.touch(series_uids, now)
+        self._loop.wake()
 
     def due(self, now: float) -> list[str]:
         """The series to fill in now (and forget as pending)."""
-        with self._lock:
-            quiet = now - self._last >= self.quiet_seconds
-            due = [uid for uid, last in self._pending.items() if (quiet and now - last >= self.quiet_seconds) or now - last >= self.longest_wait]
-            for uid in due:
-                del self._pending[uid]
-        return due
+        return self._pending.take_quiet(self.quiet_seconds, now, all_quiet_too=True, longest_wait=self.longest_wait)
 
-    def _run(self) -> None:
-        while not self._stopping:
-            self._wake.wait(timeout=min(0.5, self.quiet_seconds))
-            self._wake.clear()
-            with self._filling:
-                self._fill_all(self.due(time.monotonic()))
+    def _fill_due(self) -> None:
+        with self._filling:
+            self._fill_all(self.due(time.monotonic()))
 
     def settle(self) -> None:
         """Make the documents of every pending series now, whatever the pauses (a query is about to read them)."""
-        with self._lock:
-            if not self._pending:
-                return
+        if not self._pending:
+            return
         with self._filling:
-            with self._lock:
-                due = list(self._pending)
-                self._pending.clear()
-            self._fill_all(due)
+            self._fill_all(list(self._pending.take_all()))
 
     def _fill_all(self, series_uids: list[str]) -> None:
         for uid in series_uids:
-            if self._stopping:
+            if self._loop.stopping:
                 return
             try:
                 self.fill(uid)
@@ -107,7 +82,7 @@ class DocumentBackfill:
         """Make every missing document of one series, a batch per transaction; returns how many were made."""
         tried: set[str] = set()  # an unreadable file is tried once per pass, not for ever
         made = 0
-        while not self._stopping:
+        while not self._loop.stopping:
             with self.db.session() as session:
                 study_uid, missing = missing_in_series(session, series_uid, BATCH + len(tried))
                 todo = [row for row in missing if row[0] not in tried][:BATCH]

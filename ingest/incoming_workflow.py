@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from core.background import QuietSeries, WakeableLoop
 from core.events import THUMBNAIL_READY, EventBus
 from core.timeutil import isoformat, utcnow
 from core.workflows.engine import WorkflowEngine
@@ -44,56 +45,35 @@ class IncomingRecorder:
         self.bus = bus
         self.quiet_seconds = quiet_seconds
         self.thumbnail_timeout = thumbnail_timeout
-        self._touched: dict[str, float] = {}
+        self._touched = QuietSeries()
         self._drawn: set[str] = set()
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards _drawn
+        self._loop = WakeableLoop("vireo-incoming-recorder", self._step, "recording incoming DICOM as a service workflow failed")
         self._batches: list[_Batch] = []
         self._unsubscribe: Any = None
 
     def touch(self, series_uids: set[str]) -> None:
         """Index-writer listener: note the series (called in the writer thread, so it only notes)."""
-        now = time.monotonic()
-        with self._lock:
-            for uid in series_uids:
-                self._touched[uid] = now
-        self._wake.set()
+        self._touched.touch(series_uids)
+        self._loop.wake()
 
     def _thumbnail_drawn(self, _topic: str, payload: dict[str, Any]) -> None:
         with self._lock:
             self._drawn.add(str(payload.get("series_uid")))
-        self._wake.set()
+        self._loop.wake()
 
     def start(self) -> None:
-        self._stopping = False
         self._unsubscribe = self.bus.subscribe(THUMBNAIL_READY, self._thumbnail_drawn)
-        self._thread = threading.Thread(target=self._run, name="vireo-incoming-recorder", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
         if self._unsubscribe is not None:
             self._unsubscribe()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
-
-    def _run(self) -> None:
-        while not self._stopping:
-            self._wake.wait(timeout=0.5)
-            self._wake.clear()
-            try:
-                self._step()
-            except Exception:
-                log.exception("recording incoming DICOM as a service workflow failed")
-                time.sleep(1)
+        self._loop.stop()
 
     def _step(self) -> None:
+        touched = self._touched.take_all()
         with self._lock:
-            touched, self._touched = self._touched, {}
             drawn, self._drawn = self._drawn, set()
         now = time.monotonic()
         receiving = next((b for b in self._batches if b.drawing_since is None), None)

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from pathlib import Path
 
 from sqlalchemy import select, update
 
+from core.background import QuietSeries, WakeableLoop
 from core.db import Database
 from core.events import THUMBNAIL_READY, EventBus
 from core.models import Instance, Series
@@ -32,32 +32,20 @@ class ThumbnailService:
         self.directory = directory
         self.bus = bus
         self.quiet_seconds = quiet_seconds
-        self._pending: dict[str, float] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._pending = QuietSeries()
+        self._loop = WakeableLoop("vireo-thumbnails", self._render_due, "thumbnails could not be drawn")
         directory.mkdir(parents=True, exist_ok=True)
 
     def start(self) -> None:
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="vireo-thumbnails", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._loop.stop()
 
     def touch(self, series_uids: set[str]) -> None:
         """Note activity on these series; their thumbnails are drawn after the quiet period."""
-        now = time.monotonic()
-        with self._lock:
-            for uid in series_uids:
-                self._pending[uid] = now
-        self._wake.set()
+        self._pending.touch(series_uids)
+        self._loop.wake()
 
     def path(self, series_uid: str) -> Path:
         return self.directory / f"{clean_uid(series_uid)}.png"
@@ -76,29 +64,20 @@ class ThumbnailService:
         with self.db.engine.connect() as conn:
             if conn.execute(select(Series.series_uid).where(Series.series_uid == series_uid)).first() is None:
                 raise LookupError(f"no series {series_uid}")
-        with self._lock:  # asking again must not postpone it: only new instances do
-            self._pending.setdefault(series_uid, time.monotonic())
-        self._wake.set()
+        self._pending.note(series_uid)  # asking again must not postpone it: only new instances do
+        self._loop.wake()
         return None
 
-    def _run(self) -> None:
-        while not self._stopping:
-            self._wake.wait(timeout=0.5)
-            self._wake.clear()
-            now = time.monotonic()
-            with self._lock:
-                due = [uid for uid, last in self._pending.items() if now - last >= self.quiet_seconds]
-                for uid in due:
-                    del self._pending[uid]
-            for uid in due:
-                if self._stopping:
-                    return
-                try:
-                    self.render(uid)
-                    for annotation in self._annotations_of(uid):
-                        self.render(annotation)
-                except Exception:
-                    log.exception("thumbnail of series %s failed", uid)
+    def _render_due(self) -> None:
+        for uid in self._pending.take_quiet(self.quiet_seconds, time.monotonic()):
+            if self._loop.stopping:
+                return
+            try:
+                self.render(uid)
+                for annotation in self._annotations_of(uid):
+                    self.render(annotation)
+            except Exception:
+                log.exception("thumbnail of series %s failed", uid)
 
     def render(self, series_uid: str) -> None:
         """Draw and store the thumbnail of one series (a labelled placeholder when its pixels cannot be read)."""

@@ -101,15 +101,16 @@ def test_a_backfill_makes_each_missing_document_once_and_skips_an_unreadable_fil
 
 def test_documents_wait_for_a_pause_in_all_ingest_or_at_most_the_longest_wait(tmp_path: Path) -> None:
     backfill = DocumentBackfill(Database(f"sqlite:///{tmp_path / 'unused.db'}"), PacsStore(tmp_path / "pacs"), quiet_seconds=1.0, longest_wait=30.0)
-    backfill.touch({"1.2.1"})
-    start = backfill._last
+    start = time.monotonic()
+    backfill.touch({"1.2.1"}, now=start)
     assert backfill.due(start + 0.5) == []
-    backfill._pending["1.2.2"] = backfill._last = start + 0.8  # another series still receiving
+    backfill.touch({"1.2.2"}, now=start + 0.8)  # another series still receiving
     assert backfill.due(start + 1.5) == []  # 1.2.1 is quiet, but the receiver is not
     assert backfill.due(start + 1.9) == ["1.2.1", "1.2.2"]
-    backfill.touch({"1.2.3"})
-    now = backfill._last
-    for second in range(1, 30):  # a receiver that never pauses
-        backfill._last = now + second - 0.5
+    now = start + 2.0
+    backfill.touch({"1.2.3"}, now=now)
+    for second in range(1, 30):  # a receiver that never pauses, busy with another series
+        backfill.touch({"1.2.4"}, now=now + second - 0.5)
         assert backfill.due(now + second) == []
+    backfill.touch({"1.2.4"}, now=now + 29.5)
     assert backfill.due(now + 30.0) == ["1.2.3"]

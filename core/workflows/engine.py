@@ -34,6 +34,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from core.background import WakeableLoop
 from core.db import Database
 from core.events import JOB_CHANGED, SERIES_CHANGED, SERIES_DELETED, THUMBNAIL_READY, WORKFLOW_CHANGED, EventBus
 from core.selection import Selection, SeriesResolver
@@ -135,9 +136,7 @@ class WorkflowEngine:
         self.executor = executor
         self._active: dict[int, _Active] = {}
         self._lock = threading.RLock()
-        self._wake = threading.Event()
-        self._stopping = False
-        self._thread: threading.Thread | None = None
+        self._scheduler = WakeableLoop("vireo-scheduler", self._tick, "scheduling failed")
         self._outbox = threading.local()
         # Federation plugs in here (core knows no instances): `remote_runner_refusal(runner, dag_id, dataset)`
         # says why a remote may not run a job (None: it may; unset: no remotes), `admission(job)` why a job that
@@ -158,16 +157,10 @@ class WorkflowEngine:
         """Fail runs a previous process left running, then start scheduling (queued jobs go on)."""
         self.recover()
         self.executor.start(self._on_report)
-        self._stopping = False
-        self._thread = threading.Thread(target=self._loop, name="vireo-scheduler", daemon=True)
-        self._thread.start()
+        self._scheduler.start()
 
     def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._scheduler.stop()
         with self._lock:
             active = list(self._active.values())
         self.executor.stop()
@@ -291,7 +284,7 @@ class WorkflowEngine:
         self.bus.publish(WORKFLOW_CHANGED, workflow_id=workflow_id)
         for job_id, status in job_ids:
             self.bus.publish(JOB_CHANGED, job_id=job_id, workflow_id=workflow_id, status=status, progress_done=0, progress_total=0)
-        self._wake.set()
+        self.wake()
         return workflow_id
 
     def _create_federated(self, dag: Dag, validated: Any, name: str, chosen: Selection | None, runners: list[str], username: str) -> str:
@@ -328,7 +321,7 @@ class WorkflowEngine:
             job_id = job.id
         self.bus.publish(WORKFLOW_CHANGED, workflow_id=workflow_id)
         self.bus.publish(JOB_CHANGED, job_id=job_id, workflow_id=workflow_id, status=JobState.QUEUED.value, progress_done=0, progress_total=0)
-        self._wake.set()
+        self.wake()
         return workflow_id
 
     def add_round_jobs(self, parent_id: int, round_: int, runners: list[tuple[str, dict[str, Any]]], timeout: float | None) -> dict[str, int]:
@@ -362,7 +355,7 @@ class WorkflowEngine:
                 ids[runner] = job_id
                 self._after_commit(conn, job_id, parent.workflow_id, status.value)
             conn.execute(update(Workflow).where(Workflow.id == parent.workflow_id).values(updated=now))  # type: ignore[arg-type]
-        self._wake.set()
+        self.wake()
         return ids
 
     def update_orchestrator(self, job_id: int, run: int, result: Any, steps: list[dict[str, Any]]) -> bool:
@@ -421,7 +414,7 @@ class WorkflowEngine:
                 known[job.external_job_id] = job_id
                 adopted.append((int(job_id), True))
                 self._after_commit(conn, int(job_id), job.workflow_id, job.status.value)
-        self._wake.set()
+        self.wake()
         return adopted
 
     def dataset_series(self, dataset: str) -> list[str]:
@@ -543,7 +536,7 @@ class WorkflowEngine:
             workflow_id = job.workflow_id
         self._touch_workflow(workflow_id)
         self._publish(job_id, workflow_id, JobState.QUEUED.value, 0, 0)
-        self._wake.set()
+        self.wake()
 
     def confirm_job(self, job_id: int) -> None:
         """A runner confirms a pending job (federation without automatic execution): it is queued."""
@@ -553,7 +546,7 @@ class WorkflowEngine:
                 raise Conflict(f"job {job_id} is {row.status}: only pending jobs are confirmed")
             self._transition(conn, job_id, row.run, JobState.QUEUED)
         self._publish(job_id, row.workflow_id, JobState.QUEUED.value)
-        self._wake.set()
+        self.wake()
 
     def delete_job(self, job_id: int) -> None:
         """Abort the job if it is active, hide it (`deleted`) and remove its work dir; PACS data is never touched."""
@@ -684,20 +677,11 @@ class WorkflowEngine:
 
     # ---- scheduling ----------------------------------------------------------------------
     def wake(self) -> None:
-        self._wake.set()
+        self._scheduler.wake()
 
-    def _loop(self) -> None:
-        while not self._stopping:
-            self._wake.wait(timeout=0.5)
-            self._wake.clear()
-            if self._stopping:
-                break
-            try:
-                self._check_timeouts()
-                self._schedule()
-            except Exception:
-                log.exception("scheduling failed")
-                time.sleep(1)
+    def _tick(self) -> None:
+        self._check_timeouts()
+        self._schedule()
 
     def _start_orchestrators(self) -> None:
         """Queued orchestrator jobs run here, not in the executor: `running`, then handed to the orchestration."""
@@ -733,7 +717,7 @@ class WorkflowEngine:
         with self.db.engine.connect() as conn:
             rows = conn.execute(query.order_by(Job.id).limit(free * 4 + 10)).all()
         for row in rows:
-            if free <= 0 or self._stopping:
+            if free <= 0 or self._scheduler.stopping:
                 break
             try:
                 dag = self.registry.get(row.dag_id)
@@ -752,7 +736,7 @@ class WorkflowEngine:
                 busy[dag.dag_id] = busy.get(dag.dag_id, 0) + 1
                 free -= 1
         if rows and free > 0 and len(rows) == free * 4 + 10:
-            self._wake.set()
+            self.wake()
 
     def _max_active(self, dag_id: str) -> int | None:
         try:
@@ -805,7 +789,7 @@ class WorkflowEngine:
         if kind == "released":
             with self._lock:
                 self._active.pop(job_id, None)
-            self._wake.set()
+            self.wake()
             return
         if kind == "series_changed":
             uids = list(data.get("series") or [])
