@@ -52,7 +52,7 @@ class DocumentBackfill:
     def touch(self, series_uids: set[str], now: float | None = None) -> None:
         """An index commit changed these series (an IndexWriter listener): fill them in after the quiet period."""
         self._pending.touch(series_uids, now)
-        self._loop.wake()
+        # no wake: the loop looks every half second anyway, and an Event.set per index commit cost the writer thread
 
     def due(self, now: float) -> list[str]:
         """The series to fill in now (and forget as pending)."""

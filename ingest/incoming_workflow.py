@@ -55,7 +55,7 @@ class IncomingRecorder:
     def touch(self, series_uids: set[str]) -> None:
         """Index-writer listener: note the series (called in the writer thread, so it only notes)."""
         self._touched.touch(series_uids)
-        self._loop.wake()
+        # no wake: the loop looks every half second anyway, and an Event.set per index commit cost the writer thread
 
     def _thumbnail_drawn(self, _topic: str, payload: dict[str, Any]) -> None:
         with self._lock:

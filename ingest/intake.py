@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from io import BytesIO
 from types import SimpleNamespace
@@ -288,8 +287,6 @@ class Intake:
     def __init__(self, store: PacsStore, indexer: IndexWriter) -> None:
         self.store = store
         self.indexer = indexer
-        # Flushes parts while their association's thread parses them (one per concurrent association is plenty).
-        self._syncs = ThreadPoolExecutor(max_workers=16, thread_name_prefix="vireo-fsync")
 
     def receive(
         self,
@@ -323,24 +320,23 @@ class Intake:
 
         `content` is the whole stream read back from the part (every instance but a large one),
         checked exactly as `receive` checks; a large one is checked from its file's headers
-        (ingest.file_admission). The part's bytes are written out to disk while it is parsed (the
-        wait releases the GIL, the parse needs it); `adopt` then makes file and name durable.
+        (ingest.file_admission). The part's bytes have been on their way to the disk since they
+        were written (Part.write), so waiting for them after the parse costs little; `adopt` then
+        makes file and name durable. (A thread that waited during the parse saved nothing
+        measurable and cost a hand-off per instance.)
         Raises StoreRefused (OUT_OF_RESOURCES when writing failed).
         The instance has no metadata document yet: the caller makes it from the returned data set
         (`metadata_document`) once the sender has its answer.
         """
         from ingest.file_admission import admit_file  # it builds on this module's checks
 
-        syncing = self._syncs.submit(part.write_out)
+        ds, warning = admit(content) if content is not None else admit_file(part.path)
+        meta = self._placed(ds, sop_class_uid, sop_instance_uid, None)
         try:
-            ds, warning = admit(content) if content is not None else admit_file(part.path)
-            meta = self._placed(ds, sop_class_uid, sop_instance_uid, None)
-        finally:
-            try:
-                syncing.result()
-            except OSError as exc:
-                log.exception("instance could not be written")
-                raise StoreRefused(OUT_OF_RESOURCES, f"storage failed: {exc.strerror or type(exc).__name__}") from exc
+            part.write_out()
+        except OSError as exc:
+            log.exception("instance could not be written")
+            raise StoreRefused(OUT_OF_RESOURCES, f"storage failed: {exc.strerror or type(exc).__name__}") from exc
         try:
             stored = self.store.adopt(part, meta.study_uid, meta.series_uid, meta.sop_instance_uid)
         except InvalidUID as exc:

@@ -45,7 +45,7 @@ class ThumbnailService:
     def touch(self, series_uids: set[str]) -> None:
         """Note activity on these series; their thumbnails are drawn after the quiet period."""
         self._pending.touch(series_uids)
-        self._loop.wake()
+        # no wake: the loop looks every half second anyway, and an Event.set per index commit cost the writer thread
 
     def path(self, series_uid: str) -> Path:
         return self.directory / f"{clean_uid(series_uid)}.png"
