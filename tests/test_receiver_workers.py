@@ -142,3 +142,36 @@ def test_the_association_limit_counts_every_worker(start_vireo: Callable[..., Vi
         time.sleep(0.05)
     assert again.is_established
     again.release()
+
+
+def test_an_idle_association_costs_no_cpu_and_an_echo_is_answered_at_once(start_vireo: Callable[..., VireoProcess]) -> None:
+    """The association reactor waits for work (ingest.dicom_transport._ReactorClock) instead of polling every millisecond.
+
+    pynetdicom's reactor turned 1000 times a second per association, each turn taking the
+    worker's GIL from the threads receiving; waiting on its queues, an idle association costs
+    next to nothing, and a request still wakes it at once.
+    """
+    from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+    vireo = start_vireo()
+    ae = AE(ae_title="IDLER")
+    ae.add_requested_context(Verification)
+    assoc = ae.associate("127.0.0.1", vireo.dicom_port, ae_title="VIREO")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_echo().Status == 0  # the association is now a worker's
+        before = {pid: _cpu_seconds(pid) for pid in worker_pids(vireo)}
+        time.sleep(3.0)
+        idle_cpu = sum(_cpu_seconds(pid) - cpu for pid, cpu in before.items())
+        # Polling every millisecond cost ~130 ms of CPU in 3 s here; waiting 10-20 ms (its timers and the socket wait turn every 50 ms).
+        assert idle_cpu <= 0.06, f"an idle association used {idle_cpu * 1000:.0f} ms of CPU in 3 s"
+        latencies = []
+        for _ in range(30):
+            start = time.perf_counter()
+            assert assoc.send_c_echo().Status == 0
+            latencies.append(time.perf_counter() - start)
+        latencies.sort()
+        # A reactor nobody woke would answer within its 50 ms idle wait: a median of ~25 ms.
+        assert latencies[len(latencies) // 2] < 0.01, f"C-ECHO median {latencies[len(latencies) // 2] * 1000:.1f} ms"
+    finally:
+        assoc.release()
