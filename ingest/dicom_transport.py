@@ -42,13 +42,17 @@ from collections.abc import Callable
 from copy import deepcopy
 from typing import Any
 
-from pynetdicom import evt
 from pynetdicom import association as pynetdicom_association
 from pynetdicom import dul as pynetdicom_dul
+from pynetdicom import evt
 from pynetdicom import transport as pynetdicom_transport
 from pynetdicom.dimse import DIMSEServiceProvider
 from pynetdicom.presentation import PresentationContext
-from pynetdicom.transport import AssociationSocket, RequestHandler, ThreadedAssociationServer
+from pynetdicom.transport import (
+    AssociationSocket,
+    RequestHandler,
+    ThreadedAssociationServer,
+)
 
 from ingest.dicom_admission import Admission, AdmissionLimits, read_associate_rq
 from ingest.streaming_dul import abandon
