@@ -165,41 +165,39 @@ class _ReactorClock:
 pynetdicom_association.time = _ReactorClock()  # type: ignore[assignment]
 
 
-class _WakingQueue(queue.Queue):  # type: ignore[type-arg]
-    """A queue whose every put sets an Event (the reactor's `reactor_wake`)."""
-
-    def __init__(self, wake: threading.Event) -> None:
-        super().__init__()
-        self._wake_event = wake
-
-    def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
-        super().put(item, block, timeout)
-        self._wake_event.set()
-
-
-def wake_reactor_on_work(assoc: Any) -> None:
-    """Give an acceptor association (before it starts) the Event its reactor waits on, set by the queues it serves."""
-    wake = threading.Event()
-    for owner, name in ((assoc.dimse, "msg_queue"), (assoc.dul, "to_user_queue")):
-        waking = _WakingQueue(wake)
-        old = getattr(owner, name)
-        while not old.empty():
-            waking.put(old.get_nowait())
-        setattr(owner, name, waking)
-    assoc.reactor_wake = wake
-
-
 class WakingQueue(queue.Queue):  # type: ignore[type-arg]
-    """The DUL's outgoing queue: every put also wakes the DUL thread out of its select."""
+    """A queue whose every put also calls `wake`: the DUL's outgoing queue wakes its select, the reactor's queues its Event."""
 
-    def __init__(self, wake: socket.socket) -> None:
+    def __init__(self, wake: Callable[[], None]) -> None:
         super().__init__()
         self._wake = wake
 
     def put(self, item: object, block: bool = True, timeout: float | None = None) -> None:
         super().put(item, block, timeout)
-        with contextlib.suppress(OSError):  # the pipe is full (a wake-up is pending anyway) or closed
-            self._wake.send(b"\0")
+        self._wake()
+
+
+def make_waking(owner: Any, name: str, wake: Callable[[], None]) -> None:
+    """Replace the queue `owner.<name>` (before its association starts) by a WakingQueue holding the same items."""
+    waking = WakingQueue(wake)
+    old = getattr(owner, name)
+    while not old.empty():
+        waking.put(old.get_nowait())
+    setattr(owner, name, waking)
+
+
+def wake_reactor_on_work(assoc: Any) -> None:
+    """Give an acceptor association (before it starts) the Event its reactor waits on, set by the queues it serves."""
+    wake = threading.Event()
+    make_waking(assoc.dimse, "msg_queue", wake.set)
+    make_waking(assoc.dul, "to_user_queue", wake.set)
+    assoc.reactor_wake = wake
+
+
+def _poke(writer: socket.socket) -> None:
+    """Wake the DUL thread out of its select (a full pipe means a wake-up is pending anyway; a closed one, nobody waits)."""
+    with contextlib.suppress(OSError):
+        writer.send(b"\0")
 
 
 class BulkAssociationSocket(AssociationSocket):
@@ -312,10 +310,7 @@ class BulkRequestHandler(RequestHandler):
         reader.setblocking(False)
         writer.setblocking(False)
         sock._wake_reader, sock._wake_writer = reader, writer
-        outgoing = WakingQueue(writer)
-        while not assoc.dul.to_provider_queue.empty():
-            outgoing.put(assoc.dul.to_provider_queue.get_nowait())
-        assoc.dul.to_provider_queue = outgoing
+        make_waking(assoc.dul, "to_provider_queue", lambda: _poke(writer))
         assoc.dul._run_loop_delay = 0  # idle waiting happens in `ready`, on the socket and the wake-up pipe
         wake_reactor_on_work(assoc)
         return assoc
