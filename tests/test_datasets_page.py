@@ -125,6 +125,8 @@ def test_search_error_dashboard_filter_and_back_button(vireo: VireoProcess, corp
     page.wait_for_function("document.querySelectorAll('[data-testid=series-card]').length === 1")
     assert page.get_by_test_id("filter-chip").inner_text().startswith("Modality: MR")
     assert "filter=Modality%3AMR" in page.evaluate("location.href")
+    # the count is its own element, updated a moment after the cards: wait for it as for the cards above
+    page.wait_for_function("document.querySelector('[data-testid=count-series]').innerText === '1'")
     assert page.get_by_test_id("count-series").inner_text() == "1"
     shot(page, "dashboard-filter")
 

@@ -101,7 +101,7 @@ def test_a_backfill_makes_each_missing_document_once_and_skips_an_unreadable_fil
 
 def test_documents_wait_for_a_pause_in_all_ingest_or_at_most_the_longest_wait(tmp_path: Path) -> None:
     backfill = DocumentBackfill(Database(f"sqlite:///{tmp_path / 'unused.db'}"), PacsStore(tmp_path / "pacs"), quiet_seconds=1.0, longest_wait=30.0)
-    start = time.monotonic()
+    start = 1000.0  # whole and half seconds from here are exact in binary: `30.0 - 30.0` never comes out as 29.999...
     backfill.touch({"1.2.1"}, now=start)
     assert backfill.due(start + 0.5) == []
     backfill.touch({"1.2.2"}, now=start + 0.8)  # another series still receiving
