@@ -20,8 +20,8 @@ from app import workflow_actions as actions
 from app.runtime import current_services
 from components.frame import current_principal, frame
 from components.local_time import zone_now_or_later
-from components.status import short_time, utc_tooltip
 from components.schema_form import SchemaForm
+from components.status import short_time, utc_tooltip
 from core.uploads import UploadArea
 from core.workflows.engine import WorkflowError
 
@@ -219,5 +219,3 @@ def register() -> None:
         poller = ui.timer(0.5, follow, active=False)
         ui.on("vireo-uploads-changed", lambda _: refresh())
         await refresh()
-        await ui.context.client.connected()
-        ui.run_javascript("vireoUpload.attach(document.getElementById('vireo-uploader'))")

@@ -122,24 +122,38 @@ window.vireoUpload = (function () {
     }
   };
 
-  api.attach = function (root) {
-    const zone = root.querySelector('.upload-drop');
-    const prefix = () => (root.querySelector('.upload-prefix-input') || { value: '' }).value.replace(/^\/+|\/+$/g, '');
-    const withPrefix = (files) => files.map((f) => ({ file: f.file, path: prefix() ? prefix() + '/' + f.path : f.path }));
-    zone.addEventListener('dragover', (event) => { event.preventDefault(); zone.classList.add('upload-hover'); });
-    zone.addEventListener('dragleave', () => zone.classList.remove('upload-hover'));
-    zone.addEventListener('drop', async (event) => {
-      event.preventDefault();
-      zone.classList.remove('upload-hover');
-      api.upload(withPrefix(await filesOfDrop(event.dataTransfer)), root);
-    });
-    for (const input of root.querySelectorAll('input[type=file]')) {
-      input.addEventListener('change', () => {
-        const files = Array.from(input.files).map((f) => ({ file: f, path: f.webkitRelativePath || f.name }));
-        input.value = '';
-        api.upload(withPrefix(files), root);
-      });
-    }
+  // Listeners on the document, for any uploader on the page: they work from the moment this script runs,
+  // before the page's websocket is up (a file chosen in the first moments after loading was once ignored).
+  const uploaderOf = (target) => (target instanceof Element ? target.closest('.vireo-uploader') : null);
+  const prefixOf = (root) => (root.querySelector('.upload-prefix-input') || { value: '' }).value.replace(/^\/+|\/+$/g, '');
+  const withPrefix = (root, files) => {
+    const prefix = prefixOf(root);
+    return files.map((f) => ({ file: f.file, path: prefix ? prefix + '/' + f.path : f.path }));
   };
+  const zoneOf = (target) => (target instanceof Element ? target.closest('.vireo-uploader .upload-drop') : null);
+  document.addEventListener('dragover', (event) => {
+    const zone = zoneOf(event.target);
+    if (zone) { event.preventDefault(); zone.classList.add('upload-hover'); }
+  });
+  document.addEventListener('dragleave', (event) => {
+    const zone = zoneOf(event.target);
+    if (zone) zone.classList.remove('upload-hover');
+  });
+  document.addEventListener('drop', async (event) => {
+    const zone = zoneOf(event.target);
+    if (!zone) return;
+    event.preventDefault();
+    zone.classList.remove('upload-hover');
+    const root = uploaderOf(zone);
+    api.upload(withPrefix(root, await filesOfDrop(event.dataTransfer)), root);
+  });
+  document.addEventListener('change', (event) => {
+    const input = event.target;
+    const root = uploaderOf(input);
+    if (!root || !(input instanceof HTMLInputElement) || input.type !== 'file') return;
+    const files = Array.from(input.files).map((f) => ({ file: f, path: f.webkitRelativePath || f.name }));
+    input.value = '';
+    api.upload(withPrefix(root, files), root);
+  });
   return api;
 })();

@@ -80,3 +80,50 @@ def test_upload_resumes_after_a_dropped_connection_and_the_import_shows_its_resu
     page.locator("tr", has_text="big.bin").locator(".upload-delete").click()
     page.get_by_text("Deleted big.bin").wait_for()
     assert not (upload_vireo.data_dir / "uploads" / "big.bin").exists()
+
+
+def test_files_chosen_before_the_page_is_connected_are_uploaded(upload_vireo: VireoProcess, browser_page, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The uploader needs no websocket: a file chosen before the page's connection is up (or with none at all) is sent.
+
+    The page's socket is refused here, so nothing the server would run once connected ever runs;
+    an uploader started that way (as it once was) leaves the chosen file unsent.
+    """
+    page = browser_page
+    page.goto(f"{upload_vireo.url}/login?next=%2F")
+    page.get_by_label("User name").fill("admin")
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{upload_vireo.url}/")
+    refused: list[str] = []
+
+    def refuse(route) -> None:  # type: ignore[no-untyped-def]
+        refused.append(route.request.url)
+        route.abort("connectionrefused")
+
+    def refuse_socket(socket) -> None:  # type: ignore[no-untyped-def]
+        refused.append(socket.url)
+        socket.close()
+
+    page.route("**/_nicegui_ws/**", refuse)
+    page.route_web_socket("**/_nicegui_ws/**", refuse_socket)
+    page.goto(f"{upload_vireo.url}/upload")
+    page.get_by_text("Drop files or folders here").wait_for()
+    early = tmp_path / "early.bin"
+    early.write_bytes(os.urandom(70_001))
+    page.locator("input.upload-files").set_input_files([str(early)])
+    page.locator(".upload-row[data-path='early.bin'][data-state='done']").wait_for(timeout=30000)
+    assert refused, "the page's connection was never attempted, so the test proves nothing"
+    assert (upload_vireo.data_dir / "uploads" / "early.bin").read_bytes() == early.read_bytes()
+    # dropped files go the same way, into the folder typed in the drop zone
+    page.locator(".upload-prefix-input").fill("dropped")
+    page.evaluate(
+        """() => {
+            const data = new DataTransfer();
+            data.items.add(new File(['dropped on the zone'], 'note.txt'));
+            const zone = document.querySelector('.vireo-uploader .upload-drop b');
+            zone.dispatchEvent(new DragEvent('dragover', { dataTransfer: data, bubbles: true, cancelable: true }));
+            zone.dispatchEvent(new DragEvent('drop', { dataTransfer: data, bubbles: true, cancelable: true }));
+        }"""
+    )
+    page.locator(".upload-row[data-path='dropped/note.txt'][data-state='done']").wait_for(timeout=30000)
+    assert (upload_vireo.data_dir / "uploads" / "dropped" / "note.txt").read_text() == "dropped on the zone"
