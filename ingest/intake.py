@@ -27,9 +27,10 @@ from pynetdicom.sop_class import uid_to_service_class
 
 from core.dicom_json import instance_document
 from core.pacs_store import InvalidUID, PacsStore, Part, StoredFile
+from ingest.dicom_reader import read_received
 from ingest.error_text import plain_reason
 from ingest.incoming import IncomingInstance
-from ingest.metadata import InstanceMetadata, MissingAttribute, extract
+from ingest.metadata import InstanceMetadata, MissingAttribute, extract, raw_ascii
 
 if TYPE_CHECKING:
     from ingest.indexer import IndexWriter
@@ -63,6 +64,9 @@ _SEQUENCE_END = {True: b"\xfe\xff\xdd\xe0\x00\x00\x00\x00", False: b"\xff\xfe\xe
 # (7FE0,0010) Pixel Data's tag as each byte order writes it, and an undefined length.
 _PIXEL_DATA_TAG = (b"\xe0\x7f\x10\x00", b"\x7f\xe0\x00\x10")
 _UNDEFINED_LENGTH_BYTES = b"\xff\xff\xff\xff"
+_PIXEL_DATA = 0x7FE00010
+# The attributes that size uncompressed pixel data (PS3.3 C.7.6.3), by tag: US but NumberOfFrames (IS).
+_IMAGE_PIXEL_TAGS = {"Rows": 0x00280010, "Columns": 0x00280011, "BitsAllocated": 0x00280100, "SamplesPerPixel": 0x00280002, "NumberOfFrames": 0x00280008}
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ def admit(content: bytes) -> tuple[Dataset, str | None]:
     its pixel data is the sender's data, kept as sent and answered with a warning.
     """
     try:
-        ds = dcmread(BytesIO(content))
+        ds = read_received(content)
     except Exception as exc:
         raise StoreRefused(CANNOT_UNDERSTAND, f"cannot parse the data set: {plain_reason(exc)}") from exc
     if len(ds) == 0:
@@ -220,15 +224,31 @@ def pixel_mismatch(ds: Dataset) -> str | None:
     Raises ImagePixelError when the attributes that size the pixel data are missing or invalid:
     that is the data set's fault, not a transfer's, and the sender is told which attribute it is.
     """
-    if "PixelData" not in ds or ds.file_meta.TransferSyntaxUID.is_compressed:
+    if _PIXEL_DATA not in ds or not _native_pixels(ds):
         return None
     expected = expected_pixel_bytes(ds)
-    actual = len(ds.get_item("PixelData").value or b"")
+    actual = len(ds.get_item(_PIXEL_DATA).value or b"")
     if actual >= expected:
         return None
     frames = _whole_number(ds, "NumberOfFrames", default=1)
     samples = _whole_number(ds, "SamplesPerPixel", default=1)
     return f"pixel data {actual} bytes, header needs {expected}: {frames} frames x {samples} samples"
+
+
+def _native_pixels(ds: Dataset) -> bool:
+    """Whether the pixel data is native (uncompressed), the only kind whose length the Image Pixel attributes fix.
+
+    A stream with no Transfer Syntax UID, or one pydicom does not know, is judged by the element
+    itself: encapsulated pixel data has an undefined length (PS3.5 A.4). (Both once failed here.)
+    """
+    syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
+    try:
+        compressed = syntax is not None and bool(syntax.is_compressed)
+    except (AttributeError, ValueError):  # a UID that names no transfer syntax pydicom knows
+        compressed = False
+    pixels = ds.get_item(_PIXEL_DATA)
+    encapsulated = getattr(pixels, "length", None) == _UNDEFINED_LENGTH or bool(getattr(pixels, "is_undefined_length", False))
+    return not compressed and not encapsulated
 
 
 def expected_pixel_bytes(ds: Dataset) -> int:
@@ -243,7 +263,7 @@ def expected_pixel_bytes(ds: Dataset) -> int:
         BitsAllocated=_whole_number(ds, "BitsAllocated"),
         SamplesPerPixel=_whole_number(ds, "SamplesPerPixel", default=1),
         NumberOfFrames=_whole_number(ds, "NumberOfFrames", default=1),
-        PhotometricInterpretation=str(ds.get("PhotometricInterpretation") or "").strip().upper(),
+        PhotometricInterpretation=_photometric(ds),
     )
     expected = get_expected_length(image, unit="bytes")  # type: ignore[arg-type]
     if image.PhotometricInterpretation in _SUBSAMPLED_422:
@@ -251,8 +271,38 @@ def expected_pixel_bytes(ds: Dataset) -> int:
     return int(expected)
 
 
+def _photometric(ds: Dataset) -> str:
+    raw = raw_ascii(ds, 0x00280004, "CS")
+    return (raw if raw is not None else str(ds.get("PhotometricInterpretation") or "")).strip().upper()
+
+
+def _raw_whole_number(ds: Dataset, keyword: str) -> int | str | None:
+    """An Image Pixel attribute straight from its bytes (a single little-endian US, or an all-digits IS), or None: pydicom decides.
+
+    Reading five of them through pydicom cost ~60 us an instance (hooks, validation); these bytes
+    convert to exactly what pydicom gives (tests/test_metadata_fast_path.py). '' is an empty value.
+    """
+    tag = _IMAGE_PIXEL_TAGS[keyword]
+    if keyword == "NumberOfFrames":
+        text = raw_ascii(ds, tag, "IS")
+        if text is None or not (text == "" or text.isdigit()):
+            return None
+        return text and int(text)
+    raw = ds.get_item(tag)
+    if isinstance(raw, RawDataElement) and raw.VR in ("US", None) and raw.is_little_endian and isinstance(raw.value, bytes) and len(raw.value) == 2:
+        return int.from_bytes(raw.value, "little")
+    return None
+
+
 def _whole_number(ds: Dataset, keyword: str, default: int | None = None) -> int:
     """An Image Pixel attribute's value as a non-negative integer; ImagePixelError names the attribute when it is not one."""
+    fast = _raw_whole_number(ds, keyword)
+    if isinstance(fast, int):
+        return fast
+    if fast == "":
+        if default is None:
+            raise ImagePixelError(f"empty {keyword}: pixel data cannot be sized")
+        return default
     try:
         value = ds.get(keyword, _ABSENT)
     except Exception as exc:  # a value pydicom cannot convert fails on first access
@@ -328,7 +378,9 @@ class Intake:
         The instance has no metadata document yet: the caller makes it from the returned data set
         (`metadata_document`) once the sender has its answer.
         """
-        from ingest.file_admission import admit_file  # it builds on this module's checks
+        from ingest.file_admission import (
+            admit_file,  # it builds on this module's checks
+        )
 
         ds, warning = admit(content) if content is not None else admit_file(part.path)
         meta = self._placed(ds, sop_class_uid, sop_instance_uid, None)

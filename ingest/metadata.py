@@ -66,7 +66,7 @@ class MissingAttribute(ValueError):
     """A Type 1 attribute the PACS cannot do without (the UIDs that place the file)."""
 
 
-def _raw_ascii(ds: Dataset, tag: int, vr: str) -> str | None:
+def raw_ascii(ds: Dataset, tag: int, vr: str) -> str | None:
     """An element's value straight from its bytes, or None where only pydicom's conversion gives the right answer.
 
     Converting an element through pydicom costs ~10 us (hooks, validation, value classes); the
@@ -90,7 +90,7 @@ def _raw_ascii(ds: Dataset, tag: int, vr: str) -> str | None:
 def _text(ds: Dataset, keyword: str, fast: tuple[int, str] | None = None) -> str:
     """A value as one string (several values joined by backslashes); `fast` = (tag, VR) tries the raw bytes first."""
     if fast is not None:
-        text = _raw_ascii(ds, *fast)
+        text = raw_ascii(ds, *fast)
         if text is not None:
             return text
     value = ds.get(keyword)
@@ -104,7 +104,7 @@ def _text(ds: Dataset, keyword: str, fast: tuple[int, str] | None = None) -> str
 def _int(ds: Dataset, keyword: str, fast: int | None = None) -> int | None:
     """An IS value as an int, or None; `fast` = its tag tries the raw bytes first (pydicom decides anything unusual)."""
     if fast is not None:
-        text = _raw_ascii(ds, fast, "IS")
+        text = raw_ascii(ds, fast, "IS")
         if text is not None:
             if text == "":
                 return None
@@ -127,7 +127,7 @@ def required_uid(ds: Dataset, keyword: str, tag: int | None = None) -> str:
 
 
 def _raw_numbers(ds: Dataset, tag: int) -> list[float] | None:
-    """A DS element's values straight from its ASCII bytes (as `_raw_ascii`), or None: then pydicom's DS decides."""
+    """A DS element's values straight from its ASCII bytes (as `raw_ascii`), or None: then pydicom's DS decides."""
     raw = ds.get_item(tag)
     if raw is None or not isinstance(raw, RawDataElement) or raw.VR not in ("DS", None) or not isinstance(raw.value, bytes) or not raw.value.isascii():
         return None
