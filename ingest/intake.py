@@ -378,9 +378,7 @@ class Intake:
         The instance has no metadata document yet: the caller makes it from the returned data set
         (`metadata_document`) once the sender has its answer.
         """
-        from ingest.file_admission import (
-            admit_file,  # it builds on this module's checks
-        )
+        from ingest.file_admission import admit_file  # it builds on this module's checks
 
         ds, warning = admit(content) if content is not None else admit_file(part.path)
         meta = self._placed(ds, sop_class_uid, sop_instance_uid, None)
