@@ -67,11 +67,13 @@ NAME_CELL = r'''
   </div>
 </q-td>'''
 TAG_CELL = '<q-td :props="props"><span class="vireo-attr-tag">{{ props.row.tag }}</span></q-td>'
+# Unfolded is kept on the row (Vue state), not as a class put on the element: a re-render of the table
+# (its rows, the panel's width) kept the class only while the element happened to survive it.
 VALUE_CELL = r'''
 <q-td :props="props">
-  <div v-if="props.row.long" class="vireo-attr-value vireo-long" data-testid="folded-value"
+  <div v-if="props.row.long" class="vireo-attr-value vireo-long" :class="{'vireo-open': props.row.open}" data-testid="folded-value"
        title="Click to show or fold the whole value"
-       @click="$event.currentTarget.classList.toggle('vireo-open')">{{ props.row.value }}</div>
+       @click="props.row.open = !props.row.open">{{ props.row.value }}</div>
   <div v-else class="vireo-attr-value">{{ props.row.value }}</div>
 </q-td>'''
 
