@@ -21,12 +21,17 @@ from pydicom import dcmread
 from pydicom.charset import convert_encodings, default_encoding
 from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_value_for_VR
 from pydicom.dataset import Dataset, FileDataset
-from pydicom.filereader import ENCODED_VR, _read_file_meta_info, data_element_generator, read_preamble
+from pydicom.filereader import ENCODED_VR, data_element_generator, read_preamble
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, PrivateTransferSyntaxes
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 # pydicom reads these VRs from their two bytes; any other pair it warns about and guesses: declined.
+try:  # pydicom's own file meta reader (private): without it every stream is read by dcmread, and tests/test_dicom_reader.py says so
+    from pydicom.filereader import _read_file_meta_info
+except ImportError:  # pragma: no cover - another pydicom 3.x
+    _read_file_meta_info = None  # type: ignore[assignment]
+
 _KNOWN_VRS = {vr: vr.decode(default_encoding) for vr in ENCODED_VR if len(vr) == 2}
 _LONG_VRS = frozenset(vr for vr in _KNOWN_VRS.values() if vr in EXPLICIT_VR_LENGTH_32)
 _EXPLICIT = struct.Struct("<HH2sH")
@@ -49,7 +54,7 @@ def read_received(content: bytes) -> FileDataset:
 
 
 def _read_fast(content: bytes) -> FileDataset:
-    if content[128:132] != b"DICM":
+    if content[128:132] != b"DICM" or _read_file_meta_info is None:
         raise _Declined
     fp = BytesIO(content)
     try:
