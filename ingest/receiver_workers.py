@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
@@ -47,6 +48,10 @@ VERIFICATION = "1.2.840.10008.1.1"
 WORKER_MODULE = "ingest.receiver_worker"
 # A worker that dies sooner than this after its start is restarted ever later (up to MAX_RESTART_DELAY).
 STABLE_SECONDS = 10.0
+# A worker ended by SIGTERM or SIGINT most likely got the signal its whole process group got: the receiver
+# waits this long for its own stop before calling it a failure (and restarting it, which waits a second anyway).
+SHUTDOWN_GRACE = 3.0
+_SHUTDOWN_SIGNALS = frozenset({-signal.SIGTERM, -signal.SIGINT})
 MAX_RESTART_DELAY = 30.0
 # How long an association waits for a worker that is starting, before it is served in the main process.
 START_WAIT = 10.0
@@ -264,12 +269,21 @@ class WorkerPool:
         if self._stopping:
             return
         code = worker.process.wait()
+        if code in _SHUTDOWN_SIGNALS and self._stopping_soon():
+            return  # the whole process group was told to stop (a service manager, Ctrl-C): not a failure to report
         lived = time.monotonic() - worker.started
         delay = self._delays[worker.number] = 1.0 if lived > STABLE_SECONDS else min(MAX_RESTART_DELAY, self._delays[worker.number] * 2)
         log.warning("receiver worker %d exited (status %s) after %.0f s; starting it again in %.0f s", worker.number, code, lived, delay)
         self._spawns.put((worker.number, time.monotonic() + delay))
         if self.catch_up is not None:
             threading.Thread(target=self._catch_up, args=(worker.started_at,), name="vireo-receiver-catch-up", daemon=True).start()
+
+    def _stopping_soon(self) -> bool:
+        """Whether the pool is stopped within SHUTDOWN_GRACE (a worker that got the group's signal first waits for its parent's)."""
+        deadline = time.monotonic() + SHUTDOWN_GRACE
+        while not self._stopping and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self._stopping
 
     def _catch_up(self, since: float) -> None:
         try:

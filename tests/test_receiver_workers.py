@@ -116,6 +116,32 @@ def test_a_killed_worker_loses_nothing_acknowledged_and_is_replaced(start_vireo:
     assert page["items"][0]["instances"] == 300  # each instance once, the acknowledged ones indexed too
 
 
+@pytest.mark.slow  # a restart after the shutdown grace, then a stop: ~10 s
+def test_a_worker_signalled_with_its_process_group_is_no_failure(start_vireo: Callable[..., VireoProcess], tmp_path: Path) -> None:
+    """SIGTERM to the whole group (systemd, the bench, Ctrl-C) ends the workers first: no "exited ... starting it again"."""
+    vireo = start_vireo(VIREO_DICOM_WORKERS="2")
+    series = write_series(tmp_path / "s", slices=4, rows=32, columns=32, patient_id="WTERM", seed=711)
+    assert "with status SUCCESS  : 4" in (lambda r: r.stdout + r.stderr)(dcmsend(vireo.dicom_port, "WTERM", series.paths[0].parent))
+    workers = worker_pids(vireo)
+    assert len(workers) == 2
+    # One worker alone signalled: a failure after all (the receiver is not stopping), said and repaired.
+    alone = min(workers)
+    os.kill(alone, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while len(worker_pids(vireo) - {alone}) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(worker_pids(vireo) - {alone}) == 2, "the signalled worker is started again"
+    assert "exited (status -15)" in vireo.log_path.read_text(errors="replace")
+    # The whole group signalled, workers first as the kernel may deliver it: the receiver stops, and says nothing of failures.
+    before = vireo.log_path.read_text(errors="replace")
+    assert vireo.process is not None
+    for pid in [*worker_pids(vireo), vireo.process.pid]:
+        os.kill(pid, signal.SIGTERM)
+    vireo.process.wait(timeout=30)
+    after = vireo.log_path.read_text(errors="replace")[len(before):]
+    assert "starting it again" not in after, after
+
+
 def _cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
