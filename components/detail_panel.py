@@ -67,8 +67,8 @@ NAME_CELL = r'''
   </div>
 </q-td>'''
 TAG_CELL = '<q-td :props="props"><span class="vireo-attr-tag">{{ props.row.tag }}</span></q-td>'
-# Unfolded is kept on the row (Vue state), not as a class put on the element: a re-render of the table
-# (its rows, the panel's width) kept the class only while the element happened to survive it.
+# Unfolded is kept on the row (Vue state), not as a class put on the element by hand: Vue knows nothing of
+# such a class, and a re-render that re-creates the element drops it.
 VALUE_CELL = r'''
 <q-td :props="props">
   <div v-if="props.row.long" class="vireo-attr-value vireo-long" :class="{'vireo-open': props.row.open}" data-testid="folded-value"
