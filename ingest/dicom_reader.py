@@ -23,7 +23,7 @@ from pydicom.dataelem import RawDataElement, convert_raw_data_element, empty_val
 from pydicom.dataset import Dataset, FileDataset
 from pydicom.filereader import ENCODED_VR, data_element_generator, read_preamble
 from pydicom.tag import BaseTag
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, PrivateTransferSyntaxes
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import EXPLICIT_VR_LENGTH_32
 
 # pydicom reads these VRs from their two bytes; any other pair it warns about and guesses: declined.
@@ -85,7 +85,7 @@ def _read_fast(content: bytes) -> FileDataset:
 
 def _encapsulated(syntax: object) -> bool:
     """Whether a file's Transfer Syntax UID is a known compressed one pydicom reads as explicit VR little endian."""
-    if not isinstance(syntax, UID) or syntax.is_private or syntax in PrivateTransferSyntaxes:
+    if not isinstance(syntax, UID) or syntax.is_private:  # private ones (PrivateTransferSyntaxes too): pydicom's way
         return False
     try:
         return syntax.is_transfer_syntax and syntax.is_compressed and syntax.is_little_endian and not syntax.is_deflated

@@ -296,17 +296,12 @@ def _raw_whole_number(ds: Dataset, keyword: str) -> int | str | None:
 
 def _whole_number(ds: Dataset, keyword: str, default: int | None = None) -> int:
     """An Image Pixel attribute's value as a non-negative integer; ImagePixelError names the attribute when it is not one."""
-    fast = _raw_whole_number(ds, keyword)
-    if isinstance(fast, int):
-        return fast
-    if fast == "":
-        if default is None:
-            raise ImagePixelError(f"empty {keyword}: pixel data cannot be sized")
-        return default
-    try:
-        value = ds.get(keyword, _ABSENT)
-    except Exception as exc:  # a value pydicom cannot convert fails on first access
-        raise ImagePixelError(f"invalid {keyword}: cannot be read ({plain_reason(exc)})") from exc
+    value = _raw_whole_number(ds, keyword)
+    if value is None:
+        try:
+            value = ds.get(keyword, _ABSENT)
+        except Exception as exc:  # a value pydicom cannot convert fails on first access
+            raise ImagePixelError(f"invalid {keyword}: cannot be read ({plain_reason(exc)})") from exc
     if value is _ABSENT:
         if default is None:
             raise ImagePixelError(f"missing {keyword}: pixel data cannot be sized")

@@ -196,7 +196,7 @@ class WorkerPool:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._started = False
-        self._stopping = False
+        self._stopping = threading.Event()  # set by stop()
         self._delays = [1.0] * count
         self._tried = [False] * count  # whether a worker was ever started (or failed to start) in each place
         self._spawns: queue.Queue[tuple[int, float]] = queue.Queue()
@@ -221,7 +221,7 @@ class WorkerPool:
         associations spread over the workers.
         """
         deadline = time.monotonic() + START_WAIT
-        while not self._stopping and time.monotonic() < deadline:
+        while not self._stopping.is_set() and time.monotonic() < deadline:
             starting = [n for n, w in enumerate(self.workers) if not self._tried[n] or (w is not None and w.alive and not w.ready.is_set())]
             if not starting:
                 break
@@ -239,7 +239,7 @@ class WorkerPool:
 
     def _ensure_started(self) -> None:
         with self._lock:
-            if self._started or self._stopping:
+            if self._started or self._stopping.is_set():
                 return
             self._started = True
             threading.Thread(target=self._spawner, name="vireo-receiver-workers", daemon=True).start()
@@ -256,7 +256,7 @@ class WorkerPool:
             number, not_before = self._spawns.get()
             time.sleep(max(0.0, not_before - time.monotonic()))
             with self._lock:
-                if self._stopping:
+                if self._stopping.is_set():
                     return
                 try:
                     self.workers[number] = Worker(number, self.config, self.indexer, self._exited)
@@ -266,10 +266,11 @@ class WorkerPool:
                 self._tried[number] = True
 
     def _exited(self, worker: Worker) -> None:
-        if self._stopping:
+        if self._stopping.is_set():
             return
         code = worker.process.wait()
-        if code in _SHUTDOWN_SIGNALS and self._stopping_soon():
+        # A worker that got its process group's signal first waits for its parent's own stop.
+        if code in _SHUTDOWN_SIGNALS and self._stopping.wait(SHUTDOWN_GRACE):
             return  # the whole process group was told to stop (a service manager, Ctrl-C): not a failure to report
         lived = time.monotonic() - worker.started
         delay = self._delays[worker.number] = 1.0 if lived > STABLE_SECONDS else min(MAX_RESTART_DELAY, self._delays[worker.number] * 2)
@@ -277,13 +278,6 @@ class WorkerPool:
         self._spawns.put((worker.number, time.monotonic() + delay))
         if self.catch_up is not None:
             threading.Thread(target=self._catch_up, args=(worker.started_at,), name="vireo-receiver-catch-up", daemon=True).start()
-
-    def _stopping_soon(self) -> bool:
-        """Whether the pool is stopped within SHUTDOWN_GRACE (a worker that got the group's signal first waits for its parent's)."""
-        deadline = time.monotonic() + SHUTDOWN_GRACE
-        while not self._stopping and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return self._stopping
 
     def _catch_up(self, since: float) -> None:
         try:
@@ -295,7 +289,7 @@ class WorkerPool:
 
     def stop(self) -> None:
         with self._lock:
-            self._stopping = True
+            self._stopping.set()
         self._spawns.put((0, 0.0))  # wakes the spawner, which sees the stop
         for worker in self.workers:
             if worker is not None:

@@ -11,7 +11,8 @@ import pytest
 
 from tests.factories import SeriesFiles
 from tests.support.browser import ARTIFACTS_DIR
-from tests.support.vireo import ADMIN_PASSWORD, VireoProcess
+from tests.support.vireo import VireoProcess
+from tests.test_datasets_page import log_in
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +26,7 @@ def test_upload_resumes_after_a_dropped_connection_and_the_import_shows_its_resu
     upload_vireo: VireoProcess, browser_page, small_study: list[SeriesFiles], tmp_path: Path
 ) -> None:
     page = browser_page
-    page.goto(f"{upload_vireo.url}/login?next=%2Fupload")
-    page.get_by_label("User name").fill("admin")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{upload_vireo.url}/upload")
+    log_in(page, upload_vireo, target="/upload")
     page.get_by_text("Drop files or folders here").wait_for()
     page.wait_for_function("window.vireoUpload !== undefined")
     page.evaluate("vireoUpload.chunkSize = 256 * 1024")
@@ -89,11 +86,7 @@ def test_files_chosen_before_the_page_is_connected_are_uploaded(upload_vireo: Vi
     an uploader started that way (as it once was) leaves the chosen file unsent.
     """
     page = browser_page
-    page.goto(f"{upload_vireo.url}/login?next=%2F")
-    page.get_by_label("User name").fill("admin")
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(f"{upload_vireo.url}/")
+    log_in(page, upload_vireo)
     refused: list[str] = []
 
     def refuse(route) -> None:  # type: ignore[no-untyped-def]
