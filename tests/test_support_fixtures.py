@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.support.postgres import PostgresServer
+from tests.support.vireo import free_port
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -70,12 +71,6 @@ def test_server_listens_on_loopback_only(postgres_server: PostgresServer) -> Non
 
 
 # ------------------------------------------------------------------- browser
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def static_site(tmp_path):
     (tmp_path / "index.html").write_text(
@@ -83,7 +78,7 @@ def static_site(tmp_path):
         "<body><h1 id='hello'>Hello from http.server</h1></body></html>",
         encoding="utf-8",
     )
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory", str(tmp_path)],
         stdout=subprocess.DEVNULL,

@@ -64,6 +64,15 @@ def eventually_api_tags(vireo: VireoProcess, uid: str, expected: list[str], time
         time.sleep(0.05)
 
 
+def first_options(page: Any, count: int) -> list[str]:
+    """The first `count` option texts of the open tag menu, once that many are drawn with their text
+    (the menu's items can exist for a moment before their labels are rendered)."""
+    texts = page.wait_for_function(
+        """n => { const t = [...document.querySelectorAll('.q-menu .q-item')].map(i => i.innerText.trim());
+                  return t.length >= n && t.slice(0, n).every(x => x) ? t.slice(0, n) : null; }""", arg=count)
+    return texts.json_value()  # type: ignore[no-any-return]
+
+
 def open_datasets(context: Any, vireo: VireoProcess) -> Any:
     page = context.new_page()
     page.goto(f"{vireo.url}/login?next=%2F")
@@ -134,8 +143,7 @@ def test_chips_colours_dropdown_and_chip_x(vireo: VireoProcess, corpus: dict[str
     assert bar_chip.evaluate("c => getComputedStyle(c).backgroundColor") == shown["artefact"]
     # the list starts with the user's recent tags: artefact, although reviewed is on more series
     field.click()
-    page.wait_for_function("document.querySelectorAll('.q-menu .q-item').length >= 3")
-    assert page.locator(".q-menu .q-item").all_inner_texts()[:3] == ["artefact", "reviewed", "needs-review"]
+    assert first_options(page, 3) == ["artefact", "reviewed", "needs-review"]
     page.keyboard.press("Escape")
 
     # the X on a card's chip removes that tag from that one series: no select, no tag toggle (artefact is active)
@@ -164,8 +172,7 @@ def test_chips_colours_dropdown_and_chip_x(vireo: VireoProcess, corpus: dict[str
     page.reload()
     page.get_by_test_id("tag-row").get_by_text("needs-review").wait_for()
     field.click()
-    page.wait_for_function("document.querySelectorAll('.q-menu .q-item').length >= 3")
-    assert page.locator(".q-menu .q-item").all_inner_texts()[:3] == ["needs-review", "artefact", "reviewed"]
+    assert first_options(page, 3) == ["needs-review", "artefact", "reviewed"]
     page.keyboard.press("Escape")
 
 

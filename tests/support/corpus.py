@@ -671,7 +671,8 @@ def _run_round(files: list[CorpusFile], data_dir: Path, thumbnail_timeout: float
             if sent_event is not None:
                 sent_event.set()
         marks.append(time.monotonic())
-        stems = {p.stem for p in (data_dir / "pacs").rglob("*.dcm") if ".incoming" not in p.parts}
+        # vireo.data_dir, not data_dir: a start that failed once retries in a fresh folder beside it
+        stems = {p.stem for p in (vireo.data_dir / "pacs").rglob("*.dcm") if ".incoming" not in p.parts}
         checker = Checker(vireo)
         try:
             results: dict[str, FileResult] = {}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -17,13 +16,9 @@ from typing import Any
 
 import httpx
 
+from tests.support.vireo import free_port
+
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class OrthancProcess:
@@ -33,8 +28,8 @@ class OrthancProcess:
             raise RuntimeError("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb; scripts/setup.sh --test does)")
         self.workdir = workdir
         self.ae_title = ae_title
-        self.dicom_port = _free_port()
-        self.http_port = _free_port()
+        self.dicom_port = free_port()
+        self.http_port = free_port()
         self.modalities = modalities or {}
         self.dicomweb = dicomweb
         self.extra = extra or {}

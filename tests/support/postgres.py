@@ -25,17 +25,18 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import uuid
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 from psycopg import sql
+
+from tests.support.vireo import free_port
 
 __all__ = [
     "PostgresServer",
@@ -72,12 +73,6 @@ def find_postgres_bindir() -> Path:
     if not candidates:
         raise PostgresUnavailable(INSTALL_HINT)
     return max(candidates)[1]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _check_db_name(name: str) -> str:
@@ -197,7 +192,7 @@ class PostgresServer:
             )
 
     def _launch(self, bindir: Path, run_as: dict) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         settings = {
             "listen_addresses": "127.0.0.1",
             "port": str(self.port),
