@@ -184,6 +184,19 @@ DRAGGING = "document.querySelector('[data-testid=panel-handle]').classList.conta
 RECORD_PRESSES = """() => { if (window.__vireoPresses) return; window.__vireoPresses = [];
   document.addEventListener('pointerdown', e => window.__vireoPresses.push(
     (e.target.closest('[data-testid]') || {dataset: {testid: e.target.tagName}}).dataset.testid + ' at ' + e.clientX + ',' + e.clientY), true); }"""
+# What a drag did, for the failure message of a drag that did not move the panel: each pointer event
+# after the press (its target), each class change of the handle and each inline-width change of the panel.
+RECORD_DRAG = """() => { window.__vireoDrag = []; const log = t => window.__vireoDrag.length < 60 && window.__vireoDrag.push(
+    Math.round(performance.now()) + ' ' + t);
+  if (window.__vireoDragWatched) return; window.__vireoDragWatched = true;
+  for (const type of ['pointermove', 'pointerup', 'pointercancel', 'lostpointercapture'])
+    document.addEventListener(type, e => window.__vireoDrag && log(type + ' on ' + ((e.target.closest && e.target.closest('[data-testid]')) ||
+      {dataset: {testid: e.target.tagName || '?'}}).dataset.testid + ' x=' + e.clientX), true);
+  const panel = document.querySelector('[data-testid=detail-panel]'), handle = document.querySelector('[data-testid=panel-handle]');
+  new MutationObserver(() => log('panel style ' + panel.style.width)).observe(panel, {attributes: true, attributeFilter: ['style']});
+  new MutationObserver(() => log('handle class ' + handle.className)).observe(handle, {attributes: true, attributeFilter: ['class']});
+  new MutationObserver(() => log('handle ' + (document.contains(handle) ? 'still in the page' : 'replaced'))).observe(
+    handle.parentElement, {childList: true}); }"""
 
 
 def _drag_handle(page: Any, to_x: float) -> dict[str, float]:
@@ -195,6 +208,7 @@ def _drag_handle(page: Any, to_x: float) -> dict[str, float]:
     """
     page.get_by_test_id("panel-handle").wait_for()
     page.evaluate(RECORD_PRESSES)
+    page.evaluate(RECORD_DRAG)
     for attempt in range(3):
         page.evaluate("window.__vireoHandleBox = null")
         point = page.wait_for_function(GRAB_POINT, polling=100, timeout=30000).json_value()
@@ -226,6 +240,16 @@ def _stored_panel_width(vireo: VireoProcess, expected: float) -> float:
         return stored
 
 
+def _wait_wider(page: Any, than: float) -> None:
+    """Wait until the panel is more than 100 px wider than `than`; if it never is, say what the drag did."""
+    try:
+        page.wait_for_function(f"document.querySelector('[data-testid=detail-panel]').getBoundingClientRect().width > {than} + 100", timeout=15000)
+    except PlaywrightTimeoutError:
+        width = page.evaluate("document.querySelector('[data-testid=detail-panel]').getBoundingClientRect().width")
+        raise AssertionError(f"the panel is {width} px wide after the drag, not more than {than} + 100; "
+                             f"the drag: {page.evaluate('window.__vireoDrag')}") from None
+
+
 @pytest.mark.slow  # a reload and two drags: ~10 s under load
 def test_dragged_width_is_remembered_for_the_user(vireo: VireoProcess, corpus: dict[str, Any], browser_page: Any) -> None:
     page = browser_page
@@ -234,14 +258,14 @@ def test_dragged_width_is_remembered_for_the_user(vireo: VireoProcess, corpus: d
     _open(page, corpus["mr"], "MR")
     before = _widths(page)["panel"]
     grab = _drag_handle(page, to_x=page.get_by_test_id("panel-handle").bounding_box()["x"] - 150)
-    page.wait_for_function(f"document.querySelector('[data-testid=detail-panel]').getBoundingClientRect().width > {before} + 100", timeout=15000)
+    _wait_wider(page, before)
     dragged = _widths(page)["panel"]
     assert abs(dragged - (before + 150 + grab["width"] / 2)) < 20, (before, dragged)
     _no_sideways_scroll(page)
     assert abs(_stored_panel_width(vireo, dragged) - dragged) <= 1
     # dragged (almost) all the way: the gallery keeps a column
     _drag_handle(page, to_x=0)
-    page.wait_for_function(f"document.querySelector('[data-testid=detail-panel]').getBoundingClientRect().width > {dragged} + 100", timeout=15000)
+    _wait_wider(page, dragged)
     assert _widths(page)["gallery"] >= 200
     _no_sideways_scroll(page)
     widest = _widths(page)["panel"]
